@@ -1,0 +1,3 @@
+from membership_log.launch import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""The store's schema: SQLAlchemy models, the one owner of every table.
+
+Alembic migrations (``migrations/``) create and upgrade it; ``alembic check`` in the tests
+holds models and migrations together. The handler's stdlib fast path
+(:mod:`membership_log.journal`) writes these same tables and refuses a store whose Alembic
+revision is not :data:`REVISION`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from .version import SCHEMA_REVISION as REVISION  # noqa: E402,F401  (re-exported)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# On SQLite `INTEGER PRIMARY KEY` is the rowid itself; BIGINT would be a second index.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+#: The raw event log: append-only (triggers refuse UPDATE and DELETE), hash-chained.
+event = Table(
+    "event",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=False,
+           comment="gap-free, from 1, per store"),
+    Column("received_us", BigInteger, nullable=False, comment="UTC microseconds since epoch"),
+    Column("observer", Text, nullable=False, comment="SERF_SELF_NAME; '' if unknown"),
+    Column("source", String(16), nullable=False, comment="'serf' or 'catalog'"),
+    Column("env", LargeBinary, nullable=False, comment="SERF_* only: NAME=value, NUL-joined"),
+    Column("stdin", LargeBinary, nullable=False, comment="byte for byte"),
+    Column("hash", LargeBinary, nullable=False, comment="sha256 chained to the previous event"),
+    Index(None, "source", "seq"),
+)
+
+#: Warnings the handler met while taking an event in (kept here, not on stderr, for queries).
+event_note = Table(
+    "event_note",
+    metadata,
+    Column("seq", _SEQ, ForeignKey("event.seq"), primary_key=True, autoincrement=False),
+    Column("n", Integer, primary_key=True, autoincrement=False),
+    Column("message", Text, nullable=False),
+)
+
+#: Derived state, rebuildable from ``event`` at any time: the fold's state after ``seq``
+#: (``format`` names the encoding; a snapshot in another format is ignored and refolded) and
+#: the live-file bytes it gives.
+snapshot = Table(
+    "snapshot",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("format", String(64), nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("live", LargeBinary, nullable=False),
+)

@@ -1,0 +1,81 @@
+"""Where things live: the base dir, the store, the catalog and the live file (SPEC).
+
+Shared by the Typer CLI and the handler's fast path, which parses its few options itself
+(:func:`parse_handler_args`) so that ``membership handle`` never imports Typer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+
+from .errors import MembershipError
+
+#: ``db_url`` is a SQLAlchemy URL; ``sqlite_path`` the file behind it if it is SQLite.
+Settings = namedtuple(
+    "Settings", "base_dir db_url sqlite_path catalog live_file spool_dir"
+)
+
+#: option -> (environment variable, help text)
+OPTIONS = {
+    "--base-dir": ("MEMBERSHIP_BASE_DIR", "Directory holding the store, catalog and live file."),
+    "--db": ("MEMBERSHIP_DB", "Store URL (sqlite:///..., postgresql://...) or a SQLite path."),
+    "--catalog": ("MEMBERSHIP_CATALOG", "Droonga catalog.json (all its nodes start live)."),
+    "--live-file": ("MEMBERSHIP_LIVE_FILE", "The live-node file to keep up to date."),
+}
+
+
+def sqlite_path_of(url: str) -> str | None:
+    """The file of a ``sqlite:///`` URL, or None for any other database."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):].split("?", 1)[0]
+        return path or None
+    return None
+
+
+def resolve(
+    base_dir: str | None = None,
+    db: str | None = None,
+    catalog: str | None = None,
+    live_file: str | None = None,
+) -> Settings:
+    """Fill in defaults (SPEC "Where things live"). Options win over the environment."""
+    env = os.environ
+    base = base_dir or env.get("MEMBERSHIP_BASE_DIR") or "."
+    base = os.path.abspath(base)
+    db = db or env.get("MEMBERSHIP_DB") or os.path.join(base, "membership.db")
+    if "://" not in db:  # a plain path means SQLite
+        db = "sqlite:///" + os.path.abspath(db)
+    catalog = catalog or env.get("MEMBERSHIP_CATALOG") or os.path.join(base, "catalog.json")
+    live_file = live_file or env.get("MEMBERSHIP_LIVE_FILE") or os.path.join(
+        base, "live-nodes.json"
+    )
+    return Settings(
+        base,
+        db,
+        sqlite_path_of(db),
+        os.path.abspath(catalog),
+        os.path.abspath(live_file),
+        os.path.join(base, "spool"),
+    )
+
+
+def parse_handler_args(argv: list[str]) -> Settings:
+    """``--base-dir DIR`` / ``--base-dir=DIR`` and the other options, nothing else."""
+    given: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name not in OPTIONS:
+            raise MembershipError(
+                f"handle: unknown option {arg!r} (accepted: {', '.join(OPTIONS)})"
+            )
+        if not eq:
+            i += 1
+            if i >= len(argv):
+                raise MembershipError(f"handle: option {name} needs a value")
+            value = argv[i]
+        given[name[2:].replace("-", "_")] = value
+        i += 1
+    return resolve(**given)

@@ -1,0 +1,226 @@
+"""The store through SQLAlchemy: schema management (Alembic, from code) and reads that work
+the same on SQLite and PostgreSQL. The only module that imports SQLAlchemy; it returns core
+records (:data:`~membership_log.raw.RawEvent`) and raises :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import journal as _journal
+from .errors import SchemaMismatch, StoreError
+from .raw import RawEvent, decode_env
+from .schema import event, event_note
+from .settings import Settings
+from .version import SCHEMA_REVISION
+
+
+def migrations_dir() -> str:
+    """The Alembic scripts: inside the package when installed, top-level in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return str(candidate)
+    raise StoreError(f"the migrations are missing from {here} (a broken install?)")
+
+
+def _alembic_config(connection: Connection):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", migrations_dir())
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def engine_for(url: str) -> Engine:
+    try:
+        return create_engine(url)
+    except (SQLAlchemyError, ImportError, ValueError) as e:
+        raise StoreError(f"cannot use store URL {url!r}: {e}") from e
+
+
+def upgrade(url: str) -> tuple[str | None, str]:
+    """Bring the store at ``url`` to this release's schema. Returns (from, to) revisions."""
+    from alembic import command
+
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            before = current_revision(conn)
+            if before == SCHEMA_REVISION:
+                return before, before
+            known = _known_revisions()
+            if before is not None and before not in known:
+                raise SchemaMismatch(
+                    f"store {_safe(url)} is at schema revision {before!r}, unknown to this "
+                    f"release (newer?); upgrade membership-log instead"
+                )
+            if before is None and _has_foreign_tables(conn):
+                raise StoreError(
+                    f"{_safe(url)} holds tables that are not a membership-log store; "
+                    f"refusing to write into it"
+                )
+            command.upgrade(_alembic_config(conn), "head")
+            return before, current_revision(conn) or ""
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot upgrade store {_safe(url)}: {_first_line(e)}") from e
+    finally:
+        engine.dispose()
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(None)  # type: ignore[arg-type]
+    return {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+
+
+def _has_foreign_tables(conn: Connection) -> bool:
+    from sqlalchemy import inspect
+
+    return bool(set(inspect(conn).get_table_names()) - {"alembic_version"})
+
+
+def _safe(url: str) -> str:
+    """A URL fit for an error message (no password)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def init(settings: Settings, observer: str = "", received_us: int | None = None) -> dict:
+    """Create or upgrade the store, record the catalog if it changed, write the live file.
+
+    Idempotent. Concurrent callers (handlers set up on the spot) are serialised by a lock
+    file beside the SQLite store.
+    """
+    os.makedirs(settings.base_dir, exist_ok=True)
+    path = settings.sqlite_path
+    if path is None:
+        before, after = upgrade(settings.db_url)
+        return {"store": _safe(settings.db_url), "from": before, "to": after}
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(path):
+            # Created 0600 before SQLite opens it: the log may name hosts and payloads.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        before, after = upgrade(settings.db_url)
+        _use_wal(path)
+    if received_us is None:
+        import time
+
+        received_us = time.time_ns() // 1000
+    j = _journal.Journal(path)
+    try:
+        with j.write():
+            item = _journal.catalog_item(j, settings.catalog, received_us, observer)
+            if item is not None:
+                j.append([item])
+        state, live, _ = _journal.catch_up(j, settings.live_file)
+    finally:
+        j.close()
+    from .project import live_nodes
+
+    return {"store": path, "from": before, "to": after, "seq": state.seq,
+            "live": sorted(live_nodes(state))}
+
+
+def _use_wal(path: str) -> None:
+    """Write-ahead logging: readers never block the handler, and it persists in the file."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+
+
+class Store:
+    """A store opened for reading, SQLite or PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        path = _journal_path(url)
+        if path is not None and not os.path.exists(path):
+            raise StoreError(f"no store at {path} (run: membership init)")
+        self.url = url
+        self.engine = engine_for(url)
+        try:
+            with self.engine.connect() as conn:
+                revision = current_revision(conn)
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot open store {_safe(url)}: {_first_line(e)}") from e
+        if revision is None:
+            raise StoreError(f"{_safe(url)} is not a membership-log store (run: membership init)")
+        if revision != SCHEMA_REVISION:
+            raise SchemaMismatch(
+                f"store {_safe(url)} is at schema revision {revision!r}, this release reads "
+                f"{SCHEMA_REVISION!r} (run: membership db upgrade)"
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def raw_events(self, after: int = 0, until: int | None = None) -> Iterator[RawEvent]:
+        """Raw events in sequence order, streamed."""
+        q = select(event).where(event.c.seq > after).order_by(event.c.seq)
+        if until is not None:
+            q = q.where(event.c.seq <= until)
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(yield_per=2000).execute(q)
+                for r in result:
+                    yield RawEvent(r.seq, r.received_us, r.observer, r.source,
+                                   decode_env(r.env), bytes(r.stdin), bytes(r.hash))
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot read store {_safe(self.url)}: {_first_line(e)}") from e
+
+    def notes(self) -> dict[int, list[str]]:
+        """Handler warnings by event seq."""
+        q = select(event_note).order_by(event_note.c.seq, event_note.c.n)
+        out: dict[int, list[str]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                out.setdefault(r.seq, []).append(r.message)
+        return out
+
+
+def _journal_path(url: str) -> str | None:
+    from .settings import sqlite_path_of
+
+    return sqlite_path_of(url)
