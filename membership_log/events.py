@@ -100,6 +100,8 @@ def parse_members(text: str, warnings: list[str]) -> tuple:
         warnings.append(f"{untabbed} member line(s) not tab-separated; split on white space")
     if skipped:
         warnings.append(f"{skipped} malformed member line(s) skipped")
+    elif not members:
+        warnings.append("member event lists no member")
     return tuple(members)
 
 

@@ -53,9 +53,17 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+def driver_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (SQLAlchemy alone would pick psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def engine_for(url: str) -> Engine:
     try:
-        return create_engine(url)
+        return create_engine(driver_url(url))
     except (SQLAlchemyError, ImportError, ValueError) as e:
         raise StoreError(f"cannot use store URL {url!r}: {e}") from e
 

@@ -1,0 +1,200 @@
+"""The liveness rules (SPEC), one test each, on plain data; and properties of the fold."""
+
+import json
+import marshal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from samples import CATALOG_V2, NODES
+
+from membership_log import events as ev
+from membership_log import project
+from membership_log.catalog import parse as parse_catalog
+
+CATALOG, _ = parse_catalog(json.dumps(CATALOG_V2).encode())
+N0, N1, N2 = NODES
+
+
+class Log:
+    """Builds events with increasing seq, as the store would hand them to the fold."""
+
+    def __init__(self):
+        self.seq = 0
+
+    def _next(self):
+        self.seq += 1
+        return self.seq
+
+    def catalog(self, cat=CATALOG):
+        return ev.Event(self._next(), 0, "o", "catalog", None, None, (), None, cat, ())
+
+    def member(self, kind, *members):
+        ms = tuple(ev.Member(n, a, "", {}) for n, a in members)
+        return ev.Event(self._next(), 0, "o", kind, None, None, ms, None, None, ())
+
+    def user(self, name, payload, ltime=None, kind="user"):
+        return ev.Event(self._next(), 0, "o", kind, name, ltime, (), payload, None, ())
+
+
+def live(events, state=None):
+    s = project.fold(events, state or project.EMPTY)
+    return sorted(project.live_nodes(s))
+
+
+def test_every_catalog_node_starts_live():
+    log = Log()
+    assert live([log.catalog()]) == NODES
+
+
+def test_failed_and_leave_kill_join_revives():
+    log = Log()
+    es = [log.catalog(), log.member("member-failed", ("node1", "192.168.100.51"))]
+    assert live(es) == [N0, N2]
+    es.append(log.member("member-join", ("node1", "192.168.100.51")))
+    assert live(es) == NODES
+    es.append(log.member("member-leave", ("node2", "192.168.100.52")))
+    assert live(es) == [N0, N1]
+
+
+def test_reap_keeps_dead_and_update_changes_no_liveness():
+    log = Log()
+    es = [log.catalog(), log.member("member-failed", ("node1", "192.168.100.51")),
+          log.member("member-reap", ("node1", "192.168.100.51")),
+          log.member("member-update", ("node1", "192.168.100.51")),
+          log.member("member-update", ("node2", "192.168.100.52"))]
+    assert live(es) == [N0, N2]
+    state = project.fold(es)
+    assert state.members["node1"].status == project.REAPED
+    assert state.members["node2"].status is None  # only an update heard: no liveness info
+
+
+def test_member_matched_by_name_host_or_address():
+    log = Log()
+    es = [log.catalog(),
+          log.member("member-failed", (N0, "10.9.9.9")),               # exact node id
+          log.member("member-failed", ("192.168.100.51", "10.9.9.9")),  # host == member name
+          log.member("member-failed", ("node2", "192.168.100.52"))]     # host == address
+    assert live(es) == []
+
+
+def test_unmatched_members_are_shown_but_never_in_the_live_file():
+    log = Log()
+    es = [log.catalog(), log.member("member-join", ("stranger", "10.1.1.1"))]
+    view = project.view(project.fold(es))
+    assert view["stranger"].live and not view["stranger"].in_catalog
+    assert live(es) == NODES
+
+
+def test_without_catalog_every_member_is_a_node():
+    log = Log()
+    es = [log.member("member-join", ("a", "10.0.0.1"), ("b", "10.0.0.2")),
+          log.member("member-failed", ("b", "10.0.0.2"))]
+    s = project.fold(es)
+    assert project.live_nodes(s) == {"a": "10.0.0.1"}
+
+
+def test_operator_mark_and_a_join_does_not_clear_it():
+    log = Log()
+    es = [log.catalog(), log.user("membership-down", "node1", 1)]
+    # "node1" names no catalog node and no member yet: the mark waits until it can match.
+    assert live(es) == NODES
+    es += [log.member("member-join", ("node1", "192.168.100.51"))]
+    assert live(es) == [N0, N2], "a mark made before the member appeared must apply"
+    es += [log.member("member-failed", ("node1", "192.168.100.51")),
+           log.member("member-join", ("node1", "192.168.100.51"))]
+    assert live(es) == [N0, N2], "a Serf join must not clear an operator mark"
+    es += [log.user("membership-up", N1, 2, kind="query")]  # cleared by another spelling
+    assert live(es) == NODES
+
+
+def test_mark_by_node_id_and_by_address():
+    log = Log()
+    assert live([log.catalog(), log.user("membership-down", f"{N0}\n{N2}", 1)]) == [N1]
+    log = Log()
+    es = [log.catalog(), log.member("member-join", ("node1", "192.168.100.51")),
+          log.user("membership-down", "192.168.100.51", 1)]
+    assert live(es) == [N0, N2]
+
+
+def test_a_redelivered_user_event_takes_effect_once():
+    log = Log()
+    down = log.user("membership-down", "node1", 5)
+    es = [log.catalog(), log.member("member-join", ("node1", "192.168.100.51")), down,
+          log.user("membership-up", "node1", 6)]
+    again = down._replace(seq=log._next())
+    assert live(es + [again]) == NODES
+
+
+def test_an_unusable_catalog_keeps_the_last_good_one():
+    log = Log()
+    es = [log.catalog(), log.member("member-failed", ("node1", "192.168.100.51")),
+          log.catalog(None)]
+    assert live(es) == [N0, N2]
+
+
+def test_apply_reports_changes():
+    log = Log()
+    s, ch = project.apply(project.EMPTY, log.catalog())
+    assert [(c.node, c.before, c.after) for c in ch] == [(n, None, "live") for n in NODES]
+    s, ch = project.apply(s, log.member("member-failed", ("node1", "192.168.100.51")))
+    assert ch == [project.Change(N1, "live", "dead")]
+    s, ch = project.apply(s, log.member("member-update", ("node1", "192.168.100.51")))
+    assert ch == []
+
+
+# -- properties over random logs ------------------------------------------------------------
+
+names = st.sampled_from(["node0", "node1", "node2", "x", "192.168.100.51", N2])
+addresses = st.sampled_from(["192.168.100.50", "192.168.100.51", "192.168.100.52", "10.0.0.1"])
+
+
+@st.composite
+def random_log(draw, max_size=40):
+    log = Log()
+    out = []
+    for _ in range(draw(st.integers(0, max_size))):
+        choice = draw(st.integers(0, 3))
+        if choice == 0:
+            out.append(log.catalog(draw(st.sampled_from([CATALOG, None]))))
+        elif choice == 1:
+            kind = draw(st.sampled_from(sorted(ev.MEMBER_KINDS)))
+            ms = draw(st.lists(st.tuples(names, addresses), min_size=1, max_size=3))
+            out.append(log.member(kind, *ms))
+        else:
+            name = draw(st.sampled_from(["membership-down", "membership-up", "other"]))
+            payload = " ".join(draw(st.lists(names, max_size=2)))
+            out.append(log.user(name, payload, draw(st.integers(0, 5) | st.none()),
+                                kind=draw(st.sampled_from(["user", "query"]))))
+    return out
+
+
+@settings(max_examples=200)
+@given(random_log(), st.data())
+def test_folding_a_prefix_then_the_rest_equals_folding_the_whole(es, data):
+    cut = data.draw(st.integers(0, len(es)))
+    whole = project.fold(es)
+    assert project.fold(es[cut:], project.fold(es[:cut])) == whole
+
+
+@settings(max_examples=200)
+@given(random_log())
+def test_state_round_trips_through_a_marshal_snapshot(es):
+    s = project.fold(es)
+    back = project.from_plain(marshal.loads(marshal.dumps(project.to_plain(s))))
+    assert back == s
+    assert project.live_nodes(back) == project.live_nodes(s)
+
+
+@settings(max_examples=200)
+@given(random_log())
+def test_changes_agree_with_the_views_before_and_after(es):
+    s = project.EMPTY
+    for e in es:
+        before = project.view(s)
+        s, ch = project.apply(s, e)
+        after = project.view(s)
+        for c in ch:
+            assert (c.before == "live") == (c.node in before and before[c.node].live)
+            assert (c.after == "live") == (c.node in after and after[c.node].live)
+        unchanged = set(before) & set(after) - {c.node for c in ch}
+        assert all(before[n].live == after[n].live for n in unchanged)

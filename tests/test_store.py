@@ -1,0 +1,133 @@
+"""The store: one schema owner (models + Alembic) on SQLite and real PostgreSQL, the
+append-only raw log, the hash chain, and the stdlib fast path writing the same tables."""
+
+import sqlite3
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from membership_log import journal, settings, store
+from membership_log.errors import SchemaMismatch, StoreError
+from membership_log.raw import GENESIS, hash_of
+from membership_log.schema import metadata
+from membership_log.version import SCHEMA_REVISION
+
+
+def _check_models_match_migrations(url):
+    from alembic import command
+
+    engine = create_engine(store.driver_url(url))
+    with engine.begin() as conn:
+        command.check(store._alembic_config(conn))  # raises if models and migrations differ
+    engine.dispose()
+
+
+def test_schema_revision_is_the_migrations_head():
+    assert store.head_revision() == SCHEMA_REVISION
+
+
+def test_sqlite_upgrade_matches_models(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert store.upgrade(url) == (None, SCHEMA_REVISION)
+    assert store.upgrade(url) == (SCHEMA_REVISION, SCHEMA_REVISION)
+    _check_models_match_migrations(url)
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_matches_models_and_log_is_append_only(pg_url):
+    assert store.upgrade(pg_url) == (None, SCHEMA_REVISION)
+    _check_models_match_migrations(pg_url)
+    engine = create_engine(store.driver_url(pg_url))
+    assert set(inspect(engine).get_table_names()) >= set(metadata.tables)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO event VALUES (1, 0, 'o', 'serf', '', '', '')"))
+    for statement in ["UPDATE event SET observer = 'x'", "DELETE FROM event"]:
+        with pytest.raises(Exception, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+    engine.dispose()
+
+
+def test_sqlite_raw_log_refuses_update_and_delete(tmp_path, base):
+    s = settings.resolve(str(base))
+    store.init(s)
+    with sqlite3.connect(s.sqlite_path) as c:
+        for statement in ["UPDATE event SET observer = 'x'", "DELETE FROM event"]:
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                c.execute(statement)
+
+
+def test_init_is_idempotent_and_records_the_catalog_once(base):
+    s = settings.resolve(str(base))
+    first = store.init(s)
+    again = store.init(s)
+    assert first["seq"] == again["seq"] == 1
+    assert len(first["live"]) == 3
+    (base / "catalog.json").write_text('{"version": 1, "zones": ["10.0.0.1:1/t"]}')
+    assert store.init(s)["live"] == ["10.0.0.1:1/t"]
+
+
+def test_store_file_is_created_0600(base):
+    s = settings.resolve(str(base))
+    store.init(s)
+    assert (base / "membership.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_journal_appends_a_gap_free_hash_chain(base):
+    s = settings.resolve(str(base))
+    store.init(s)
+    j = journal.Journal(s.sqlite_path)
+    with j.write():
+        seqs = j.append([(10, "n", "serf", b"SERF_EVENT=member-join", b"a\t1.2.3.4\n"),
+                         (11, "n", "serf", b"", b"")])
+    assert seqs == [2, 3]
+    j.close()
+    with store.Store(s.db_url) as st:
+        raws = list(st.raw_events())
+    assert [r.seq for r in raws] == [1, 2, 3]
+    prev = GENESIS
+    for r in raws:
+        assert r.hash == hash_of(r, prev)
+        prev = r.hash
+    assert raws[1].env == {"SERF_EVENT": "member-join"}
+
+
+def test_journal_refuses_a_store_at_another_revision(base):
+    s = settings.resolve(str(base))
+    store.init(s)
+    with sqlite3.connect(s.sqlite_path) as c:
+        c.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(SchemaMismatch, match="9999"):
+        journal.Journal(s.sqlite_path)
+    with pytest.raises(SchemaMismatch, match="9999"):
+        store.Store(s.db_url)
+    with pytest.raises(SchemaMismatch, match="unknown to this release"):
+        store.upgrade(s.db_url)
+
+
+def test_foreign_and_missing_stores_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as c:
+        c.execute("CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(StoreError, match="not a membership-log store"):
+        store.Store(f"sqlite:///{foreign}")
+    with pytest.raises(StoreError, match="not a membership-log store"):
+        store.upgrade(f"sqlite:///{foreign}")
+    with pytest.raises(StoreError, match="no store at"):
+        store.Store(f"sqlite:///{tmp_path / 'absent.db'}")
+
+
+def test_catch_up_refolds_when_the_snapshot_is_unusable(base):
+    s = settings.resolve(str(base))
+    store.init(s)
+    j = journal.Journal(s.sqlite_path)
+    with j.write():
+        j.append([(10, "n", "serf", b"SERF_EVENT=member-failed", b"node1\t192.168.100.51\t\t\n")])
+    state, live, _ = journal.catch_up(j, s.live_file)
+    with j.write():
+        j.conn.execute("UPDATE snapshot SET state = x'00ff', format = 'garbage'")
+    (base / "live-nodes.json").unlink()
+    again, live2, _ = journal.catch_up(j, s.live_file)
+    j.close()
+    assert again == state and live2 == live
+    assert (base / "live-nodes.json").read_bytes() == live
+    assert b"192.168.100.51" not in live
