@@ -32,9 +32,13 @@ def migrations_dir() -> str:
 
 
 def _alembic_config(connection: Connection):
+    import io
+
     from alembic.config import Config
 
-    cfg = Config()
+    # Alembic's Config binds sys.stdout as a default argument at import time; give it its own
+    # stream (the CLI reports results itself) rather than whatever stdout was back then.
+    cfg = Config(stdout=io.StringIO())
     cfg.set_main_option("script_location", migrations_dir())
     cfg.attributes["connection"] = connection
     return cfg

@@ -38,7 +38,8 @@ def test_installed_copy_runs_from_outside_the_repo(wheel, tmp_path):
     # so the wheel's copy of membership_log wins); the package itself only from the wheel.
     Path(site, "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps",
-                    "-q", str(wheel)], check=True, capture_output=True, timeout=300)
+                    "--ignore-installed", "-q", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
     membership = venv / "bin" / "membership"
     work = tmp_path / "elsewhere"
     work.mkdir()

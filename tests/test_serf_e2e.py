@@ -3,6 +3,7 @@ base dir and ``membership handle`` as its event handler: the seed's scenarios.""
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -38,8 +39,8 @@ def listed(agent, node, live=True):
     return wait_until(lambda: (node in agent.live()) == live, TIMEOUT, 0.1)
 
 
-def replay(membership, agent):
-    r = subprocess.run([membership, "replay", "--json", "--base-dir", str(agent.base_dir)],
+def replay(membership, base_dir):
+    r = subprocess.run([membership, "replay", "--json", "--base-dir", str(base_dir)],
                        capture_output=True, text=True, check=True)
     return [json.loads(line) for line in r.stdout.splitlines()]
 
@@ -66,7 +67,7 @@ def test_quick_reconnect_pause_and_resume_and_live_query(cluster, membership):
         doc = json.loads(answer)
         assert doc["observer"] == name and doc["live"] == nodes
     for agent in (node0, node2):
-        assert transitions(replay(membership, agent), nodes[1]) == [
+        assert transitions(replay(membership, agent.base_dir), nodes[1]) == [
             ("member-failed", "dead"), ("member-join", "live")]
 
 
@@ -82,7 +83,7 @@ def test_severe_fault_kill_and_restart_then_graceful_leave(cluster, membership):
     node2.leave()
     assert listed(node0, nodes[2], False) and listed(node1, nodes[2], False)
     assert sorted(node0.live()) == nodes[:2]
-    lines = replay(membership, node0)
+    lines = replay(membership, node0.base_dir)
     assert transitions(lines, nodes[1]) == [("member-failed", "dead"), ("member-join", "live")]
     assert transitions(lines, nodes[2]) == [("member-leave", "dead")]
     assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
@@ -103,5 +104,39 @@ def test_operator_down_and_up_reach_every_node(cluster, membership):
     for a in cluster.agents:
         assert listed(a, nodes[2]), a.name
     for a in cluster.agents:
-        assert transitions(replay(membership, a), nodes[2]) == [("user", "dead"),
+        assert transitions(replay(membership, a.base_dir), nodes[2]) == [("user", "dead"),
                                                                 ("user", "live")]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_catalog_is_the_one_the_demo_uses():
+    ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+    assert (ROOT / "examples" / "catalog.json").read_bytes() == catalog_for(ips)
+
+
+def test_example_agent_config_runs_the_handler_in_a_real_serf(serf, membership, tmp_path):
+    """The example configuration, moved to loopback and a temporary base dir, is accepted by
+    a real agent and its event_handlers line runs `membership handle`."""
+    config = json.loads((ROOT / "examples" / "serf-agent.json").read_text())
+    (handler,) = config["event_handlers"]
+    assert handler.startswith("membership handle --base-dir ") and "=" not in handler
+    config.update(bind="127.0.0.51:7946", rpc_addr="127.0.0.51:7373", retry_join=[])
+    config["event_handlers"] = [handler.replace("membership", membership, 1)
+                                .replace("/var/lib/droonga", str(tmp_path / "base"))]
+    (tmp_path / "agent.json").write_text(json.dumps(config))
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "catalog.json").write_bytes(catalog_for(["127.0.0.51"]))
+    agent = [serf, "agent", "-profile=local", f"-config-file={tmp_path / 'agent.json'}"]
+    proc = subprocess.Popen(agent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        live = tmp_path / "base" / "live-nodes.json"
+        assert wait_until(lambda: live.exists() and "127.0.0.51:10031/droonga" in live.read_text(),
+                          TIMEOUT)
+        lines = replay(membership, tmp_path / "base")
+        assert [x["event"] for x in lines] == ["catalog", "member-join"]
+        assert lines[1]["members"][0]["name"] == "node0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
