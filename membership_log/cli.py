@@ -132,7 +132,7 @@ def handle(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
 
 
 def _folded(store, upto: int | None = None):
-    """Fold the store's log; yields (raw, event, changes) and returns nothing."""
+    """Fold the store's log, yielding (raw, event, state after it, changes) per event."""
     state = project.EMPTY
     for raw in store.raw_events(until=upto):
         event = events.parse(raw)
