@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+import time
 from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
-from . import events, project, settings
+from . import events, livefile, project, settings, timespec
 from .errors import MembershipError
+from .timespec import iso
 from .version import __version__
 
 
@@ -62,14 +63,30 @@ LiveFile = Annotated[str | None, typer.Option(
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
+def _time(value: str | timespec.Point | None) -> timespec.Point | None:
+    if value is None or isinstance(value, timespec.Point):
+        return value
+    try:
+        return timespec.parse(value, time.time_ns() // 1000)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+_TIME_HELP = "ISO 8601 (no zone = UTC), 'now', '15m ago', '2h ago', '3d ago' or '@N'."
+At = Annotated[timespec.Point | None, typer.Option(
+    "--at", parser=_time, metavar="T", help=f"The moment to show. {_TIME_HELP}")]
+Since = Annotated[timespec.Point | None, typer.Option(
+    "--since", parser=_time, metavar="T", help=f"From this moment on. {_TIME_HELP}")]
+Until = Annotated[timespec.Point | None, typer.Option(
+    "--until", parser=_time, metavar="T", help=f"Up to this moment. {_TIME_HELP}")]
+NodeOpt = Annotated[str | None, typer.Option(
+    "--node", metavar="N", help="Only this node (catalog id, Serf member name or address).")]
+ObserverOpt = Annotated[str | None, typer.Option(
+    "--observer", metavar="O", help="Only what this reporting node (SERF_SELF_NAME) saw.")]
+
+
 def _settings(base_dir, db, catalog, live_file) -> settings.Settings:
     return settings.resolve(base_dir, db, catalog, live_file)
-
-
-def iso(us: int) -> str:
-    """UTC microseconds -> ISO 8601 with a Z."""
-    dt = datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -131,37 +148,56 @@ def handle(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
     raise typer.Exit(handle_main(args))
 
 
-def _folded(store, upto: int | None = None):
-    """Fold the store's log, yielding (raw, event, state after it, changes) per event."""
-    state = project.EMPTY
-    for raw in store.raw_events(until=upto):
-        event = events.parse(raw)
-        state, changes = project.apply(state, event)
-        yield raw, event, state, changes
+def _parsed(store, observer: str | None = None):
+    """The store's events, parsed, in log order. With ``observer``, only that observer's
+    events, plus those recorded without one (``init``'s catalog), which belong to every
+    observer's view."""
+    for raw in store.raw_events():
+        if observer is None or raw.observer in (observer, ""):
+            yield raw, events.parse(raw)
+
+
+def _state_at(store, at: timespec.Point | None, observer: str | None = None):
+    """The fold's state right after the last event at or before ``at``, and that event."""
+    state, last = project.EMPTY, None
+    for raw, event in _parsed(store, observer):
+        if not timespec.reached(at, raw.seq, raw.received_us):
+            break
+        state, last = project.step(state, event), raw
+    return state, last
 
 
 @app.command()
 def state(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-          live_file: LiveFile = None, json_out: Json = False) -> None:
-    """Every known node and its liveness now, from a fold of the whole log.
+          live_file: LiveFile = None, at: At = None, observer: ObserverOpt = None,
+          json_out: Json = False,
+          as_live_file: Annotated[bool, typer.Option(
+              "--as-live-file", help="Print exactly the bytes the live file had right after "
+              "the last event at or before --at.")] = False) -> None:
+    """Every known node and its liveness now, or at any moment of the log (--at).
 
-    LIVE is what the live file says; SERF the status Serf last reported for the node's
+    LIVE is what the live file said; SERF the status Serf last reported for the node's
     member (`-` if none yet: catalog nodes start live); MARK an operator's membership-down.
+    The catalog in force at that moment is the one used (catalog versions are events).
 
     Example:
 
         membership state --base-dir /var/lib/droonga
-        membership state --json
+        membership state --at '2026-11-25T03:12:00' --json
+        membership state --at @42 --as-live-file > live-nodes.json
     """
     from .store import Store
 
+    if json_out and as_live_file:
+        raise typer.BadParameter("--json and --as-live-file exclude each other")
     s = _settings(base_dir, db, catalog, live_file)
-    current = project.EMPTY
-    last_at = None
     with Store(s.db_url) as store:
-        for raw in store.raw_events():
-            current = project.step(current, events.parse(raw))
-            last_at = raw.received_us
+        current, last = _state_at(store, at, observer)
+    last_at = last.received_us if last is not None else None
+    if as_live_file:
+        sys.stdout.buffer.write(livefile.render(project.live_nodes(current)))
+        sys.stdout.buffer.flush()
+        return
     nodes = project.view(current)
     if json_out:
         typer.echo(json.dumps({
@@ -178,13 +214,14 @@ def state(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
             for n in sorted(nodes.values(), key=lambda n: (n.live, n.name))]
     when = iso(last_at) if last_at is not None else "no events"
     live = sum(1 for n in nodes.values() if n.live and n.in_catalog)
-    typer.echo(f"after event {current.seq} ({when}): {live} of "
+    prefix = f"at {at.text}: " if at is not None else ""
+    typer.echo(f"{prefix}after event {current.seq} ({when}): {live} of "
                f"{sum(1 for n in nodes.values() if n.in_catalog)} node(s) live")
     if rows:
         typer.echo(_table(["NODE", "LIVE", "SERF", "MARK", "ADDRESS", "MEMBER", ""], rows))
 
 
-def event_json(raw, event, changes) -> dict:
+def event_json(raw, event, changes, duplicate: bool = False) -> dict:
     """One replay line (SPEC "Replay and audit JSON")."""
     return {
         "seq": raw.seq,
@@ -197,6 +234,7 @@ def event_json(raw, event, changes) -> dict:
                     for m in event.members],
         "payload": event.payload,
         "changes": [{"node": c.node, "from": c.before, "to": c.after} for c in changes],
+        "duplicate": duplicate,
         "warnings": list(event.warnings),
     }
 
@@ -216,38 +254,203 @@ def _summary(event) -> str:
     return "; ".join(event.warnings)[:80]
 
 
+def _touches(step, node: str) -> bool:
+    """Whether an event concerns ``node``: it changed it, or names it (as a catalog node,
+    member name or address, or in an operator payload)."""
+    e = step.event
+    if any(c.node == node for c in step.changes):
+        return True
+    if any(node in (m.name, m.address) for m in e.members):
+        return True
+    v = step.view.get(node)
+    if v is not None and v.member is not None and any(m.name == v.member for m in e.members):
+        return True
+    return e.kind in (events.USER, events.QUERY) and node in (e.payload or "").split()
+
+
 @app.command()
 def replay(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-           live_file: LiveFile = None, json_out: Json = False) -> None:
+           live_file: LiveFile = None, since: Since = None, until: Until = None,
+           node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False) -> None:
     """The log in order, each event with the liveness changes it caused.
 
+    The whole log is always folded (so every change is judged in its full context); the
+    options only choose which events are shown. A user event Serf delivered again is shown
+    as a duplicate with no changes: the raw log keeps every delivery.
+
     --json prints one JSON object per line: seq, at, observer, event, name, ltime,
-    members, payload, changes ([{node, from, to}]) and warnings.
+    members, payload, changes ([{node, from, to}]), duplicate and warnings.
 
     Example:
 
-        membership replay --base-dir /var/lib/droonga
-        membership replay --json | jq 'select(.changes != [])'
+        membership replay --base-dir /var/lib/droonga --since '2h ago'
+        membership replay --node node1 --json | jq 'select(.changes != [])'
     """
     from .store import Store
 
     s = _settings(base_dir, db, catalog, live_file)
     out = sys.stdout
+    rows = []
     with Store(s.db_url) as store:
-        if json_out:
-            for raw, event, _, changes in _folded(store):
-                out.write(json.dumps(event_json(raw, event, changes), sort_keys=True) + "\n")
-            return
-        rows = []
-        for raw, event, _, changes in _folded(store):
+        pairs = _parsed(store, observer)
+        raws = {}
+
+        def parsed_events():
+            for raw, event in pairs:
+                raws[raw.seq] = raw
+                yield event
+
+        for st in project.steps(parsed_events()):
+            raw = raws.pop(st.event.seq)
+            if not timespec.reached(until, raw.seq, raw.received_us):
+                break
+            if not timespec.since_ok(since, raw.seq, raw.received_us):
+                continue
+            if node is not None and not _touches(st, node):
+                continue
+            if json_out:
+                out.write(json.dumps(event_json(raw, st.event, st.changes, st.redelivery),
+                                     sort_keys=True) + "\n")
+                continue
             effect = ", ".join(f"{c.node} {c.before or 'new'} -> {c.after or 'gone'}"
-                               for c in changes)
+                               for c in st.changes)
+            if st.redelivery:
+                effect = "(delivered again: no effect)"
             rows.append([str(raw.seq), iso(raw.received_us)[:23], raw.observer or "-",
-                         event.kind, _summary(event), effect])
+                         st.event.kind, _summary(st.event), effect])
+    if json_out:
+        return
     if rows:
         typer.echo(_table(["SEQ", "AT (UTC)", "OBSERVER", "EVENT", "DETAIL", "CHANGES"], rows))
     else:
-        typer.echo("the log is empty")
+        typer.echo("no events match")
+
+
+def _window(store, since, until, observer):
+    """Fold the log for audit/timeline: (incidents, nodes, since_us, until_us)."""
+    from . import audit as _audit
+
+    now = time.time_ns() // 1000
+
+    def resolve(point, default):
+        if point is None:
+            return default
+        if point.seq is None:
+            return point.us
+        at = store.received_at(point.seq)
+        if at is None:
+            raise MembershipError(f"there is no event {point.seq} in this store")
+        return at
+
+    until_us = resolve(until, now)
+    steps = project.steps(e for _, e in _parsed(store, observer))
+    incidents, nodes, first_at, _ = _audit.collect(steps, until_us)
+    since_us = resolve(since, first_at if first_at is not None else until_us)
+    return incidents, nodes, since_us, until_us
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@app.command()
+def audit(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
+          live_file: LiveFile = None, since: Since = None, until: Until = None,
+          node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False) -> None:
+    """Incidents per node (down, up, how long, why) and figures over a window.
+
+    An incident opens when a node goes dead and closes when it is live again; its cause is
+    failed (member-failed), left (member-leave) or operator (membership-down). One still
+    open at the end of the window is reported open (up_at null). Per node: downtime,
+    availability over the window, MTTR (mean time to recovery of closed incidents) and
+    flaps (times it went down). The window runs from the first event (or --since) to now
+    (or --until). The worst node comes first.
+
+    Example:
+
+        membership audit --base-dir /var/lib/droonga --since '1d ago'
+        membership audit --node 192.168.100.51:10031/droonga --json
+    """
+    from . import audit as _audit
+    from .store import Store
+
+    s = _settings(base_dir, db, catalog, live_file)
+    with Store(s.db_url) as store:
+        incidents, nodes, since_us, until_us = _window(store, since, until, observer)
+    if node is not None:
+        incidents = [i for i in incidents if i.node == node]
+        nodes = {n for n in nodes if n == node} | {i.node for i in incidents}
+    doc = _audit.report(incidents, nodes, since_us, until_us, iso)
+    if json_out:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(f"audit {doc['since']} to {doc['until']} "
+               f"({_duration((until_us - since_us) / 1e6)})")
+    if not doc["nodes"]:
+        typer.echo("no nodes")
+        return
+    rows = []
+    for name, n in doc["nodes"].items():
+        avail = "-" if n["availability"] is None else f"{100 * n['availability']:.3f}%"
+        still = sum(1 for i in n["incidents"] if i["up_at"] is None)
+        rows.append([name, str(len(n["incidents"])) + (f" ({still} open)" if still else ""),
+                     _duration(n["downtime_s"]), avail, _duration(n["mttr_s"]),
+                     str(n["flaps"])])
+    typer.echo(_table(["NODE", "INCIDENTS", "DOWNTIME", "AVAILABILITY", "MTTR", "FLAPS"],
+                      rows))
+    detail = [[name, i["down_at"][:23], (i["up_at"] or "still down")[:23],
+               _duration(i["duration_s"]), i["cause"], ",".join(i["observers"]) or "-"]
+              for name, n in doc["nodes"].items() for i in n["incidents"]]
+    if detail:
+        typer.echo("")
+        typer.echo(_table(["NODE", "DOWN AT (UTC)", "UP AT (UTC)", "DURATION", "CAUSE",
+                           "OBSERVERS"], sorted(detail, key=lambda r: r[1])))
+
+
+@app.command()
+def timeline(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
+             live_file: LiveFile = None, since: Since = None, until: Until = None,
+             node: NodeOpt = None, observer: ObserverOpt = None,
+             output: Annotated[str, typer.Option(
+                 "-o", "--output", metavar="FILE.svg|FILE.html",
+                 help="Where to write the picture; the suffix chooses SVG or HTML.")] = ...,
+             ) -> None:
+    """A picture: one row per node, live and dead bands over time, incidents marked.
+
+    Incident bands are coloured by cause (failed, left, operator) and carry a hover title
+    with their times and duration. The file is self-contained: it fetches nothing.
+
+    Example:
+
+        membership timeline --base-dir /var/lib/droonga --since '1d ago' -o last-day.html
+    """
+    from . import audit as _audit
+    from . import timeline as _timeline
+    from .store import Store
+
+    if not output.endswith((".svg", ".html", ".htm")):
+        raise typer.BadParameter(f"{output!r}: the file must end in .svg or .html",
+                                 param_hint="-o")
+    s = _settings(base_dir, db, catalog, live_file)
+    with Store(s.db_url) as store:
+        incidents, nodes, since_us, until_us = _window(store, since, until, observer)
+    if node is not None:
+        incidents = [i for i in incidents if i.node == node]
+        nodes = {n for n in nodes if n == node}
+    order = list(_audit.report(incidents, nodes, since_us, until_us, iso)["nodes"])
+    svg = _timeline.render_svg(order, incidents, since_us, until_us, iso)
+    data = svg if output.endswith(".svg") else _timeline.render_html(svg)
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(data)
+    typer.echo(f"wrote {output}: {len(order)} node(s), "
+               f"{sum(1 for i in incidents if i.node in set(order))} incident(s), "
+               f"{iso(since_us)} to {iso(until_us)}")
 
 
 @db_app.command("upgrade")

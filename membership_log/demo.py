@@ -104,6 +104,12 @@ class Demo:
         subprocess.run([membership, "replay", "--base-dir", str(node0.base_dir)], check=True)
         _heading(f"node0's state now: membership state --base-dir {node0.base_dir}")
         subprocess.run([membership, "state", "--base-dir", str(node0.base_dir)], check=True)
+        _heading(f"Post-mortem: membership audit --base-dir {node0.base_dir}")
+        subprocess.run([membership, "audit", "--base-dir", str(node0.base_dir)], check=True)
+        picture = self.cluster.root / "timeline.html"
+        _heading(f"Picture: membership timeline --base-dir {node0.base_dir} -o {picture}")
+        subprocess.run([membership, "timeline", "--base-dir", str(node0.base_dir), "-o",
+                        str(picture)], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,9 +206,9 @@ def _apply_members(state: State, event) -> State:
 
 
 def _apply_mark(state: State, event) -> State:
+    if is_redelivery(state, event):
+        return state  # interpret once
     recent_key = (event.kind, event.name, event.ltime, event.payload)
-    if event.ltime is not None and recent_key in state.recent:
-        return state  # a redelivery: interpret once
     recent = state.recent
     if event.ltime is not None:
         recent = (recent + (recent_key,))[-RECENT_LIMIT:]
@@ -252,6 +252,32 @@ def apply(state: State, event) -> tuple[State, list]:
     before = view(state)
     after_state = step(state, event)
     return after_state, changes(before, view(after_state))
+
+
+#: One event folded: the state and view after it, the changes it caused, and whether it was
+#: a redelivery of an operator event already taken into account.
+Step = namedtuple("Step", "event state view changes redelivery")
+
+
+def is_redelivery(state: State, event) -> bool:
+    """Whether ``event`` is an operator mark Serf delivered again (interpreted once)."""
+    return (
+        event.kind in (ev.USER, ev.QUERY)
+        and event.name in (MARK_DOWN, MARK_UP)
+        and event.ltime is not None
+        and (event.kind, event.name, event.ltime, event.payload) in state.recent
+    )
+
+
+def steps(events, state: State = EMPTY):
+    """Fold ``events`` one by one, yielding a :data:`Step` for each (replay, audit)."""
+    before = view(state)
+    for event in events:
+        redelivery = is_redelivery(state, event)
+        state = step(state, event)
+        after = view(state)
+        yield Step(event, state, after, changes(before, after), redelivery)
+        before = after
 
 
 def fold(events, state: State = EMPTY) -> State:

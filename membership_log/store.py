@@ -222,6 +222,13 @@ class Store:
         except SQLAlchemyError as e:
             raise StoreError(f"cannot read store {_safe(self.url)}: {_first_line(e)}") from e
 
+    def received_at(self, seq: int) -> int | None:
+        """When event ``seq`` was received (UTC microseconds), or None if there is none."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(event.c.received_us).where(event.c.seq == seq)
+            ).scalar_one_or_none()
+
     def notes(self) -> dict[int, list[str]]:
         """Handler warnings by event seq."""
         q = select(event_note).order_by(event_note.c.seq, event_note.c.n)

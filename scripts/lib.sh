@@ -37,3 +37,16 @@ ensure_postgres() {
     fi
     echo "PostgreSQL does not answer on 127.0.0.1:5432" >&2
 }
+
+# Debian's Chromium, for the test that renders the timeline in a real browser.
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "chromium is missing: installing it with apt-get" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "chromium is missing and cannot be installed here: apt-get install chromium" >&2
+    fi
+}

@@ -1,39 +1,15 @@
 """The liveness rules (SPEC), one test each, on plain data; and properties of the fold."""
 
-import json
 import marshal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from samples import CATALOG_V2, NODES
+from samples import CATALOG, NODES, Log
 
 from membership_log import events as ev
 from membership_log import project
-from membership_log.catalog import parse as parse_catalog
 
-CATALOG, _ = parse_catalog(json.dumps(CATALOG_V2).encode())
 N0, N1, N2 = NODES
-
-
-class Log:
-    """Builds events with increasing seq, as the store would hand them to the fold."""
-
-    def __init__(self):
-        self.seq = 0
-
-    def _next(self):
-        self.seq += 1
-        return self.seq
-
-    def catalog(self, cat=CATALOG):
-        return ev.Event(self._next(), 0, "o", "catalog", None, None, (), None, cat, ())
-
-    def member(self, kind, *members):
-        ms = tuple(ev.Member(n, a, "", {}) for n, a in members)
-        return ev.Event(self._next(), 0, "o", kind, None, None, ms, None, None, ())
-
-    def user(self, name, payload, ltime=None, kind="user"):
-        return ev.Event(self._next(), 0, "o", kind, name, ltime, (), payload, None, ())
 
 
 def live(events, state=None):

@@ -146,3 +146,52 @@ def test_example_agent_config_runs_the_handler_in_a_real_serf(serf, membership, 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("cluster", [71], indirect=True)
+def test_audit_of_real_faults_matches_what_was_done(cluster, membership):
+    import time
+
+    from membership_log.timespec import iso, parse
+
+    node0, node1, node2 = cluster.agents
+    _, nodes = nodes_for(71)
+    t_pause = time.time_ns() // 1000
+    node1.pause()
+    assert listed(node0, nodes[1], False)
+    time.sleep(3)
+    t_resume = time.time_ns() // 1000
+    node1.resume()
+    assert listed(node0, nodes[1])
+    node1.kill9()
+    assert listed(node0, nodes[1], False)
+    node1.start(join=node0)
+    assert listed(node0, nodes[1])
+    node0.event("membership-down", "node2")
+    assert listed(node0, nodes[2], False)
+    node0.event("membership-up", "node2")
+    assert listed(node0, nodes[2])
+    node2.leave()
+    assert listed(node0, nodes[2], False)
+
+    r = subprocess.run([membership, "audit", "--json", "--base-dir", str(node0.base_dir)],
+                       capture_output=True, text=True, check=True)
+    doc = json.loads(r.stdout)["nodes"]
+    paused, killed = doc[nodes[1]]["incidents"]
+    assert (paused["cause"], killed["cause"]) == ("failed", "failed")
+    down = parse(paused["down_at"], 0).us
+    up = parse(paused["up_at"], 0).us
+    # Serf's detection delay (-profile=local) bounds how far the log may lag what was done.
+    assert t_pause <= down <= t_pause + 15_000_000
+    assert t_resume <= up <= t_resume + 10_000_000
+    assert abs(paused["duration_s"] - (t_resume - down) / 1e6) <= 10
+    assert paused["observers"] == ["node0"]
+    operator, left = doc[nodes[2]]["incidents"]
+    assert operator["cause"] == "operator" and operator["up_at"] is not None
+    assert left["cause"] == "left" and left["up_at"] is None
+    assert doc[nodes[0]]["incidents"] == [] and doc[nodes[0]]["availability"] == 1.0
+    # What did node0's live file say while node1 was paused?
+    during = subprocess.run([membership, "state", "--base-dir", str(node0.base_dir),
+                             "--at", iso((down + up) // 2)[:-1], "--as-live-file"],
+                            capture_output=True, check=True).stdout
+    assert sorted(json.loads(during)) == [nodes[0], nodes[2]]

@@ -1,0 +1,130 @@
+"""The timeline picture: one row per node, live and dead bands on a real time axis.
+
+Pure: incidents and a window in, a self-contained SVG (or an HTML page around it) out; no
+fonts, scripts or images are fetched. Each incident band carries a ``<title>`` (the hover
+text) with its cause, times and duration.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from .audit import Incident
+
+COLORS = {"live": "#3c9d5d", "failed": "#d64541", "left": "#8c8c8c", "operator": "#e8a33d"}
+LABEL_W = 250
+PLOT_W = 820
+ROW_H = 30
+TOP = 64
+_STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+            43200, 86400, 172800, 604800, 2592000]
+
+
+def _ticks(since_us: int, until_us: int, iso) -> list[tuple[int, str]]:
+    """Round-valued ticks, about eight across the window."""
+    span_s = max((until_us - since_us) / 1e6, 1e-6)
+    step = next((s for s in _STEPS_S if span_s / s <= 8), _STEPS_S[-1])
+    first = -(-since_us // (step * 1_000_000)) * step * 1_000_000
+    ticks = []
+    t = first
+    while t <= until_us:
+        text = iso(t)  # 2026-11-25T03:12:00.000000Z
+        if span_s > 86400:
+            label = text[5:16].replace("T", " ")
+        elif step < 60:
+            label = text[11:19]
+        else:
+            label = text[11:16]
+        ticks.append((t, label))
+        t += step * 1_000_000
+    return ticks
+
+
+def _duration(us: int) -> str:
+    s = us / 1e6
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def render_svg(nodes: list[str], incidents: list[Incident], since_us: int, until_us: int,
+               iso) -> str:
+    """The picture as SVG. ``nodes`` in row order; ``iso`` formats microseconds."""
+    span = max(until_us - since_us, 1)
+
+    def x(us: int) -> float:
+        return LABEL_W + (min(max(us, since_us), until_us) - since_us) * PLOT_W / span
+
+    height = TOP + ROW_H * max(len(nodes), 1) + 56
+    width = LABEL_W + PLOT_W + 20
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Arial, sans-serif" '
+        f'font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+        '<text x="10" y="22" font-size="15" font-weight="bold">membership timeline</text>',
+        f'<text x="10" y="40" fill="#555">{escape(iso(since_us))} to {escape(iso(until_us))} '
+        f'(UTC)</text>',
+    ]
+    plot_bottom = TOP + ROW_H * len(nodes)
+    for t, label in _ticks(since_us, until_us, iso):
+        out.append(f'<line x1="{x(t):.1f}" y1="{TOP - 6}" x2="{x(t):.1f}" y2="{plot_bottom}" '
+                   f'stroke="#ddd"/>')
+        out.append(f'<text x="{x(t):.1f}" y="{TOP - 10}" text-anchor="middle" '
+                   f'fill="#444">{escape(label)}</text>')
+    by_node: dict[str, list[Incident]] = {}
+    for inc in incidents:
+        by_node.setdefault(inc.node, []).append(inc)
+    for row, node in enumerate(nodes):
+        y = TOP + row * ROW_H
+        out.append(f'<g class="node-row" data-node="{escape(node, quote=True)}">')
+        out.append(f'<text x="{LABEL_W - 8}" y="{y + ROW_H / 2 + 4:.1f}" text-anchor="end">'
+                   f'{escape(node)}</text>')
+        out.append(f'<rect x="{LABEL_W}" y="{y + 6}" width="{PLOT_W}" height="{ROW_H - 12}" '
+                   f'fill="{COLORS["live"]}"><title>{escape(node)}: live</title></rect>')
+        for inc in by_node.get(node, []):
+            end = inc.up_at if inc.up_at is not None else until_us
+            if end < since_us or inc.down_at > until_us:
+                continue
+            x0, x1 = x(inc.down_at), x(end)
+            w = max(x1 - x0, 2.0)
+            up = iso(inc.up_at) if inc.up_at is not None else "still down"
+            title = (f"{node}: {inc.cause}, down {iso(inc.down_at)}, up {up}, "
+                     f"{_duration(end - inc.down_at)}")
+            out.append(f'<rect class="incident" x="{x0:.1f}" y="{y + 6}" width="{w:.1f}" '
+                       f'height="{ROW_H - 12}" fill="{COLORS[inc.cause]}">'
+                       f'<title>{escape(title)}</title></rect>')
+            # A marker at the start keeps a short incident visible at any scale.
+            out.append(f'<path class="marker" d="M{x0 - 5:.1f},{y + 1} L{x0 + 5:.1f},{y + 1} '
+                       f'L{x0:.1f},{y + 7} Z" fill="{COLORS[inc.cause]}" stroke="#333" '
+                       f'stroke-width="0.5"><title>{escape(title)}</title></path>')
+            if w > 46:
+                out.append(f'<text x="{x0 + w / 2:.1f}" y="{y + ROW_H / 2 + 4:.1f}" '
+                           f'text-anchor="middle" fill="#fff" font-size="11">'
+                           f'{escape(inc.cause)}</text>')
+        out.append("</g>")
+    ly = plot_bottom + 30
+    lx = LABEL_W
+    for name in ("live", "failed", "left", "operator"):
+        label = {"live": "live", "failed": "down: failed", "left": "down: left",
+                 "operator": "down: operator mark"}[name]
+        out.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="12" '
+                   f'fill="{COLORS[name]}"/><text x="{lx + 20}" y="{ly}">{label}</text>')
+        lx += 40 + 8 * len(label)
+    if not nodes:
+        out.append(f'<text x="{LABEL_W}" y="{TOP + 18}" fill="#555">no nodes in this '
+                   f'window</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def render_html(svg: str, title: str = "membership timeline") -> str:
+    """A self-contained page around the SVG."""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{escape(title)}</title>"
+        "<style>body{margin:16px;background:#fff}</style></head>\n<body>\n"
+        f"{svg}</body></html>\n"
+    )
