@@ -63,6 +63,9 @@ def _v1_addresses(zones: object):
 
 def parse(data: bytes) -> tuple[Catalog | None, list[str]]:
     """Parse catalog bytes. ``None`` (with the reason in warnings) if it names no usable node."""
+    if not data.strip():
+        return None, ["catalog file missing, unreadable or empty; the last good catalog stays "
+                      "in force"]
     import json  # only when a catalog changed: json costs ~9 ms of import
 
     warnings: list[str] = []

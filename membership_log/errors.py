@@ -12,3 +12,7 @@ class StoreError(MembershipError):
 class SchemaMismatch(StoreError):
     """The store's schema is not the one this release writes (older: upgrade; newer: ours is
     the older release)."""
+
+
+class NotInitialised(StoreError):
+    """The store file exists but holds no tables yet (set-up was interrupted)."""

@@ -22,7 +22,7 @@ import sys
 import time
 
 from . import journal, spool
-from .errors import MembershipError, SchemaMismatch, StoreError
+from .errors import MembershipError, NotInitialised, SchemaMismatch, StoreError
 from .events import QUERY, clean_event_name
 from .livefile import render_compact
 from .raw import SOURCE_SERF, encode_env, serf_env
@@ -60,22 +60,27 @@ def live_answer(observer: str, seq: int, live: list[str], live_bytes: bytes) -> 
     })
 
 
-def _open(settings, item: tuple) -> journal.Journal:
+def _open(settings, item: tuple, warnings: list[str]) -> journal.Journal:
     path = settings.sqlite_path
-    if not os.path.exists(path):
-        from .store import init  # slow path: SQLAlchemy + Alembic, once per store
+    if os.path.exists(path):
+        try:
+            return journal.Journal(path)
+        except NotInitialised:
+            pass  # a set-up was interrupted: finish it
+    from .store import init  # slow path: SQLAlchemy + Alembic, once per store
 
-        init(settings, observer=item[1], received_us=item[0])
+    warnings.extend(init(settings, observer=item[1], received_us=item[0])["warnings"])
     return journal.Journal(path)
 
 
-def _record(j: journal.Journal, settings, item: tuple) -> int:
-    """Append spooled events, a changed catalog and ``item``; return ``item``'s seq."""
+def _record(j: journal.Journal, settings, item: tuple) -> list[int]:
+    """Append spooled events, a changed catalog and ``item``; return their seqs (``item``'s
+    last)."""
     waiting = spool.pending(settings.spool_dir) if os.path.isdir(settings.spool_dir) else []
     if not waiting:
         with j.write():
             extra = journal.catalog_item(j, settings.catalog, item[0], item[1])
-            return j.append(([extra] if extra else []) + [item])[-1]
+            return j.append(([extra] if extra else []) + [item])
     import fcntl
 
     # Serialise intake: files are deleted only after COMMIT, so a second handler must not
@@ -86,9 +91,9 @@ def _record(j: journal.Journal, settings, item: tuple) -> int:
         with j.write():
             items = [it for _, it in waiting]
             extra = journal.catalog_item(j, settings.catalog, item[0], item[1])
-            seq = j.append(items + ([extra] if extra else []) + [item])[-1]
+            seqs = j.append(items + ([extra] if extra else []) + [item])
         spool.remove([p for p, _ in waiting])
-    return seq
+    return seqs
 
 
 def main(argv: list[str]) -> int:
@@ -118,18 +123,20 @@ def main(argv: list[str]) -> int:
         return 2
 
     try:
-        j = _open(settings, item)
+        j = _open(settings, item, warnings)
     except (StoreError, OSError, sqlite3.Error) as e:
         return _spooled(settings, item, e, say)
     try:
         try:
-            seq = _record(j, settings, item)
+            seqs = _record(j, settings, item)
         except (sqlite3.Error, OSError) as e:
             return _spooled(settings, item, e, say)
+        seq = seqs[-1]
         # The event is durable from here on: whatever follows, exit 0.
         try:
             state, live_bytes, parse_warnings = journal.catch_up(j, settings.live_file)
-            warnings.extend(parse_warnings.get(seq, ()))
+            for s in seqs:  # this event's, and those of a catalog or spool taken in with it
+                warnings.extend(parse_warnings.get(s, ()))
         except Exception as e:  # noqa: BLE001 - the event is recorded; report, do not crash
             state, live_bytes = None, None
             warnings.append(f"recorded as event {seq}, but the live file was not updated: {e}")

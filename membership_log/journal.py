@@ -18,7 +18,7 @@ import sqlite3
 import sys
 
 from . import events, livefile, project
-from .errors import SchemaMismatch, StoreError
+from .errors import NotInitialised, SchemaMismatch, StoreError
 from .raw import GENESIS, RawEvent, chain_hash, decode_env
 from .version import SCHEMA_REVISION
 
@@ -44,6 +44,14 @@ class Journal:
             self.conn.execute("PRAGMA synchronous=FULL")  # durable on exit 0: ~0.2 ms here
             row = self.conn.execute("SELECT version_num FROM alembic_version").fetchone()
         except sqlite3.Error as e:
+            empty = False
+            try:
+                empty = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+            except sqlite3.Error:
+                pass
+            self.conn.close()
+            if empty:
+                raise NotInitialised(f"store {path} is empty (run: membership init)") from e
             raise StoreError(f"cannot open store {path}: {e}") from e
         revision = row[0] if row else None
         if revision != SCHEMA_REVISION:
@@ -111,12 +119,8 @@ class Journal:
         row = self.conn.execute(
             "SELECT format, state, live FROM snapshot WHERE name = ?", (HEAD,)
         ).fetchone()
-        if row is None or row[0] != SNAPSHOT_FORMAT:
-            return project.EMPTY, None
-        try:
-            return project.from_plain(marshal.loads(row[1])), row[2]
-        except Exception:  # a damaged cache is refolded, never trusted
-            return project.EMPTY, None
+        state = decode_state(row[0], row[1]) if row is not None else None
+        return (project.EMPTY, None) if state is None else (state, row[2])
 
     def save_snapshot(self, state: project.State, live: bytes) -> None:
         self.conn.execute(
@@ -127,6 +131,17 @@ class Journal:
 
     def forget_snapshots(self) -> None:
         self.conn.execute("DELETE FROM snapshot")
+
+
+def decode_state(format: str, blob: bytes) -> project.State | None:
+    """A snapshot's state, or None if it is in another format or damaged: a cache is
+    refolded, never trusted."""
+    if format != SNAPSHOT_FORMAT:
+        return None
+    try:
+        return project.from_plain(marshal.loads(blob))
+    except Exception:
+        return None
 
 
 class _Transaction:
@@ -162,16 +177,23 @@ def catalog_item(journal: Journal, path: str, received_us: int, observer: str) -
     """A catalog event to append if the file's bytes differ from the last recorded catalog.
 
     Call inside the write transaction that appends the Serf event, so every event is judged
-    with the catalog of its time. A missing or unreadable file records nothing: the fold keeps
-    the last catalog it had.
+    with the catalog of its time. A file that goes missing or unreadable after a catalog was
+    recorded is recorded once as an empty catalog: the log shows when, and the fold keeps
+    the last good catalog. Without any catalog ever, members are the nodes.
     """
     data, _ = read_catalog(path)
-    if data is None or data == journal.last_catalog():
+    last = journal.last_catalog()
+    if data is None:
+        if not last:  # never had one (allowed: members are the nodes), or already noted
+            return None
+        data = b""  # record that it vanished, once; the fold keeps the last good one
+    if data == last:
         return None
     return (received_us, observer, "catalog", b"", data)
 
 
-def catch_up(journal: Journal, live_file: str) -> tuple[project.State, bytes, dict]:
+def catch_up(journal: Journal, live_file: str, progress=None) -> tuple[project.State, bytes,
+                                                                      dict]:
     """Fold every raw event after the snapshot, store the new snapshot, and rewrite the live
     file if its bytes change. Returns ``(state, live bytes, {seq: warnings})``.
 
@@ -182,11 +204,15 @@ def catch_up(journal: Journal, live_file: str) -> tuple[project.State, bytes, di
     with journal.write():
         state, live = journal.load_snapshot()
         pending = journal.raw_after(state.seq)
-        for raw in pending:
+        if progress is not None:
+            progress(0, len(pending))
+        for i, raw in enumerate(pending, 1):
             event = events.parse(raw)
             if event.warnings:
                 warnings[raw.seq] = event.warnings
             state = project.step(state, event)
+            if progress is not None and i % 1000 == 0:
+                progress(i, len(pending))
         if pending or live is None:
             live = livefile.render(project.live_nodes(state))
             journal.save_snapshot(state, live)

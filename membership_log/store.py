@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import journal as _journal
 from .errors import SchemaMismatch, StoreError
 from .raw import RawEvent, decode_env
-from .schema import event, event_note
+from .schema import event, event_note, snapshot
 from .settings import Settings
 from .version import SCHEMA_REVISION
 
@@ -157,13 +157,14 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None)
             item = _journal.catalog_item(j, settings.catalog, received_us, observer)
             if item is not None:
                 j.append([item])
-        state, live, _ = _journal.catch_up(j, settings.live_file)
+        state, live, warnings = _journal.catch_up(j, settings.live_file)
     finally:
         j.close()
     from .project import live_nodes
 
     return {"store": path, "from": before, "to": after, "seq": state.seq,
-            "live": sorted(live_nodes(state))}
+            "live": sorted(live_nodes(state)),
+            "warnings": [w for seq in sorted(warnings) for w in warnings[seq]]}
 
 
 def _use_wal(path: str) -> None:
@@ -221,6 +222,15 @@ class Store:
                                    decode_env(r.env), bytes(r.stdin), bytes(r.hash))
         except SQLAlchemyError as e:
             raise StoreError(f"cannot read store {_safe(self.url)}: {_first_line(e)}") from e
+
+    def snapshot(self) -> tuple | None:
+        """The head snapshot as ``(seq, state, live bytes)``; ``state`` is None if it is in
+        another format or damaged. None if there is no snapshot."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(snapshot).where(snapshot.c.name == _journal.HEAD)).first()
+        if row is None:
+            return None
+        return (row.seq, _journal.decode_state(row.format, bytes(row.state)), bytes(row.live))
 
     def received_at(self, seq: int) -> int | None:
         """When event ``seq`` was received (UTC microseconds), or None if there is none."""

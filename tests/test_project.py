@@ -174,3 +174,30 @@ def test_changes_agree_with_the_views_before_and_after(es):
             assert (c.after == "live") == (c.node in after and after[c.node].live)
         unchanged = set(before) & set(after) - {c.node for c in ch}
         assert all(before[n].live == after[n].live for n in unchanged)
+
+
+# -- fuzz: no event, however strange, makes the fold raise --------------------------------
+
+texts = st.text(max_size=12)
+any_member = st.builds(ev.Member, texts, texts, texts, st.dictionaries(texts, texts, max_size=2))
+any_event = st.builds(
+    ev.Event,
+    st.integers(1, 10**6), st.integers(0, 2**62), texts,
+    st.sampled_from(sorted(ev.SERF_KINDS | {"catalog", "unknown"})) | texts,
+    st.sampled_from(["membership-down", "membership-up"]) | texts | st.none(),
+    st.integers(-5, 2**40) | st.none(),
+    st.lists(any_member, max_size=4).map(tuple),
+    texts | st.none(),
+    st.sampled_from([CATALOG, None]),
+    st.just(()),
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(any_event, max_size=25))
+def test_fold_never_raises_on_arbitrary_events(es):
+    state = project.EMPTY
+    for e in es:
+        state, _ = project.apply(state, e)
+    live = project.live_nodes(state)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in live.items())
