@@ -14,6 +14,13 @@ Node = namedtuple("Node", "id host port tag")
 #: ``nodes``: every node the catalog names, sorted by id, each once.
 Catalog = namedtuple("Catalog", "version nodes")
 
+#: A slice of a replica: its volume ``address`` and ``node`` id, or (a volume that holds
+#: ``replicas`` again) ``replicas``: a tuple of nested replicas, each a tuple of slices.
+Slice = namedtuple("Slice", "label address node replicas")
+
+#: A dataset: ``replicas`` is a tuple of replicas, each a tuple of :data:`Slice`.
+Dataset = namedtuple("Dataset", "name replicas")
+
 _EXPECTED = "<host:port/tag.name>"
 
 
@@ -31,25 +38,13 @@ def parse_node_id(text: object) -> Node | None:
     return Node(f"{host}:{port}/{tag}", host, int(port), tag)
 
 
-def _v2_addresses(replicas: object, warnings: list[str]):
-    """Every volume address under a v2 ``replicas`` list, following nested replicas."""
-    if not isinstance(replicas, list):
-        warnings.append(f"catalog: replicas must be a list, got {type(replicas).__name__}")
-        return
+def _slice_addresses(replicas: tuple):
+    """Every volume address under parsed replicas, following nested replicas."""
     for replica in replicas:
-        slices = replica.get("slices") if isinstance(replica, dict) else None
-        if not isinstance(slices, list):
-            warnings.append("catalog: a replica without a list of slices was skipped")
-            continue
-        for sl in slices:
-            volume = sl.get("volume") if isinstance(sl, dict) else None
-            if not isinstance(volume, dict):
-                warnings.append("catalog: a slice without a volume was skipped")
-                continue
-            if "address" in volume:
-                yield volume["address"]
-            if "replicas" in volume:
-                yield from _v2_addresses(volume["replicas"], warnings)
+        for sl in replica:
+            if sl.address is not None:
+                yield sl.address
+            yield from _slice_addresses(sl.replicas)
 
 
 def _v1_addresses(zones: object):
@@ -87,7 +82,7 @@ def parse(data: bytes) -> tuple[Catalog | None, list[str]]:
             if not isinstance(dataset, dict):
                 warnings.append(f"catalog: dataset {name!r} is not an object")
                 continue
-            addresses.extend(_v2_addresses(dataset.get("replicas", []), warnings))
+            addresses.extend(_slice_addresses(_replicas(dataset.get("replicas", []), warnings)))
     else:
         return None, [f"catalog version {version!r} has neither datasets nor zones"]
 
@@ -101,3 +96,53 @@ def parse(data: bytes) -> tuple[Catalog | None, list[str]]:
     if not nodes:
         return None, warnings + ["catalog names no node"]
     return Catalog(version, tuple(nodes[k] for k in sorted(nodes))), warnings
+
+
+def _replicas(replicas: object, warnings: list[str]) -> tuple:
+    if not isinstance(replicas, list):
+        warnings.append(f"catalog: replicas must be a list, got {type(replicas).__name__}")
+        return ()
+    out = []
+    for replica in replicas:
+        slices = replica.get("slices") if isinstance(replica, dict) else None
+        if not isinstance(slices, list):
+            warnings.append("catalog: a replica without a list of slices was skipped")
+            continue
+        parsed = []
+        for i, sl in enumerate(slices):
+            volume = sl.get("volume") if isinstance(sl, dict) else None
+            label = str(sl.get("label", f"slice{i:03d}")) if isinstance(sl, dict) else str(i)
+            if not isinstance(volume, dict):
+                warnings.append("catalog: a slice without a volume was skipped")
+                continue
+            if "replicas" in volume:
+                parsed.append(Slice(label, None, None, _replicas(volume["replicas"], warnings)))
+                continue
+            node = parse_node_id(volume.get("address"))
+            if node is None:
+                warnings.append(f"catalog: volume address must be {_EXPECTED}: "
+                                f"{volume.get('address')!r}")
+                continue
+            parsed.append(Slice(label, volume["address"], node.id, ()))
+        out.append(tuple(parsed))
+    return tuple(out)
+
+
+def parse_datasets(data: bytes) -> tuple[list, list[str]]:
+    """The datasets of a version 2 catalog, with their replicas and slices (for routing).
+    Never raises: an unusable catalog gives no datasets and the reason."""
+    import json
+
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        return [], [f"catalog is not valid JSON: {e}"]
+    datasets = doc.get("datasets") if isinstance(doc, dict) else None
+    if not isinstance(datasets, dict) or doc.get("version") == 1:
+        return [], ["catalog has no version 2 datasets to route"]
+    warnings: list[str] = []
+    out = []
+    for name, dataset in sorted(datasets.items()):
+        if isinstance(dataset, dict):
+            out.append(Dataset(name, _replicas(dataset.get("replicas", []), warnings)))
+    return out, warnings

@@ -60,6 +60,9 @@ CatalogPath = Annotated[str | None, typer.Option(
 LiveFile = Annotated[str | None, typer.Option(
     "--live-file", envvar="MEMBERSHIP_LIVE_FILE", metavar="PATH",
     show_default="<base-dir>/live-nodes.json", help=settings.OPTIONS["--live-file"][1])]
+LiveFormat = Annotated[str | None, typer.Option(
+    "--live-format", envvar="MEMBERSHIP_LIVE_FORMAT", metavar="FORMAT", show_default="droonga",
+    help=settings.OPTIONS["--live-format"][1])]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
@@ -85,8 +88,8 @@ ObserverOpt = Annotated[str | None, typer.Option(
     "--observer", metavar="O", help="Only what this reporting node (SERF_SELF_NAME) saw.")]
 
 
-def _settings(base_dir, db, catalog, live_file) -> settings.Settings:
-    return settings.resolve(base_dir, db, catalog, live_file)
+def _settings(base_dir, db, catalog, live_file, live_format=None) -> settings.Settings:
+    return settings.resolve(base_dir, db, catalog, live_file, live_format)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -98,7 +101,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 @app.command()
 def init(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-         live_file: LiveFile = None) -> None:
+         live_file: LiveFile = None, live_format: LiveFormat = None) -> None:
     """Create or upgrade the store, record the catalog, write the live file. Idempotent.
 
     Every catalog node starts live (Droonga's rule). Without a catalog file, every Serf
@@ -110,7 +113,7 @@ def init(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
     """
     from . import store
 
-    s = _settings(base_dir, db, catalog, live_file)
+    s = _settings(base_dir, db, catalog, live_file, live_format)
     result = store.init(s)
     if s.sqlite_path is None:
         typer.echo(f"store {result['store']}: schema {result['from']} -> {result['to']}")
@@ -123,7 +126,7 @@ def init(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
 
 @app.command(context_settings={"ignore_unknown_options": True})
 def handle(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-           live_file: LiveFile = None) -> None:
+           live_file: LiveFile = None, live_format: LiveFormat = None) -> None:
     """The Serf event handler: record the event, update the live file, answer queries.
 
     Serf runs it for every event with SERF_* variables set and the event on stdin. It
@@ -144,7 +147,7 @@ def handle(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
 
     args = []
     for flag, value in (("--base-dir", base_dir), ("--db", db), ("--catalog", catalog),
-                        ("--live-file", live_file)):
+                        ("--live-file", live_file), ("--live-format", live_format)):
         if value:
             args += [flag, value]
     raise typer.Exit(handle_main(args))
@@ -171,8 +174,8 @@ def _state_at(store, at: timespec.Point | None, observer: str | None = None):
 
 @app.command()
 def state(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-          live_file: LiveFile = None, at: At = None, observer: ObserverOpt = None,
-          json_out: Json = False,
+          live_file: LiveFile = None, live_format: LiveFormat = None, at: At = None,
+          observer: ObserverOpt = None, json_out: Json = False,
           as_live_file: Annotated[bool, typer.Option(
               "--as-live-file", help="Print exactly the bytes the live file had right after "
               "the last event at or before --at.")] = False) -> None:
@@ -192,12 +195,12 @@ def state(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
 
     if json_out and as_live_file:
         raise typer.BadParameter("--json and --as-live-file exclude each other")
-    s = _settings(base_dir, db, catalog, live_file)
+    s = _settings(base_dir, db, catalog, live_file, live_format)
     with Store(s.db_url) as store:
         current, last = _state_at(store, at, observer)
     last_at = last.received_us if last is not None else None
     if as_live_file:
-        sys.stdout.buffer.write(livefile.render(project.live_nodes(current)))
+        sys.stdout.buffer.write(livefile.render_state(current, s.live_format))
         sys.stdout.buffer.flush()
         return
     nodes = project.view(current)
@@ -457,7 +460,7 @@ def timeline(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = Non
 
 @app.command()
 def verify(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-           live_file: LiveFile = None) -> None:
+           live_file: LiveFile = None, live_format: LiveFormat = None) -> None:
     """Check the hash chain, and that the snapshot and live file equal a fresh fold.
 
     An edited, deleted, inserted or reordered raw event breaks the chain at the first event
@@ -473,7 +476,7 @@ def verify(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
     from . import integrity, spool
     from .store import Store
 
-    s = _settings(base_dir, db, catalog, live_file)
+    s = _settings(base_dir, db, catalog, live_file, live_format)
     with Store(s.db_url) as store:
         count, _, broken = integrity.check_chain(store.raw_events())
         problems = [broken] if broken else []
@@ -488,7 +491,7 @@ def verify(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
             live_path = s.live_file if s.sqlite_path else None
             live_bytes = livefile.read(live_path) if live_path else None
             derived, more = integrity.check_derived(store.raw_events(), snap, live_bytes,
-                                                    live_path)
+                                                    live_path, s.live_format)
             problems += derived
             notes += more
             if not derived:
@@ -516,7 +519,7 @@ def verify(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
 
 @app.command()
 def rebuild(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-            live_file: LiveFile = None) -> None:
+            live_file: LiveFile = None, live_format: LiveFormat = None) -> None:
     """Rebuild everything derived from the raw log, and rewrite the live file.
 
     Drops the snapshots, folds the whole raw log again and writes the live file if its bytes
@@ -529,7 +532,7 @@ def rebuild(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None
     """
     from . import journal
 
-    s = _settings(base_dir, db, catalog, live_file)
+    s = _settings(base_dir, db, catalog, live_file, live_format)
     if s.sqlite_path is None:
         raise MembershipError("rebuild works on a node's SQLite store; a central store holds "
                               "raw events only")
@@ -538,7 +541,7 @@ def rebuild(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None
         with _progress("folding the raw log") as progress:
             with j.write():
                 j.forget_snapshots()
-            state, live, _ = journal.catch_up(j, s.live_file, progress)
+            state, live, _ = journal.catch_up(j, s.live_file, progress, s.live_format)
     finally:
         j.close()
     typer.echo(f"rebuilt from {state.seq} events: snapshot at event {state.seq}, live file "
@@ -566,6 +569,102 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+@app.command()
+def watch(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
+          live_file: LiveFile = None, json_out: Json = False,
+          interval: Annotated[float, typer.Option(
+              "--interval", min=0.01, help="Seconds between looks at the file.")] = 0.2,
+          ) -> None:
+    """For the engine side: print the live set each time the live file changes.
+
+    One line per change: time, nodes added (+), removed (-), and the full live set; the
+    first line is the set found at start. The file's bytes are compared, not its mtime, so
+    same-second rewrites are seen; a rewrite that leaves the set as it was prints nothing.
+    A missing or unreadable file keeps the last good set and says so on stderr. Runs until
+    interrupted (Ctrl-C or SIGTERM), then exits 0.
+
+    Example:
+
+        membership watch --base-dir /var/lib/droonga
+        membership watch --live-file /var/lib/droonga/live-nodes.json --json
+    """
+    import signal
+
+    from . import engine
+
+    s = _settings(base_dir, db, catalog, live_file)
+
+    def problem(message: str) -> None:
+        typer.echo(f"membership: {message}", err=True)
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        for change in engine.watch(s.live_file, interval, on_problem=problem):
+            if json_out:
+                line = json.dumps({"at": iso(change.at), "added": list(change.added),
+                                   "removed": list(change.removed), "live": list(change.live)})
+            else:
+                diff = " ".join([f"+{n}" for n in change.added] +
+                                [f"-{n}" for n in change.removed])
+                line = f"{iso(change.at)[:23]}  {diff}  live ({len(change.live)}): " \
+                       f"{' '.join(change.live)}"
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def route(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
+          live_file: LiveFile = None,
+          dataset: Annotated[str | None, typer.Option(
+              "--dataset", metavar="NAME", help="Only this dataset.")] = None,
+          json_out: Json = False) -> None:
+    """For the engine side: per dataset, the replicas usable now and the live volumes of
+    each slice, from the catalog and the live file.
+
+    A replica is usable only if every node holding one of its slices is live (a slice
+    holding nested replicas is usable if one of them is). A dataset with no usable replica
+    is flagged, and the command exits 1.
+
+    Example:
+
+        membership route --base-dir /var/lib/droonga
+        membership route --dataset Default --json
+    """
+    from . import engine
+
+    s = _settings(base_dir, db, catalog, live_file)
+    datasets = engine.load_datasets(s.catalog)
+    if dataset is not None:
+        datasets = [d for d in datasets if d.name == dataset]
+        if not datasets:
+            raise MembershipError(f"no dataset {dataset!r} in {s.catalog}")
+    live = engine.read_live(s.live_file)
+    if live is None:
+        raise MembershipError(f"no usable live file at {s.live_file} (run: membership init)")
+    routes = engine.route(datasets, live)
+    stranded = [name for name, r in routes.items() if not r["usable_replicas"]]
+    if json_out:
+        typer.echo(json.dumps({"datasets": routes}, indent=2))
+    else:
+        for name, r in routes.items():
+            n = len(r["replicas"])
+            head = f"dataset {name}: {len(r['usable_replicas'])} of {n} replica(s) usable"
+            typer.echo(head + ("  ** NO USABLE REPLICA **" if name in stranded else ""))
+            for rep in r["replicas"]:
+                state = "usable" if rep["usable"] else \
+                    f"DOWN (dead: {', '.join(rep['dead_nodes']) or 'nested replicas'})"
+                typer.echo(f"  replica {rep['index']}: {state}")
+            for label, addresses in r["slices"].items():
+                typer.echo(f"  slice {label}: {' '.join(addresses) or '(no live volume)'}")
+    if stranded:
+        raise MembershipError(f"no usable replica for dataset(s): {', '.join(stranded)}")
 
 
 @db_app.command("upgrade")

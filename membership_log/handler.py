@@ -134,7 +134,8 @@ def main(argv: list[str]) -> int:
         seq = seqs[-1]
         # The event is durable from here on: whatever follows, exit 0.
         try:
-            state, live_bytes, parse_warnings = journal.catch_up(j, settings.live_file)
+            state, live_bytes, parse_warnings = journal.catch_up(
+                j, settings.live_file, fmt=settings.live_format)
             for s in seqs:  # this event's, and those of a catalog or spool taken in with it
                 warnings.extend(parse_warnings.get(s, ()))
         except Exception as e:  # noqa: BLE001 - the event is recorded; report, do not crash

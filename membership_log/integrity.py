@@ -38,7 +38,7 @@ def check_chain(raws) -> tuple[int, bytes, Problem | None]:
 
 
 def check_derived(raws, snapshot: tuple | None, live_bytes: bytes | None,
-                  live_path: str | None) -> tuple[list[Problem], list[str]]:
+                  live_path: str | None, fmt: str = "droonga") -> tuple[list[Problem], list[str]]:
     """Compare the stored snapshot ``(seq, state, live)`` and the live file's bytes with a
     fresh fold. ``raws`` must be the whole log in order. Returns ``(problems, notes)``:
     derived state that merely lags the log (a handler killed between recording an event and
@@ -62,7 +62,7 @@ def check_derived(raws, snapshot: tuple | None, live_bytes: bytes | None,
         elif at_snapshot is None or snap_state != at_snapshot:
             problems.append(Problem(seq, f"the snapshot at event {seq} differs from a fresh "
                                     f"fold (run: membership rebuild)"))
-        elif snap_live != livefile.render(project.live_nodes(at_snapshot)):
+        elif snap_live != livefile.render_state(at_snapshot):
             problems.append(Problem(seq, f"the snapshot's live-file bytes at event {seq} "
                                     f"differ from a fresh fold (run: membership rebuild)"))
         else:
@@ -71,8 +71,9 @@ def check_derived(raws, snapshot: tuple | None, live_bytes: bytes | None,
                 notes.append(f"events {seq + 1}..{state.seq} are recorded but not folded yet "
                              f"(the next handler run or membership rebuild folds them)")
     if live_path is not None:
-        expected = livefile.render(project.live_nodes(state))
-        lagging = snap_live_ok and snapshot[0] < state.seq and live_bytes == snapshot[2]
+        expected = livefile.render_state(state, fmt)
+        lagging = (snap_live_ok and snapshot[0] < state.seq
+                   and live_bytes == livefile.render_state(at_snapshot, fmt))
         if live_bytes is None:
             problems.append(Problem(state.seq, f"the live file {live_path} is missing "
                                     f"(run: membership rebuild)"))

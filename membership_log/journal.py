@@ -192,13 +192,14 @@ def catalog_item(journal: Journal, path: str, received_us: int, observer: str) -
     return (received_us, observer, "catalog", b"", data)
 
 
-def catch_up(journal: Journal, live_file: str, progress=None) -> tuple[project.State, bytes,
-                                                                      dict]:
+def catch_up(journal: Journal, live_file: str, progress=None,
+             fmt: str = "droonga") -> tuple[project.State, bytes, dict]:
     """Fold every raw event after the snapshot, store the new snapshot, and rewrite the live
     file if its bytes change. Returns ``(state, live bytes, {seq: warnings})``.
 
     Runs in one write transaction, so concurrent handlers write the live file one at a time,
-    each from a state at least as new as the last: the file never moves backwards.
+    each from a state at least as new as the last: the file never moves backwards. The
+    snapshot keeps the default format's bytes; the file is written in ``fmt``.
     """
     warnings: dict[int, tuple] = {}
     with journal.write():
@@ -214,7 +215,9 @@ def catch_up(journal: Journal, live_file: str, progress=None) -> tuple[project.S
             if progress is not None and i % 1000 == 0:
                 progress(i, len(pending))
         if pending or live is None:
-            live = livefile.render(project.live_nodes(state))
+            live = livefile.render_state(state)
             journal.save_snapshot(state, live)
+        if fmt != "droonga":
+            live = livefile.render_state(state, fmt)
         livefile.write_atomic(live_file, live)
     return state, live, warnings

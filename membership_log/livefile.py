@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from . import project
+
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
             "\f": "\\f"}
 
@@ -45,6 +47,25 @@ def render(live: dict[str, str]) -> bytes:
         for node in sorted(live)
     ]
     return ("{\n" + ",\n".join(items) + "\n}\n").encode("ascii")
+
+
+def render_cluster_state(nodes: dict[str, bool]) -> bytes:
+    """Later Droonga releases' ``cluster-state.json``: every node, ``{"live": bool}``."""
+    if not nodes:
+        return b"{}\n"
+    items = [
+        f'  {json_string(node)}: {{\n    "live": {"true" if nodes[node] else "false"}\n  }}'
+        for node in sorted(nodes)
+    ]
+    return ("{\n" + ",\n".join(items) + "\n}\n").encode("ascii")
+
+
+def render_state(state: project.State, fmt: str = "droonga") -> bytes:
+    """The live file for a fold's state, in ``fmt`` (``droonga`` or ``cluster-state``)."""
+    if fmt == "cluster-state":
+        return render_cluster_state(
+            {n.name: n.live for n in project.view(state).values() if n.in_catalog})
+    return render(project.live_nodes(state))
 
 
 def render_compact(value: object) -> str:

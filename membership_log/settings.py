@@ -13,8 +13,12 @@ from .errors import MembershipError
 
 #: ``db_url`` is a SQLAlchemy URL; ``sqlite_path`` the file behind it if it is SQLite.
 Settings = namedtuple(
-    "Settings", "base_dir db_url sqlite_path catalog live_file spool_dir"
+    "Settings", "base_dir db_url sqlite_path catalog live_file spool_dir live_format"
 )
+
+#: Live-file formats: Droonga 1.0.x ``live-nodes.json`` (live nodes only, the default) or
+#: later releases' ``cluster-state.json`` (every catalog node with ``{"live": bool}``).
+LIVE_FORMATS = ("droonga", "cluster-state")
 
 #: option -> (environment variable, help text)
 OPTIONS = {
@@ -22,6 +26,8 @@ OPTIONS = {
     "--db": ("MEMBERSHIP_DB", "Store URL (sqlite:///..., postgresql://...) or a SQLite path."),
     "--catalog": ("MEMBERSHIP_CATALOG", "Droonga catalog.json (all its nodes start live)."),
     "--live-file": ("MEMBERSHIP_LIVE_FILE", "The live-node file to keep up to date."),
+    "--live-format": ("MEMBERSHIP_LIVE_FORMAT", "Live-file format: droonga (live-nodes.json, "
+                      "the default) or cluster-state (every node with {\"live\": bool})."),
 }
 
 
@@ -38,6 +44,7 @@ def resolve(
     db: str | None = None,
     catalog: str | None = None,
     live_file: str | None = None,
+    live_format: str | None = None,
 ) -> Settings:
     """Fill in defaults (SPEC "Where things live"). Options win over the environment."""
     env = os.environ
@@ -50,6 +57,10 @@ def resolve(
     live_file = live_file or env.get("MEMBERSHIP_LIVE_FILE") or os.path.join(
         base, "live-nodes.json"
     )
+    live_format = live_format or env.get("MEMBERSHIP_LIVE_FORMAT") or LIVE_FORMATS[0]
+    if live_format not in LIVE_FORMATS:
+        raise MembershipError(f"live-file format must be {' or '.join(LIVE_FORMATS)}, "
+                              f"not {live_format!r}")
     return Settings(
         base,
         db,
@@ -57,6 +68,7 @@ def resolve(
         os.path.abspath(catalog),
         os.path.abspath(live_file),
         os.path.join(base, "spool"),
+        live_format,
     )
 
 

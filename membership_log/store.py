@@ -157,7 +157,8 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None)
             item = _journal.catalog_item(j, settings.catalog, received_us, observer)
             if item is not None:
                 j.append([item])
-        state, live, warnings = _journal.catch_up(j, settings.live_file)
+        state, live, warnings = _journal.catch_up(j, settings.live_file,
+                                                  fmt=settings.live_format)
     finally:
         j.close()
     from .project import live_nodes

@@ -2,6 +2,7 @@
 base dir and ``membership handle`` as its event handler: the seed's scenarios."""
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -195,3 +196,41 @@ def test_audit_of_real_faults_matches_what_was_done(cluster, membership):
                              "--at", iso((down + up) // 2)[:-1], "--as-live-file"],
                             capture_output=True, check=True).stdout
     assert sorted(json.loads(during)) == [nodes[0], nodes[2]]
+
+
+@pytest.mark.parametrize("cluster", [81], indirect=True)
+def test_watcher_on_another_node_reports_a_paused_node_within_2s(cluster, membership):
+    import threading
+    import time
+
+    node0, node1, _ = cluster.agents
+    _, nodes = nodes_for(81)
+    watcher = subprocess.Popen([membership, "watch", "--json", "--interval", "0.1",
+                                "--base-dir", str(node0.base_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    reports = []
+
+    def read():
+        for line in watcher.stdout:
+            reports.append((time.monotonic(), json.loads(line)))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert wait_until(lambda: reports and sorted(reports[-1][1]["live"]) == nodes, TIMEOUT)
+
+        def file_change_then_report(node, present, key):
+            assert wait_until(lambda: (node in node0.live()) == present, TIMEOUT, 0.02)
+            changed = time.monotonic()
+            assert wait_until(lambda: any(node in r[key] for _, r in reports), 10, 0.02)
+            reported = next(t for t, r in reports if node in r[key])
+            return reported - changed
+
+        node1.pause()
+        assert file_change_then_report(nodes[1], False, "removed") < 2.0
+        node1.resume()
+        assert file_change_then_report(nodes[1], True, "added") < 2.0
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        watcher.wait(10)
+    assert watcher.returncode == 0
