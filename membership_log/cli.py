@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from . import events, livefile, project, settings, timespec
+from . import cluster, events, livefile, project, settings, timespec
 from .errors import MembershipError
 from .timespec import iso
 from .version import __version__
@@ -154,22 +154,42 @@ def handle(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
 
 
 def _parsed(store, observer: str | None = None):
-    """The store's events, parsed, in log order. With ``observer``, only that observer's
-    events, plus those recorded without one (``init``'s catalog), which belong to every
-    observer's view."""
+    """A node's store: its events, parsed, in log order. With ``observer``, only that
+    observer's events, plus those recorded without one (``init``'s catalog), which belong to
+    every observer's view."""
     for raw in store.raw_events():
         if observer is None or raw.observer in (observer, ""):
-            yield raw, events.parse(raw)
+            yield events.parse(raw)
+
+
+def _history(store, observer: str | None = None):
+    """``(origin, Step)`` for every event, in order, through the one fold: a node's log
+    (origin None), one node's log in a central store (``--observer``), or all of a central
+    store's logs combined cluster-wide (:mod:`membership_log.cluster`)."""
+    if not store.central:
+        return ((None, st) for st in project.steps(_parsed(store, observer)))
+    if observer is not None:
+        raws = store.raw_events(origin=observer)
+        return ((observer, st) for st in project.steps(events.parse(r) for r in raws))
+    return cluster.merged_steps((o, events.parse(r)) for o, r in store.raw_events_by_time())
+
+
+def _needs_observer(store, observer, *points) -> None:
+    if store.central and observer is None and any(p is not None and p.seq is not None
+                                                  for p in points):
+        raise MembershipError("@N names an event of one node's log: with a central store, "
+                              "add --observer NODE")
 
 
 def _state_at(store, at: timespec.Point | None, observer: str | None = None):
-    """The fold's state right after the last event at or before ``at``, and that event."""
-    state, last = project.EMPTY, None
-    for raw, event in _parsed(store, observer):
-        if not timespec.reached(at, raw.seq, raw.received_us):
+    """The view right after the last event at or before ``at``, and that event's Step."""
+    _needs_observer(store, observer, at)
+    last = None
+    for _, st in _history(store, observer):
+        if not timespec.reached(at, st.event.seq, st.event.at):
             break
-        state, last = project.step(state, event), raw
-    return state, last
+        last = st
+    return last
 
 
 @app.command()
@@ -197,16 +217,17 @@ def state(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
         raise typer.BadParameter("--json and --as-live-file exclude each other")
     s = _settings(base_dir, db, catalog, live_file, live_format)
     with Store(s.db_url) as store:
-        current, last = _state_at(store, at, observer)
-    last_at = last.received_us if last is not None else None
+        last = _state_at(store, at, observer)
+    nodes = last.view if last is not None else {}
+    seq = last.event.seq if last is not None else 0
+    last_at = last.event.at if last is not None else None
     if as_live_file:
-        sys.stdout.buffer.write(livefile.render_state(current, s.live_format))
+        sys.stdout.buffer.write(livefile.render_view(nodes, s.live_format))
         sys.stdout.buffer.flush()
         return
-    nodes = project.view(current)
     if json_out:
         typer.echo(json.dumps({
-            "seq": current.seq,
+            "seq": seq,
             "at": iso(last_at) if last_at is not None else None,
             "nodes": {n.name: {"live": n.live, "serf": n.serf, "marked": n.marked,
                                "address": n.address, "member": n.member,
@@ -220,18 +241,18 @@ def state(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
     when = iso(last_at) if last_at is not None else "no events"
     live = sum(1 for n in nodes.values() if n.live and n.in_catalog)
     prefix = f"at {at.text}: " if at is not None else ""
-    typer.echo(f"{prefix}after event {current.seq} ({when}): {live} of "
+    typer.echo(f"{prefix}after event {seq} ({when}): {live} of "
                f"{sum(1 for n in nodes.values() if n.in_catalog)} node(s) live")
     if rows:
         typer.echo(_table(["NODE", "LIVE", "SERF", "MARK", "ADDRESS", "MEMBER", ""], rows))
 
 
-def event_json(raw, event, changes, duplicate: bool = False) -> dict:
+def event_json(event, changes, duplicate: bool = False) -> dict:
     """One replay line (SPEC "Replay and audit JSON")."""
     return {
-        "seq": raw.seq,
-        "at": iso(raw.received_us),
-        "observer": raw.observer,
+        "seq": event.seq,
+        "at": iso(event.at),
+        "observer": event.observer,
         "event": event.kind,
         "name": event.name,
         "ltime": event.ltime,
@@ -297,32 +318,28 @@ def replay(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
     out = sys.stdout
     rows = []
     with Store(s.db_url) as store:
-        pairs = _parsed(store, observer)
-        raws = {}
-
-        def parsed_events():
-            for raw, event in pairs:
-                raws[raw.seq] = raw
-                yield event
-
-        for st in project.steps(parsed_events()):
-            raw = raws.pop(st.event.seq)
-            if not timespec.reached(until, raw.seq, raw.received_us):
+        _needs_observer(store, observer, since, until)
+        for origin, st in _history(store, observer):
+            e = st.event
+            if not timespec.reached(until, e.seq, e.at):
                 break
-            if not timespec.since_ok(since, raw.seq, raw.received_us):
+            if not timespec.since_ok(since, e.seq, e.at):
                 continue
             if node is not None and not _touches(st, node):
                 continue
             if json_out:
-                out.write(json.dumps(event_json(raw, st.event, st.changes, st.redelivery),
-                                     sort_keys=True) + "\n")
+                line = event_json(e, st.changes, st.redelivery)
+                if origin is not None:
+                    line["origin"] = origin
+                out.write(json.dumps(line, sort_keys=True) + "\n")
                 continue
             effect = ", ".join(f"{c.node} {c.before or 'new'} -> {c.after or 'gone'}"
                                for c in st.changes)
             if st.redelivery:
                 effect = "(delivered again: no effect)"
-            rows.append([str(raw.seq), iso(raw.received_us)[:23], raw.observer or "-",
-                         st.event.kind, _summary(st.event), effect])
+            seq = f"{origin}:{e.seq}" if origin is not None and observer is None else str(e.seq)
+            rows.append([seq, iso(e.at)[:23], e.observer or origin or "-", e.kind,
+                         _summary(e), effect])
     if json_out:
         return
     if rows:
@@ -337,18 +354,20 @@ def _window(store, since, until, observer):
 
     now = time.time_ns() // 1000
 
+    _needs_observer(store, observer, since, until)
+
     def resolve(point, default):
         if point is None:
             return default
         if point.seq is None:
             return point.us
-        at = store.received_at(point.seq)
+        at = store.received_at(point.seq, observer)
         if at is None:
             raise MembershipError(f"there is no event {point.seq} in this store")
         return at
 
     until_us = resolve(until, now)
-    steps = project.steps(e for _, e in _parsed(store, observer))
+    steps = (st for _, st in _history(store, observer))
     incidents, nodes, first_at, _ = _audit.collect(steps, until_us)
     since_us = resolve(since, first_at if first_at is not None else until_us)
     return incidents, nodes, since_us, until_us
@@ -478,6 +497,9 @@ def verify(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
 
     s = _settings(base_dir, db, catalog, live_file, live_format)
     with Store(s.db_url) as store:
+        if store.central:
+            _verify_central(store)
+            return
         count, _, broken = integrity.check_chain(store.raw_events())
         problems = [broken] if broken else []
         notes: list[str] = []
@@ -515,6 +537,74 @@ def verify(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
         first = next((p.seq for p in problems if p.seq is not None), None)
         where = f"first bad event {first}" if first is not None else "spool waiting"
         raise MembershipError(f"verify failed: {where}")
+
+
+def _verify_central(store) -> None:
+    """Each node's log in a central store carries its own hash chain."""
+    from . import integrity
+
+    bad = []
+    for origin in store.origins():
+        count, _, broken = integrity.check_chain(store.raw_events(origin=origin))
+        if broken is None:
+            typer.echo(f"ok: {origin}: {count} events, hash chain intact")
+        else:
+            typer.echo(f"FAILED: {origin}: {broken.what}")
+            bad.append(f"{origin} event {broken.seq}")
+    if not bad:
+        typer.echo(f"ok: {len(store.origins())} node log(s)")
+        return
+    raise MembershipError(f"verify failed: first bad event {', '.join(bad)}")
+
+
+@app.command()
+def ship(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
+         live_file: LiveFile = None,
+         to: Annotated[str, typer.Option(
+             "--to", metavar="URL", help="The central store (postgresql://...).")] = ...,
+         follow: Annotated[bool, typer.Option(
+             "--follow", help="Keep shipping as events arrive, until interrupted.")] = False,
+         interval: Annotated[float, typer.Option(
+             "--interval", min=0.1, help="With --follow: seconds between looks.")] = 1.0,
+         ) -> None:
+    """Copy this node's new events to a central store (PostgreSQL), in batches.
+
+    Idempotent and resumable: the central store's last event of this node says where to go
+    on, each batch is one transaction, and a second run copies nothing twice. The central
+    copy must continue the local hash chain, or nothing is shipped. The node is named by the
+    observer (SERF_SELF_NAME) of its latest event. Run `membership db upgrade --db URL` once
+    to create the central schema.
+
+    Example:
+
+        membership ship --base-dir /var/lib/droonga --to postgresql://membership@db/central
+        membership ship --to postgresql://membership@db/central --follow
+    """
+    import signal
+    import time as _time
+
+    from . import store as _store
+
+    s = _settings(base_dir, db, catalog, live_file)
+    if s.sqlite_path is None:
+        raise MembershipError("ship copies a node's SQLite store; --db names a central store")
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        while True:
+            with _progress("shipping") as progress:
+                r = _store.ship(s.sqlite_path, to, progress)
+            if r["copied"] or not follow:
+                typer.echo(f"shipped {r['copied']} event(s) of {r['origin']}: the central "
+                           f"store holds its events up to {r['central_head']}")
+            if not follow:
+                return
+            _time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
 @app.command()

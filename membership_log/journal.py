@@ -16,6 +16,7 @@ import marshal
 import os
 import sqlite3
 import sys
+from collections import namedtuple
 
 from . import events, livefile, project
 from .errors import NotInitialised, SchemaMismatch, StoreError
@@ -26,6 +27,9 @@ from .version import SCHEMA_REVISION
 #: shape is ignored and the log refolded. Bump the trailing number when ``State`` changes.
 SNAPSHOT_FORMAT = f"marshal4/py{sys.version_info[0]}.{sys.version_info[1]}/1"
 HEAD = "head"
+
+#: An event row exactly as stored (``env_blob`` still NUL-joined), for copying elsewhere.
+StoredRow = namedtuple("StoredRow", "seq received_us observer source env_blob stdin hash")
 
 BUSY_TIMEOUT_S = 10.0
 
@@ -91,6 +95,26 @@ class Journal:
             rows,
         )
         return seqs
+
+    def origin(self) -> str | None:
+        """The node this store records for: the observer of its latest event that has one."""
+        row = self.conn.execute(
+            "SELECT observer FROM event WHERE observer != '' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return row[0] if row else None
+
+    def hash_at(self, seq: int) -> bytes | None:
+        row = self.conn.execute("SELECT hash FROM event WHERE seq = ?", (seq,)).fetchone()
+        return row[0] if row else None
+
+    def raw_range(self, after: int, limit: int) -> list:
+        """Up to ``limit`` rows after ``after``, as stored (env still encoded)."""
+        cur = self.conn.execute(
+            "SELECT seq, received_us, observer, source, env, stdin, hash FROM event"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        return [StoredRow(*r) for r in cur]
 
     def last_catalog(self) -> bytes | None:
         row = self.conn.execute(

@@ -60,12 +60,17 @@ def render_cluster_state(nodes: dict[str, bool]) -> bytes:
     return ("{\n" + ",\n".join(items) + "\n}\n").encode("ascii")
 
 
-def render_state(state: project.State, fmt: str = "droonga") -> bytes:
-    """The live file for a fold's state, in ``fmt`` (``droonga`` or ``cluster-state``)."""
+def render_view(nodes: dict, fmt: str = "droonga") -> bytes:
+    """The live file for a view (node -> NodeView), in ``fmt`` (``droonga`` or
+    ``cluster-state``)."""
     if fmt == "cluster-state":
-        return render_cluster_state(
-            {n.name: n.live for n in project.view(state).values() if n.in_catalog})
-    return render(project.live_nodes(state))
+        return render_cluster_state({n.name: n.live for n in nodes.values() if n.in_catalog})
+    return render(project.live_of(nodes))
+
+
+def render_state(state: project.State, fmt: str = "droonga") -> bytes:
+    """The live file for a fold's state."""
+    return render_view(project.view(state), fmt)
 
 
 def render_compact(value: object) -> str:

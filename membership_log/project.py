@@ -153,7 +153,12 @@ def view(state: State) -> dict[str, NodeView]:
 
 def live_nodes(state: State) -> dict[str, str]:
     """What the live file lists: live node -> its Serf address (catalog nodes only)."""
-    return {n.name: n.address for n in view(state).values() if n.live and n.in_catalog}
+    return live_of(view(state))
+
+
+def live_of(nodes: dict[str, NodeView]) -> dict[str, str]:
+    """The live catalog nodes of a view, with their Serf addresses."""
+    return {n.name: n.address for n in nodes.values() if n.live and n.in_catalog}
 
 
 def resolve(state: State, name: str) -> list[str]:

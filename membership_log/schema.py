@@ -71,3 +71,23 @@ snapshot = Table(
     Column("state", LargeBinary, nullable=False),
     Column("live", LargeBinary, nullable=False),
 )
+
+
+#: The central store: every node's raw events, shipped by ``membership ship``, keyed by
+#: ``origin`` (the node whose store they come from: its SERF_SELF_NAME) and that store's
+#: ``seq``. The other columns are the local row as it was, hash included, so each origin's
+#: chain can be checked centrally. Append-only like ``event``. (A table of its own, so the
+#: local log keeps SQLite's rowid as its key: the handler's inserts and storage stay lean.)
+cluster_event = Table(
+    "cluster_event",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("received_us", BigInteger, nullable=False),
+    Column("observer", Text, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("env", LargeBinary, nullable=False),
+    Column("stdin", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    Index(None, "received_us"),
+)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import journal as _journal
 from .errors import SchemaMismatch, StoreError
 from .raw import RawEvent, decode_env
-from .schema import event, event_note, snapshot
+from .schema import cluster_event, event, event_note, snapshot
 from .settings import Settings
 from .version import SCHEMA_REVISION
 
@@ -200,6 +200,18 @@ class Store:
                 f"store {_safe(url)} is at schema revision {revision!r}, this release reads "
                 f"{SCHEMA_REVISION!r} (run: membership db upgrade)"
             )
+        #: A central store (PostgreSQL) holds every node's shipped events in cluster_event;
+        #: a node's own store (SQLite) its log in event.
+        self.central = self.engine.dialect.name != "sqlite"
+
+    def origins(self) -> list[str]:
+        """The nodes whose logs a central store holds."""
+        if not self.central:
+            return []
+        with self.engine.connect() as conn:
+            return list(conn.execute(
+                select(cluster_event.c.origin).distinct().order_by(cluster_event.c.origin)
+            ).scalars())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -210,11 +222,16 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def raw_events(self, after: int = 0, until: int | None = None) -> Iterator[RawEvent]:
-        """Raw events in sequence order, streamed."""
-        q = select(event).where(event.c.seq > after).order_by(event.c.seq)
+    def raw_events(self, after: int = 0, until: int | None = None,
+                   origin: str | None = None) -> Iterator[RawEvent]:
+        """Raw events in sequence order, streamed: the log of a node's store, or of one
+        ``origin`` in a central store."""
+        t = cluster_event if self.central else event
+        q = select(t).where(t.c.seq > after).order_by(t.c.seq)
+        if self.central:
+            q = q.where(t.c.origin == origin)
         if until is not None:
-            q = q.where(event.c.seq <= until)
+            q = q.where(t.c.seq <= until)
         try:
             with self.engine.connect() as conn:
                 result = conn.execution_options(yield_per=2000).execute(q)
@@ -224,21 +241,38 @@ class Store:
         except SQLAlchemyError as e:
             raise StoreError(f"cannot read store {_safe(self.url)}: {_first_line(e)}") from e
 
+    def raw_events_by_time(self) -> Iterator[tuple[str, RawEvent]]:
+        """A central store's events of every origin, as ``(origin, raw)`` in receive-time
+        order (each origin's own order kept for equal times), streamed by one query."""
+        t = cluster_event
+        q = select(t).order_by(t.c.received_us, t.c.origin, t.c.seq)
+        try:
+            with self.engine.connect() as conn:
+                for r in conn.execution_options(yield_per=2000).execute(q):
+                    yield r.origin, RawEvent(r.seq, r.received_us, r.observer, r.source,
+                                             decode_env(r.env), bytes(r.stdin), bytes(r.hash))
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot read store {_safe(self.url)}: {_first_line(e)}") from e
+
     def snapshot(self) -> tuple | None:
         """The head snapshot as ``(seq, state, live bytes)``; ``state`` is None if it is in
-        another format or damaged. None if there is no snapshot."""
+        another format or damaged. None if there is no snapshot (or a central store)."""
+        if self.central:
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(select(snapshot).where(snapshot.c.name == _journal.HEAD)).first()
         if row is None:
             return None
         return (row.seq, _journal.decode_state(row.format, bytes(row.state)), bytes(row.live))
 
-    def received_at(self, seq: int) -> int | None:
-        """When event ``seq`` was received (UTC microseconds), or None if there is none."""
+    def received_at(self, seq: int, origin: str | None = None) -> int | None:
+        """When event ``seq`` (of ``origin``, in a central store) was received."""
+        t = cluster_event if self.central else event
+        q = select(t.c.received_us).where(t.c.seq == seq)
+        if self.central:
+            q = q.where(t.c.origin == origin)
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(event.c.received_us).where(event.c.seq == seq)
-            ).scalar_one_or_none()
+            return conn.execute(q).scalar_one_or_none()
 
     def notes(self) -> dict[int, list[str]]:
         """Handler warnings by event seq."""
@@ -254,3 +288,67 @@ def _journal_path(url: str) -> str | None:
     from .settings import sqlite_path_of
 
     return sqlite_path_of(url)
+
+
+SHIP_BATCH = 5000
+
+
+def ship(local_path: str, central_url: str, progress=None, batch: int = SHIP_BATCH) -> dict:
+    """Copy the local log's new events to the central store, batch by batch.
+
+    Idempotent and resumable: the central store's last event of this origin says where to
+    go on, and each batch is one transaction (a kill loses at most an uncommitted batch,
+    which the next run copies again). Before copying, the central copy must continue the
+    local hash chain: the local event at the central head must carry the same hash.
+    """
+    from sqlalchemy import func, insert
+
+    j = _journal.Journal(local_path)
+    central = Store(central_url)
+    try:
+        if not central.central:
+            raise StoreError(f"{_safe(central_url)} is not a central store (PostgreSQL)")
+        origin = j.origin()
+        if origin is None:
+            raise StoreError(f"store {local_path} has no event with an observer yet: "
+                             f"nothing identifies the node to ship as")
+        local_head, _ = j.head()
+        with central.engine.connect() as conn:
+            row = conn.execute(
+                select(cluster_event.c.seq, cluster_event.c.hash)
+                .where(cluster_event.c.origin == origin)
+                .order_by(cluster_event.c.seq.desc()).limit(1)
+            ).first()
+        start = row.seq if row else 0
+        if start > local_head:
+            raise StoreError(f"the central store holds {start} events of {origin}, the local "
+                             f"log only {local_head}: they are not the same log")
+        if row is not None and j.hash_at(start) != bytes(row.hash):
+            raise StoreError(f"the central copy of {origin} diverges from the local log at "
+                             f"event {start}; refusing to ship")
+        total = local_head - start
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        while True:
+            rows = j.raw_range(start + done, batch)
+            if not rows:
+                break
+            values = [{"origin": origin, "seq": r.seq, "received_us": r.received_us,
+                       "observer": r.observer, "source": r.source, "env": r.env_blob,
+                       "stdin": r.stdin, "hash": r.hash} for r in rows]
+            with central.engine.begin() as conn:
+                conn.execute(insert(cluster_event), values)
+            done += len(rows)
+            if progress is not None:
+                progress(done, total)
+        with central.engine.connect() as conn:
+            count = conn.execute(select(func.count()).select_from(cluster_event)
+                                 .where(cluster_event.c.origin == origin)).scalar_one()
+        return {"origin": origin, "copied": done, "central_head": start + done,
+                "central_count": count}
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot ship to {_safe(central_url)}: {_first_line(e)}") from e
+    finally:
+        j.close()
+        central.close()

@@ -131,3 +131,33 @@ def test_catch_up_refolds_when_the_snapshot_is_unusable(base):
     assert again == state and live2 == live
     assert (base / "live-nodes.json").read_bytes() == live
     assert b"192.168.100.51" not in live
+
+
+def test_a_store_of_the_previous_release_is_upgraded_only_on_request(handle, base):
+    """A 0001 store (built by that migration, with events) is never written by a newer
+    handler: the event is spooled until `membership db upgrade`, which keeps every row."""
+    from alembic import command
+    from typer.testing import CliRunner
+
+    from membership_log.cli import app
+    from membership_log.raw import chain_hash
+
+    db = base / "membership.db"
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        command.upgrade(store._alembic_config(conn), "0001")
+    engine.dispose()
+    h = chain_hash(GENESIS, 1, 5, "node0", "serf", b"SERF_EVENT=member-failed",
+                   b"node1\t192.168.100.51\t\t\n")
+    with sqlite3.connect(db) as c:
+        c.execute("INSERT INTO event VALUES (1, 5, 'node0', 'serf', ?, ?, ?)",
+                  (b"SERF_EVENT=member-failed", b"node1\t192.168.100.51\t\t\n", h))
+    r = handle("member-join", b"node2\t192.168.100.52\t\t\n")
+    assert r.returncode == 0 and b"'0001'" in r.stderr and b"membership db upgrade" in r.stderr
+    out = CliRunner().invoke(app, ["db", "upgrade", "--base-dir", str(base)])
+    assert out.exit_code == 0 and "0001 -> 0002" in out.output
+    assert handle("member-update", b"node2\t192.168.100.52\t\t\n").returncode == 0
+    rows = handle.rows()
+    assert rows[0][3] == b"node1\t192.168.100.51\t\t\n", "the old rows are kept"
+    assert [s for _, s, _, _ in rows] == ["serf", "serf", "catalog", "serf"]
+    assert CliRunner().invoke(app, ["verify", "--base-dir", str(base)]).exit_code == 0
