@@ -12,6 +12,8 @@ fold) reports, and never judges liveness itself.
   downtime over the window's length; ``mttr_s``: the mean duration of the incidents that
   closed within the window (null if none); ``flaps``: how many times the node went down
   within the window.
+- ``observers``: every observer whose own view had the node down during the incident (with
+  a central store's merged logs, several).
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ def collect(steps, until_us: int | None = None):
         first_at = e.at if first_at is None else first_at
         last_at = e.at
         nodes.update(n for n, v in s.view.items() if v.in_catalog)
+        if open_ and e.observer:
+            # Merged logs: an observer reporting a node down while it is already down
+            # cluster-wide changes nothing, but it did see the incident.
+            need = [n for n, inc in open_.items() if e.observer not in inc[4]]
+            if need:
+                own = project.view(s.state)
+                for n in need:
+                    if n in own and not own[n].live:
+                        open_[n][4].add(e.observer)
         for c in s.changes:
             if c.after == "dead":
                 open_[c.node] = [c.node, e.at, None, cause_of(e, s.view[c.node]), {e.observer},

@@ -334,11 +334,8 @@ def ship(local_path: str, central_url: str, progress=None, batch: int = SHIP_BAT
             rows = j.raw_range(start + done, batch)
             if not rows:
                 break
-            values = [{"origin": origin, "seq": r.seq, "received_us": r.received_us,
-                       "observer": r.observer, "source": r.source, "env": r.env_blob,
-                       "stdin": r.stdin, "hash": r.hash} for r in rows]
             with central.engine.begin() as conn:
-                conn.execute(insert(cluster_event), values)
+                _copy_rows(conn, origin, rows, insert)
             done += len(rows)
             if progress is not None:
                 progress(done, total)
@@ -352,3 +349,22 @@ def ship(local_path: str, central_url: str, progress=None, batch: int = SHIP_BAT
     finally:
         j.close()
         central.close()
+
+
+_COLUMNS = ("origin", "seq", "received_us", "observer", "source", "env", "stdin", "hash")
+
+
+def _copy_rows(conn: Connection, origin: str, rows: list, insert) -> None:
+    """One batch into cluster_event, inside the caller's transaction. On PostgreSQL through
+    COPY (psycopg 3), several times faster than multi-row INSERTs; elsewhere an INSERT."""
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY cluster_event ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row((origin, r.seq, r.received_us, r.observer, r.source,
+                                    r.env_blob, r.stdin, r.hash))
+        return
+    conn.execute(insert(cluster_event), [
+        dict(zip(_COLUMNS, (origin, r.seq, r.received_us, r.observer, r.source, r.env_blob,
+                            r.stdin, r.hash), strict=True)) for r in rows])

@@ -20,3 +20,11 @@ def test_handler_startup_benchmark_quick_mode():
     for name in ["handle: 1-member event", "handle: 1,000-member event",
                  "handle: membership-live query"]:
         assert cases[name]["median_ms"] > 0 and cases[name]["ratio"] > 1.0
+
+
+def test_ship_throughput_benchmark_quick_mode(pg_server):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ship_throughput.py"),
+                        "--quick", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["events"] == 20_000 and doc["events_per_s"] > 0 and doc["target"] == 20_000

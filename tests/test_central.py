@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from membership_log import journal, settings, store
 from membership_log.cli import app
+from membership_log.synthetic import make_store
 from membership_log.timespec import iso
 
 pytestmark = pytest.mark.postgres
@@ -34,24 +35,7 @@ def central(pg_url):
 
 
 def synthetic_store(base, observer: str, n: int, start_us: int = 1_700_000_000_000_000):
-    """A node store of ``n`` member events, appended through the real append path."""
-    s = settings.resolve(str(base))
-    store.init(s, observer=observer, received_us=start_us)
-    j = journal.Journal(s.sqlite_path)
-    try:
-        for first in range(0, n, 10_000):
-            items = []
-            for i in range(first, min(n, first + 10_000)):
-                kind = ("member-failed", "member-join")[i % 2]
-                env = f"SERF_EVENT={kind}\0SERF_SELF_NAME={observer}".encode()
-                items.append((start_us + (i + 1) * 1000, observer, "serf", env,
-                              b"node1\t192.168.100.51\t\t\n"))
-            with j.write():
-                j.append(items)
-        journal.catch_up(j, s.live_file)
-    finally:
-        j.close()
-    return s
+    return make_store(str(base), observer, n, start_us)
 
 
 def central_seqs(url, origin):
@@ -78,19 +62,23 @@ def test_ship_is_idempotent_and_the_central_chain_verifies(handle, base, central
 
 def test_ship_killed_mid_batch_resumes_without_duplicates_or_gaps(tmp_path, central,
                                                                   membership):
-    s = synthetic_store(tmp_path / "n", "node7", 40_000)
+    n = 150_000
+    s = synthetic_store(tmp_path / "n", "node7", n)
     rng = random.Random(3)
-    for _ in range(3):
+    partial = []
+    for _ in range(4):
         p = subprocess.Popen([membership, "ship", "--base-dir", s.base_dir, "--to", central],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.5))
+        time.sleep(rng.uniform(0.5, 1.2))  # after start-up (~0.5 s), inside the copy
         p.send_signal(signal.SIGKILL)
         p.wait()
-    shipped = central_seqs(central, "node7")
-    assert shipped == list(range(1, len(shipped) + 1)), "a kill leaves no gap"
+        shipped = central_seqs(central, "node7")
+        assert shipped == list(range(1, len(shipped) + 1)), "a kill leaves no gap"
+        partial.append(len(shipped))
+    assert any(0 < k < n for k in partial), f"no kill landed mid-copy: {partial}"
     invoke("ship", "--base-dir", s.base_dir, "--to", central)
-    assert central_seqs(central, "node7") == list(range(1, 40_001))
-    assert "ok: node7: 40000 events" in invoke("verify", "--db", central)
+    assert central_seqs(central, "node7") == list(range(1, n + 1))
+    assert f"ok: node7: {n} events" in invoke("verify", "--db", central)
 
 
 def test_a_central_copy_that_diverges_is_refused(tmp_path, central):
@@ -160,3 +148,64 @@ def test_state_on_the_central_store_agrees_with_each_local_store(tmp_path, centr
     out = invoke("state", "--db", central, "--at", "@2", code=1)
     assert "add --observer NODE" in out
     invoke("timeline", "--db", central, "-o", str(tmp_path / "t.svg"))
+
+
+def test_ship_follow_keeps_shipping_until_terminated(handle, base, central, membership):
+    handle("member-join", b"node1\t192.168.100.51\t\t\n")
+    p = subprocess.Popen([membership, "ship", "--base-dir", str(base), "--to", central,
+                          "--follow", "--interval", "0.2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for kind in ["member-failed", "member-join", "member-leave"]:
+            handle(kind, b"node1\t192.168.100.51\t\t\n")
+        deadline = time.monotonic() + 30
+        while len(central_seqs(central, "node0")) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        p.terminate()
+        out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    assert central_seqs(central, "node0") == [1, 2, 3, 4, 5]
+    assert "shipped" in out
+
+
+@pytest.mark.serf
+def test_real_cluster_shipped_to_postgres_audits_cluster_wide(serf, central, membership,
+                                                               tmp_path):
+    from membership_log.localcluster import Cluster, catalog_for, wait_until
+    from membership_log.timespec import parse
+
+    ips = [f"127.0.0.{91 + i}" for i in range(3)]
+    nodes = [f"{ip}:10031/droonga" for ip in ips]
+    with Cluster(tmp_path, 3, 91, catalog=catalog_for(ips)) as c:
+        for a in c.agents:
+            assert wait_until(lambda a=a: sorted(a.live()) == nodes, 45)
+        c[1].pause()
+        for a in (c[0], c[2]):
+            assert wait_until(lambda a=a: nodes[1] not in a.live(), 45)
+        c[1].resume()
+        for a in c.agents:
+            assert wait_until(lambda a=a: sorted(a.live()) == nodes, 45)
+        time.sleep(1)
+    for a in c.agents:
+        invoke("ship", "--base-dir", str(a.base_dir), "--to", central)
+    assert "ok: 3 node log(s)" in invoke("verify", "--db", central)
+    doc = json.loads(invoke("audit", "--db", central, "--json"))
+    (inc,) = doc["nodes"][nodes[1]]["incidents"]
+    assert inc["cause"] == "failed" and inc["up_at"] is not None
+    assert inc["observers"] == ["node0", "node2"], "seen by both other observers"
+    # The cluster-wide incident spans each observer's own.
+    for name in ("node0", "node2"):
+        own = json.loads(invoke("audit", "--db", central, "--json", "--observer", name))
+        (mine,) = own["nodes"][nodes[1]]["incidents"]
+        assert parse(inc["down_at"], 0).us <= parse(mine["down_at"], 0).us
+        assert parse(inc["up_at"], 0).us >= parse(mine["up_at"], 0).us
+    # state --at on the central store agrees with each local store, byte for byte.
+    during = iso((parse(inc["down_at"], 0).us + parse(inc["up_at"], 0).us) // 2)
+    for a in c.agents:
+        for at in (during, "now"):
+            local = runner.invoke(app, ["state", "--base-dir", str(a.base_dir), "--at", at,
+                                        "--as-live-file"]).stdout_bytes
+            remote = runner.invoke(app, ["state", "--db", central, "--observer", a.name,
+                                         "--at", at, "--as-live-file"]).stdout_bytes
+            assert local == remote and local, (a.name, at)
