@@ -181,15 +181,35 @@ def _needs_observer(store, observer, *points) -> None:
                               "add --observer NODE")
 
 
-def _state_at(store, at: timespec.Point | None, observer: str | None = None):
-    """The view right after the last event at or before ``at``, and that event's Step."""
+def _view_at(store, at: timespec.Point | None, observer: str | None = None):
+    """``(view, seq, received_us)`` right after the last event at or before ``at``.
+
+    A node's store starts from the nearest checkpoint, so the cost does not grow with the
+    log; a central store, or one observer's events picked out of a node's store, is folded
+    from the start."""
     _needs_observer(store, observer, at)
-    last = None
-    for _, st in _history(store, observer):
-        if not timespec.reached(at, st.event.seq, st.event.at):
-            break
-        last = st
-    return last
+    if store.central or observer is not None:
+        last = None
+        for _, st in _history(store, observer):
+            if not timespec.reached(at, st.event.seq, st.event.at):
+                break
+            last = st
+        if last is None:
+            return {}, 0, None
+        return last.view, last.event.seq, last.event.at
+    head = store.head_seq()
+    if at is None:
+        target = head
+    elif at.seq is not None:
+        target = min(at.seq, head)
+    else:
+        target = store.last_seq_at_or_before(at.us)
+    if target == 0:
+        return {}, 0, None
+    start, state = store.checkpoint_at_or_before(target)
+    state = project.fold((events.parse(r) for r in store.raw_events(after=start, until=target)),
+                         state)
+    return project.view(state), target, store.received_at(target)
 
 
 @app.command()
@@ -217,10 +237,7 @@ def state(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
         raise typer.BadParameter("--json and --as-live-file exclude each other")
     s = _settings(base_dir, db, catalog, live_file, live_format)
     with Store(s.db_url) as store:
-        last = _state_at(store, at, observer)
-    nodes = last.view if last is not None else {}
-    seq = last.event.seq if last is not None else 0
-    last_at = last.event.at if last is not None else None
+        nodes, seq, last_at = _view_at(store, at, observer)
     if as_live_file:
         sys.stdout.buffer.write(livefile.render_view(nodes, s.live_format))
         sys.stdout.buffer.flush()
@@ -513,7 +530,8 @@ def verify(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
             live_path = s.live_file if s.sqlite_path else None
             live_bytes = livefile.read(live_path) if live_path else None
             derived, more = integrity.check_derived(store.raw_events(), snap, live_bytes,
-                                                    live_path, s.live_format)
+                                                    live_path, s.live_format,
+                                                    store.checkpoints())
             problems += derived
             notes += more
             if not derived:

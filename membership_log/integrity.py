@@ -38,7 +38,8 @@ def check_chain(raws) -> tuple[int, bytes, Problem | None]:
 
 
 def check_derived(raws, snapshot: tuple | None, live_bytes: bytes | None,
-                  live_path: str | None, fmt: str = "droonga") -> tuple[list[Problem], list[str]]:
+                  live_path: str | None, fmt: str = "droonga",
+                  checkpoints: dict | None = None) -> tuple[list[Problem], list[str]]:
     """Compare the stored snapshot ``(seq, state, live)`` and the live file's bytes with a
     fresh fold. ``raws`` must be the whole log in order. Returns ``(problems, notes)``:
     derived state that merely lags the log (a handler killed between recording an event and
@@ -48,10 +49,18 @@ def check_derived(raws, snapshot: tuple | None, live_bytes: bytes | None,
     state = project.EMPTY
     at_snapshot = project.EMPTY if snapshot is not None and snapshot[0] == 0 else None
     snap_seq = snapshot[0] if snapshot else None
+    checkpoints = checkpoints or {}
     for raw in raws:
         state = project.step(state, events.parse(raw))
         if raw.seq == snap_seq:
             at_snapshot = state
+        if raw.seq in checkpoints and checkpoints[raw.seq] != state:
+            problems.append(Problem(raw.seq, f"the checkpoint at event {raw.seq} differs from "
+                                    f"a fresh fold (run: membership rebuild)"))
+    beyond = [seq for seq in checkpoints if seq > state.seq]
+    if beyond:
+        problems.append(Problem(state.seq + 1, f"a checkpoint exists for event {min(beyond)}, "
+                                f"but the log ends at {state.seq}: events are missing"))
     snap_live_ok = False
     if snapshot is not None:
         seq, snap_state, snap_live = snapshot

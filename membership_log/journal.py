@@ -28,6 +28,9 @@ from .version import SCHEMA_REVISION
 SNAPSHOT_FORMAT = f"marshal4/py{sys.version_info[0]}.{sys.version_info[1]}/1"
 HEAD = "head"
 
+#: A checkpoint of the fold's state after every this-many events (see schema.checkpoint).
+CHECKPOINT_EVERY = 1000
+
 #: An event row exactly as stored (``env_blob`` still NUL-joined), for copying elsewhere.
 StoredRow = namedtuple("StoredRow", "seq received_us observer source env_blob stdin hash")
 
@@ -153,8 +156,16 @@ class Journal:
             (HEAD, state.seq, SNAPSHOT_FORMAT, marshal.dumps(project.to_plain(state)), live),
         )
 
+    def save_checkpoint(self, state: project.State) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO checkpoint (seq, format, state) VALUES (?, ?, ?)",
+            (state.seq, SNAPSHOT_FORMAT, marshal.dumps(project.to_plain(state))),
+        )
+
     def forget_snapshots(self) -> None:
+        """Drop everything derived (snapshot and checkpoints); the raw log stays."""
         self.conn.execute("DELETE FROM snapshot")
+        self.conn.execute("DELETE FROM checkpoint")
 
 
 def decode_state(format: str, blob: bytes) -> project.State | None:
@@ -236,6 +247,8 @@ def catch_up(journal: Journal, live_file: str, progress=None,
             if event.warnings:
                 warnings[raw.seq] = event.warnings
             state = project.step(state, event)
+            if raw.seq % CHECKPOINT_EVERY == 0:
+                journal.save_checkpoint(state)
             if progress is not None and i % 1000 == 0:
                 progress(i, len(pending))
         if pending or live is None:

@@ -91,3 +91,15 @@ cluster_event = Table(
     Column("hash", LargeBinary, nullable=False),
     Index(None, "received_us"),
 )
+
+
+#: Derived, like ``snapshot``: the fold's state right after every CHECKPOINT_EVERY-th event,
+#: so that the state at any moment is one lookup and a short fold away, however long the log
+#: (``state --at``). Written as events arrive, rebuilt by ``rebuild``, checked by ``verify``.
+checkpoint = Table(
+    "checkpoint",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=False),
+    Column("format", String(64), nullable=False),
+    Column("state", LargeBinary, nullable=False),
+)

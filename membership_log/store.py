@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import journal as _journal
 from .errors import SchemaMismatch, StoreError
 from .raw import RawEvent, decode_env
-from .schema import cluster_event, event, event_note, snapshot
+from .schema import checkpoint, cluster_event, event, event_note, snapshot
 from .settings import Settings
 from .version import SCHEMA_REVISION
 
@@ -264,6 +264,54 @@ class Store:
         if row is None:
             return None
         return (row.seq, _journal.decode_state(row.format, bytes(row.state)), bytes(row.live))
+
+    def head_seq(self) -> int:
+        """The last event's seq in a node's store (0 if empty)."""
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.max(event.c.seq))).scalar_one() or 0
+
+    def last_seq_at_or_before(self, us: int) -> int:
+        """The event after which a node's store stood at time ``us``: the last seq before
+        the first event received later. A binary search on the (receive-time ordered) log:
+        a handful of key lookups, whatever its length."""
+        lo, hi = 1, self.head_seq() + 1
+        with self.engine.connect() as conn:
+            while lo < hi:
+                mid = (lo + hi) // 2
+                at = conn.execute(select(event.c.received_us).where(event.c.seq == mid)
+                                  ).scalar_one()
+                if at > us:
+                    hi = mid
+                else:
+                    lo = mid + 1
+        return lo - 1
+
+    def checkpoint_at_or_before(self, seq: int) -> tuple[int, object]:
+        """The latest usable checkpoint (or head snapshot) at or before ``seq``, as
+        ``(its seq, state)``; ``(0, EMPTY)`` if there is none."""
+        from .project import EMPTY
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(checkpoint.c.seq, checkpoint.c.format, checkpoint.c.state)
+                .where(checkpoint.c.seq <= seq).order_by(checkpoint.c.seq.desc()).limit(3)
+            ).all()
+            head = conn.execute(select(snapshot.c.seq, snapshot.c.format, snapshot.c.state)
+                                .where(snapshot.c.name == _journal.HEAD)).first()
+        candidates = list(rows) + ([head] if head is not None and head.seq <= seq else [])
+        for row in sorted(candidates, key=lambda r: -r.seq):
+            state = _journal.decode_state(row.format, bytes(row.state))
+            if state is not None and state.seq == row.seq:
+                return row.seq, state
+        return 0, EMPTY
+
+    def checkpoints(self) -> dict:
+        """Every checkpoint: seq -> state (None if in another format or damaged)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(checkpoint).order_by(checkpoint.c.seq)).all()
+        return {r.seq: _journal.decode_state(r.format, bytes(r.state)) for r in rows}
 
     def received_at(self, seq: int, origin: str | None = None) -> int | None:
         """When event ``seq`` (of ``origin``, in a central store) was received."""

@@ -28,3 +28,16 @@ def test_ship_throughput_benchmark_quick_mode(pg_server):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["events"] == 20_000 and doc["events_per_s"] > 0 and doc["target"] == 20_000
+
+
+def test_history_benchmark_quick_mode():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "history.py"), "--quick",
+                        "--json", "--points", "5"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    small, large = doc["rows"]
+    assert (small["events"], large["events"]) == (2_000, 50_000)
+    for row in doc["rows"]:
+        assert row["state_at_ms"] > 0 and row["bytes_per_event"] > 0
+        assert row["replay_peak_rss_mb"] > 0
+    assert doc["state_at_ratio"] > 0

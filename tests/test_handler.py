@@ -162,7 +162,7 @@ def test_unwritable_store_spools_and_the_next_run_takes_the_spool_in(handle, bas
     assert b"spooled" in r.stderr and b"membership db upgrade" in r.stderr
     assert len(list((base / "spool").glob("*.event"))) == 1
     with sqlite3.connect(db) as c:
-        c.execute("UPDATE alembic_version SET version_num = '0002'")
+        c.execute("UPDATE alembic_version SET version_num = '0003'")
     r = handle("member-update", FAILED_NODE1)
     assert r.returncode == 0
     assert [s for _, s, _, _ in handle.rows()] == ["catalog", "serf", "serf", "serf"]

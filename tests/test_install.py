@@ -52,12 +52,12 @@ def test_installed_copy_runs_from_outside_the_repo(wheel, tmp_path):
         assert r.returncode == 0, r.stderr
         return r.stdout
 
-    assert "at schema 0002" in run("init")
+    assert "at schema 0003" in run("init")
     env = {"SERF_EVENT": "member-join", "SERF_SELF_NAME": "n0", "PATH": "/usr/bin:/bin"}
     run("handle", input="n1\t10.0.0.1\t\t\n", env=env)
     assert '"n1"' in (work / "live-nodes.json").read_text()
     assert "member-join" in run("replay")
-    assert "schema 0002" in run("db", "upgrade", "--db", str(tmp_path / "other.db")) + \
+    assert "schema 0003" in run("db", "upgrade", "--db", str(tmp_path / "other.db")) + \
         run("db", "upgrade", "--db", str(tmp_path / "other.db"))
     # A handler run on a base dir with no store sets it up with the shipped migrations.
     fresh = tmp_path / "fresh"

@@ -155,7 +155,7 @@ def test_a_store_of_the_previous_release_is_upgraded_only_on_request(handle, bas
     r = handle("member-join", b"node2\t192.168.100.52\t\t\n")
     assert r.returncode == 0 and b"'0001'" in r.stderr and b"membership db upgrade" in r.stderr
     out = CliRunner().invoke(app, ["db", "upgrade", "--base-dir", str(base)])
-    assert out.exit_code == 0 and "0001 -> 0002" in out.output
+    assert out.exit_code == 0 and "0001 -> 0003" in out.output
     assert handle("member-update", b"node2\t192.168.100.52\t\t\n").returncode == 0
     rows = handle.rows()
     assert rows[0][3] == b"node1\t192.168.100.51\t\t\n", "the old rows are kept"

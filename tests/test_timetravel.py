@@ -159,3 +159,33 @@ def test_timeline_svg_and_html(handle, base, tmp_path):
     assert html.read_text().startswith("<!DOCTYPE html>")
     r = runner.invoke(app, ["timeline", "--base-dir", str(base), "-o", str(tmp_path / "t.png")])
     assert r.exit_code == 2 and "must end in .svg or .html" in r.output
+
+
+def test_state_at_from_checkpoints_equals_a_fold_of_the_prefix(tmp_path):
+    from membership_log import events as ev
+    from membership_log import livefile, project
+    from membership_log.store import Store
+    from membership_log.synthetic import make_store
+    from membership_log.timespec import iso
+
+    s = make_store(str(tmp_path / "n"), "node0", 5_500, members=4)
+    with sqlite3.connect(s.sqlite_path) as c:
+        assert [q for (q,) in c.execute("SELECT seq FROM checkpoint")] == \
+            [1000, 2000, 3000, 4000, 5000]
+        times = dict(c.execute("SELECT seq, received_us FROM event"))
+    with Store(s.db_url) as st:
+        raws = list(st.raw_events())
+    for n in [1, 999, 1000, 1001, 2500, 5000, 5500]:
+        expected = livefile.render_state(project.fold(ev.parse(r) for r in raws[:n]))
+        by_seq = runner.invoke(app, ["state", "--base-dir", s.base_dir, "--at", f"@{n}",
+                                     "--as-live-file"])
+        by_time = runner.invoke(app, ["state", "--base-dir", s.base_dir, "--at",
+                                      iso(times[n]), "--as-live-file"])
+        assert by_seq.stdout_bytes == expected == by_time.stdout_bytes, n
+    with sqlite3.connect(s.sqlite_path) as c:
+        c.execute("UPDATE checkpoint SET state = (SELECT state FROM checkpoint WHERE seq = 1000)"
+                  " WHERE seq = 3000")
+    r = runner.invoke(app, ["verify", "--base-dir", s.base_dir])
+    assert r.exit_code == 1 and "checkpoint at event 3000 differs" in r.output
+    assert runner.invoke(app, ["rebuild", "--base-dir", s.base_dir]).exit_code == 0
+    assert runner.invoke(app, ["verify", "--base-dir", s.base_dir]).exit_code == 0
