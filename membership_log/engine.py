@@ -57,14 +57,17 @@ def read_live(path: str) -> frozenset | None:
         return None
 
 
-def load_catalog(path: str) -> _catalog.Catalog:
-    """The catalog's nodes; :class:`MembershipError` if the file is unusable."""
+def _catalog_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise MembershipError(f"cannot read catalog {path}: {e.strerror}") from e
-    cat, warnings = _catalog.parse(data)
+
+
+def load_catalog(path: str) -> _catalog.Catalog:
+    """The catalog's nodes; :class:`MembershipError` if the file is unusable."""
+    cat, warnings = _catalog.parse(_catalog_bytes(path))
     if cat is None:
         raise MembershipError(f"catalog {path}: {'; '.join(warnings)}")
     return cat
@@ -72,12 +75,7 @@ def load_catalog(path: str) -> _catalog.Catalog:
 
 def load_datasets(path: str) -> list:
     """The catalog's datasets with replicas and slices; :class:`MembershipError` if none."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise MembershipError(f"cannot read catalog {path}: {e.strerror}") from e
-    datasets, warnings = _catalog.parse_datasets(data)
+    datasets, warnings = _catalog.parse_datasets(_catalog_bytes(path))
     if not datasets:
         raise MembershipError(f"catalog {path}: {'; '.join(warnings) or 'no datasets'}")
     return datasets

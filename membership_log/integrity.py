@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from . import events, livefile, project
+from . import audit, events, livefile, project
 from .raw import GENESIS, hash_of
 
 #: ``seq``: the first bad event (or the seq the problem concerns); ``what``: one line.
@@ -91,3 +91,20 @@ def check_derived(raws, snapshot: tuple | None, live_bytes: bytes | None,
                                     f"fresh fold of the log up to event {state.seq} "
                                     f"(run: membership rebuild)"))
     return problems, notes
+
+
+def check_incidents(raws, stored: list) -> list[Problem]:
+    """Compare the derived incidents with those a fresh fold finds (audit.collect over the
+    one fold's changes)."""
+    fresh, _, _, _ = audit.collect(project.steps(events.parse(r) for r in raws))
+
+    def key(i):
+        return (i.node, i.down_seq, i.up_seq, i.cause)
+
+    want = sorted(map(key, fresh))
+    have = sorted(map(key, stored))
+    if want == have:
+        return []
+    diff = sorted(set(want) ^ set(have), key=lambda k: k[1])
+    return [Problem(diff[0][1], f"the derived incidents differ from a fresh fold from event "
+                                f"{diff[0][1]} on (run: membership rebuild)")]

@@ -18,9 +18,9 @@ import sqlite3
 import sys
 from collections import namedtuple
 
-from . import events, livefile, project
+from . import audit, events, livefile, project
 from .errors import NotInitialised, SchemaMismatch, StoreError
-from .raw import GENESIS, RawEvent, chain_hash, decode_env
+from .raw import GENESIS, RawEvent, chain_hash, decode_env, encode_env
 from .version import SCHEMA_REVISION
 
 #: Snapshots are a cache: one written by another Python (marshal may differ) or another state
@@ -28,8 +28,12 @@ from .version import SCHEMA_REVISION
 SNAPSHOT_FORMAT = f"marshal4/py{sys.version_info[0]}.{sys.version_info[1]}/1"
 HEAD = "head"
 
-#: A checkpoint of the fold's state after every this-many events (see schema.checkpoint).
+#: A checkpoint of the fold's state after every this-many events (see schema.checkpoint):
+#: closer together while the state is small (a few hundred bytes each), so that state --at
+#: folds fewer events; farther apart for large clusters, whose state is ~80 bytes a member.
 CHECKPOINT_EVERY = 1000
+CHECKPOINT_EVERY_SMALL = 250
+SMALL_STATE_MEMBERS = 200
 
 #: An event row exactly as stored (``env_blob`` still NUL-joined), for copying elsewhere.
 StoredRow = namedtuple("StoredRow", "seq received_us observer source env_blob stdin hash")
@@ -88,6 +92,9 @@ class Journal:
         seqs = []
         rows = []
         for received_us, observer, source, env_blob, stdin in items:
+            # The hash covers the canonical (sorted) environment block that verify rebuilds
+            # from the variables; store exactly that, whoever built the item.
+            env_blob = encode_env(decode_env(env_blob))
             seq += 1
             prev = chain_hash(prev, seq, received_us, observer, source, env_blob, stdin)
             rows.append((seq, received_us, observer, source, env_blob, stdin, prev))
@@ -162,10 +169,20 @@ class Journal:
             (state.seq, SNAPSHOT_FORMAT, marshal.dumps(project.to_plain(state))),
         )
 
+    def open_incident(self, node: str, seq: int, at: int, cause: str, observer: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO incident (node, down_seq, down_at, cause, observer)"
+            " VALUES (?, ?, ?, ?, ?)", (node, seq, at, cause, observer))
+
+    def close_incident(self, node: str, seq: int, at: int) -> None:
+        self.conn.execute(
+            "UPDATE incident SET up_seq = ?, up_at = ? WHERE node = ? AND up_seq IS NULL",
+            (seq, at, node))
+
     def forget_snapshots(self) -> None:
-        """Drop everything derived (snapshot and checkpoints); the raw log stays."""
-        self.conn.execute("DELETE FROM snapshot")
-        self.conn.execute("DELETE FROM checkpoint")
+        """Drop everything derived (snapshot, checkpoints, incidents); the raw log stays."""
+        for table in ("snapshot", "checkpoint", "incident"):
+            self.conn.execute(f"DELETE FROM {table}")
 
 
 def decode_state(format: str, blob: bytes) -> project.State | None:
@@ -242,12 +259,26 @@ def catch_up(journal: Journal, live_file: str, progress=None,
         pending = journal.raw_after(state.seq)
         if progress is not None:
             progress(0, len(pending))
+        before = project.view(state) if pending else None
         for i, raw in enumerate(pending, 1):
             event = events.parse(raw)
             if event.warnings:
                 warnings[raw.seq] = event.warnings
             state = project.step(state, event)
-            if raw.seq % CHECKPOINT_EVERY == 0:
+            if project.may_change_liveness(event):
+                # Incidents are kept as events arrive, from the fold's own changes.
+                after = project.view(state)
+                for c in project.changes(before, after):
+                    if c.after == "dead":
+                        journal.open_incident(c.node, raw.seq, raw.received_us,
+                                              audit.cause_of(event, after[c.node]),
+                                              raw.observer)
+                    elif c.before == "dead":
+                        journal.close_incident(c.node, raw.seq, raw.received_us)
+                before = after
+            if raw.seq % CHECKPOINT_EVERY_SMALL == 0 and (
+                    raw.seq % CHECKPOINT_EVERY == 0
+                    or len(state.members) < SMALL_STATE_MEMBERS):
                 journal.save_checkpoint(state)
             if progress is not None and i % 1000 == 0:
                 progress(i, len(pending))

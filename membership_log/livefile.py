@@ -38,26 +38,24 @@ def json_string(s: str) -> str:
     return "".join(out)
 
 
+def _nested(key: str, values: dict[str, str]) -> bytes:
+    """``{node: {key: value}}`` laid out as ``json.dumps(indent=2, sort_keys=True)`` does;
+    ``values`` holds each node's value already as JSON text."""
+    if not values:
+        return b"{}\n"
+    items = [f'  {json_string(node)}: {{\n    "{key}": {values[node]}\n  }}'
+             for node in sorted(values)]
+    return ("{\n" + ",\n".join(items) + "\n}\n").encode("ascii")
+
+
 def render(live: dict[str, str]) -> bytes:
     """The live file (SPEC "The live file"): live node -> ``{"serfAddress": address}``."""
-    if not live:
-        return b"{}\n"
-    items = [
-        f'  {json_string(node)}: {{\n    "serfAddress": {json_string(live[node])}\n  }}'
-        for node in sorted(live)
-    ]
-    return ("{\n" + ",\n".join(items) + "\n}\n").encode("ascii")
+    return _nested("serfAddress", {node: json_string(a) for node, a in live.items()})
 
 
 def render_cluster_state(nodes: dict[str, bool]) -> bytes:
     """Later Droonga releases' ``cluster-state.json``: every node, ``{"live": bool}``."""
-    if not nodes:
-        return b"{}\n"
-    items = [
-        f'  {json_string(node)}: {{\n    "live": {"true" if nodes[node] else "false"}\n  }}'
-        for node in sorted(nodes)
-    ]
-    return ("{\n" + ",\n".join(items) + "\n}\n").encode("ascii")
+    return _nested("live", {node: "true" if live else "false" for node, live in nodes.items()})
 
 
 def render_view(nodes: dict, fmt: str = "droonga") -> bytes:

@@ -227,6 +227,13 @@ def _apply_mark(state: State, event) -> State:
     return state._replace(marks=frozenset(marks), recent=recent)
 
 
+def may_change_liveness(event) -> bool:
+    """Whether :func:`step` can change any node's liveness for this event (every other
+    event only advances ``seq``)."""
+    return (event.kind in ev.MEMBER_KINDS or event.kind == ev.CATALOG
+            or (event.kind in (ev.USER, ev.QUERY) and event.name in (MARK_DOWN, MARK_UP)))
+
+
 def step(state: State, event) -> State:
     """The state after ``event``."""
     kind = event.kind

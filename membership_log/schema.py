@@ -93,7 +93,8 @@ cluster_event = Table(
 )
 
 
-#: Derived, like ``snapshot``: the fold's state right after every CHECKPOINT_EVERY-th event,
+#: Derived, like ``snapshot``: the fold's state right after every 250th or 1,000th event
+#: (journal.CHECKPOINT_EVERY*),
 #: so that the state at any moment is one lookup and a short fold away, however long the log
 #: (``state --at``). Written as events arrive, rebuilt by ``rebuild``, checked by ``verify``.
 checkpoint = Table(
@@ -102,4 +103,21 @@ checkpoint = Table(
     Column("seq", _SEQ, primary_key=True, autoincrement=False),
     Column("format", String(64), nullable=False),
     Column("state", LargeBinary, nullable=False),
+)
+
+
+#: Derived, like ``snapshot``: every incident (a node down, then live again) as the fold's
+#: changes report it, kept as events arrive so that ``audit`` reads incidents, not the whole
+#: log. ``up_seq``/``up_at`` are null while the node is down.
+incident = Table(
+    "incident",
+    metadata,
+    Column("node", Text, primary_key=True),
+    Column("down_seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("down_at", BigInteger, nullable=False),
+    Column("cause", String(16), nullable=False),
+    Column("observer", Text, nullable=False),
+    Column("up_seq", BigInteger),
+    Column("up_at", BigInteger),
+    Index(None, "down_at"),
 )

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import journal as _journal
 from .errors import SchemaMismatch, StoreError
 from .raw import RawEvent, decode_env
-from .schema import checkpoint, cluster_event, event, event_note, snapshot
+from .schema import checkpoint, cluster_event, event, event_note, incident, snapshot
 from .settings import Settings
 from .version import SCHEMA_REVISION
 
@@ -306,6 +306,35 @@ class Store:
             if state is not None and state.seq == row.seq:
                 return row.seq, state
         return 0, EMPTY
+
+    def derived_current(self) -> bool:
+        """Whether a node's store has folded its whole log (snapshot at the head)."""
+        if self.central:
+            return False
+        with self.engine.connect() as conn:
+            snap = conn.execute(select(snapshot.c.seq, snapshot.c.format)
+                                .where(snapshot.c.name == _journal.HEAD)).first()
+        return (snap is not None and snap.format == _journal.SNAPSHOT_FORMAT
+                and snap.seq == self.head_seq())
+
+    def head_state(self):
+        """The fold's state at the head snapshot (EMPTY if none is usable)."""
+        return self.checkpoint_at_or_before(self.head_seq())[1]
+
+    def incidents(self, until_us: int, node: str | None = None) -> list:
+        """The derived incidents that began at or before ``until_us``, in the order they
+        began, as :data:`membership_log.audit.Incident`."""
+        from .audit import Incident
+
+        q = (select(incident).where(incident.c.down_at <= until_us)
+             .order_by(incident.c.down_at, incident.c.node))
+        if node is not None:
+            q = q.where(incident.c.node == node)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [Incident(r.node, r.down_at, r.up_at, r.cause,
+                         (r.observer,) if r.observer else (), r.down_seq, r.up_seq)
+                for r in rows]
 
     def checkpoints(self) -> dict:
         """Every checkpoint: seq -> state (None if in another format or damaged)."""

@@ -1,28 +1,53 @@
 """Realistic synthetic logs for benchmarks and tests, through the real append path (the
-journal's hash chain, then the one fold): a cluster whose members fail and rejoin."""
+journal's hash chain, then the one fold): a cluster whose members now and then fail and
+rejoin, amid the updates, queries and user events that make up most of a real log."""
 
 from __future__ import annotations
 
 import random
 
 from . import journal, settings, store
+from .raw import encode_env
 
 BATCH = 10_000
 
 
 def member_events(observer: str, n: int, start_us: int, members: int = 3, seed: int = 1,
-                  step_us: int = 1000):
-    """``n`` member events as the handler would record them: one member per event, failing
-    and rejoining, with Serf's member-line format and the SERF_* variables Serf sets."""
+                  step_us: int = 1000, flap_rate: float = 0.01):
+    """``n`` events as the handler would record them (the SERF_* variables Serf sets, its
+    member-line format). Like a real cluster's log, most are not failures: tag updates,
+    ``membership-live`` queries and user events; about ``flap_rate`` of them are a member
+    failing, and as many a failed member rejoining."""
     rng = random.Random(seed)
-    alive = [True] * members
+    failed: list[int] = []
+    own = {"SERF_SELF_NAME": observer, "SERF_SELF_ROLE": ""}
+
+    def env(**variables) -> bytes:
+        return encode_env({**own, **{f"SERF_{k}": v for k, v in variables.items()}})
+
+    def line(m: int, tags: str = "") -> bytes:
+        return f"node{m}\t192.168.{m // 250}.{m % 250 + 1}\t\t{tags}\n".encode()
+
     for i in range(n):
-        m = rng.randrange(members)
-        kind = "member-failed" if alive[m] else "member-join"
-        alive[m] = not alive[m]
-        env = (f"SERF_EVENT={kind}\0SERF_SELF_NAME={observer}\0SERF_SELF_ROLE=").encode()
-        stdin = f"node{m}\t192.168.{m // 250}.{m % 250 + 1}\t\t\n".encode()
-        yield (start_us + (i + 1) * step_us, observer, "serf", env, stdin)
+        at = start_us + (i + 1) * step_us
+        roll = rng.random()
+        if failed and roll < flap_rate:
+            m = failed.pop(rng.randrange(len(failed)))
+            yield (at, observer, "serf", env(EVENT="member-join"), line(m))
+        elif roll < 2 * flap_rate and len(failed) < members:
+            m = rng.choice([k for k in range(members) if k not in failed])
+            failed.append(m)
+            yield (at, observer, "serf", env(EVENT="member-failed"), line(m))
+        elif roll < 0.55:
+            m = rng.randrange(members)
+            yield (at, observer, "serf", env(EVENT="member-update"),
+                   line(m, f"build={i},dc=east"))
+        elif roll < 0.85:
+            yield (at, observer, "serf", env(EVENT="query", QUERY_NAME="membership-live",
+                                             QUERY_LTIME=str(i)), b"\n")
+        else:
+            yield (at, observer, "serf", env(EVENT="user", USER_EVENT="deploy",
+                                             USER_LTIME=str(i)), f"release-{i}\n".encode())
 
 
 def make_store(base_dir: str, observer: str, n: int, start_us: int = 1_700_000_000_000_000,

@@ -6,21 +6,27 @@ ensure_venv() {
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
+    # setuptools reuses an in-tree build/ across installs: a renamed or deleted module would
+    # live on in the wheel from there (a stale migration is a second Alembic head).
+    rm -rf build
     .venv/bin/python -m pip install --quiet --disable-pip-version-check ".$1"
 }
 
-# Serf from Debian's package when it is missing (root and apt-get needed).
-ensure_serf() {
-    if command -v serf >/dev/null 2>&1; then
+# A Debian package when its command is missing (root and apt-get needed). $1: command,
+# $2: package, $3: what it is for.
+ensure_apt() {
+    if command -v "$1" >/dev/null 2>&1; then
         return 0
     fi
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "serf is missing: installing it with apt-get" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq serf >/dev/null
+        echo "$1 is missing ($3): installing $2 with apt-get" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
     else
-        echo "serf is missing and cannot be installed here: apt-get install serf" >&2
+        echo "$1 is missing and cannot be installed here: apt-get install $2" >&2
     fi
 }
+
+ensure_serf() { ensure_apt serf serf "the real Serf agents"; }
 
 # The machine's PostgreSQL on 127.0.0.1:5432, started if it is installed but down.
 ensure_postgres() {
@@ -38,15 +44,4 @@ ensure_postgres() {
     echo "PostgreSQL does not answer on 127.0.0.1:5432" >&2
 }
 
-# Debian's Chromium, for the test that renders the timeline in a real browser.
-ensure_chromium() {
-    if command -v chromium >/dev/null 2>&1; then
-        return 0
-    fi
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "chromium is missing: installing it with apt-get" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-        echo "chromium is missing and cannot be installed here: apt-get install chromium" >&2
-    fi
-}
+ensure_chromium() { ensure_apt chromium chromium "the timeline's browser test"; }

@@ -38,6 +38,6 @@ def test_history_benchmark_quick_mode():
     small, large = doc["rows"]
     assert (small["events"], large["events"]) == (2_000, 50_000)
     for row in doc["rows"]:
-        assert row["state_at_ms"] > 0 and row["bytes_per_event"] > 0
+        assert row["state_at_ms"] > 0 and row["bytes_per_event"] > 0 and row["audit_ms"] > 0
         assert row["replay_peak_rss_mb"] > 0
     assert doc["state_at_ratio"] > 0

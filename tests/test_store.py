@@ -161,3 +161,22 @@ def test_a_store_of_the_previous_release_is_upgraded_only_on_request(handle, bas
     assert rows[0][3] == b"node1\t192.168.100.51\t\t\n", "the old rows are kept"
     assert [s for _, s, _, _ in rows] == ["serf", "serf", "catalog", "serf"]
     assert CliRunner().invoke(app, ["verify", "--base-dir", str(base)]).exit_code == 0
+
+
+def test_append_stores_the_canonical_environment_block_so_verify_agrees(base):
+    from typer.testing import CliRunner
+
+    from membership_log.cli import app
+
+    s = settings.resolve(str(base))
+    store.init(s)
+    j = journal.Journal(s.sqlite_path)
+    with j.write():  # variables out of order, as a hand-built item might have them
+        j.append([(10, "n", "serf", b"SERF_QUERY_NAME=x\0SERF_EVENT=query\0SERF_QUERY_LTIME=1",
+                   b"\n")])
+    journal.catch_up(j, s.live_file)
+    j.close()
+    with sqlite3.connect(s.sqlite_path) as c:
+        (env,) = c.execute("SELECT env FROM event WHERE seq = 2").fetchone()
+    assert env == b"SERF_EVENT=query\0SERF_QUERY_LTIME=1\0SERF_QUERY_NAME=x"
+    assert CliRunner().invoke(app, ["verify", "--base-dir", str(base)]).exit_code == 0
