@@ -21,7 +21,7 @@ import sqlite3
 import sys
 import time
 
-from . import journal, spool
+from . import journal
 from .errors import MembershipError, NotInitialised, SchemaMismatch, StoreError
 from .events import QUERY, clean_event_name
 from .livefile import render_compact
@@ -76,7 +76,13 @@ def _open(settings, item: tuple, warnings: list[str]) -> journal.Journal:
 def _record(j: journal.Journal, settings, item: tuple) -> list[int]:
     """Append spooled events, a changed catalog and ``item``; return their seqs (``item``'s
     last)."""
-    waiting = spool.pending(settings.spool_dir) if os.path.isdir(settings.spool_dir) else []
+    if not os.path.isdir(settings.spool_dir):
+        with j.write():
+            extra = journal.catalog_item(j, settings.catalog, item[0], item[1])
+            return j.append(([extra] if extra else []) + [item])
+    from . import spool
+
+    waiting = spool.pending(settings.spool_dir)
     if not waiting:
         with j.write():
             extra = journal.catalog_item(j, settings.catalog, item[0], item[1])
@@ -116,6 +122,8 @@ def main(argv: list[str]) -> int:
         say(str(e))
         return 2
     if settings.sqlite_path is None:
+        from . import spool
+
         spool.put(settings.spool_dir, item)
         scheme = settings.db_url.split(":", 1)[0]
         say(f"handle writes a local SQLite store, not {scheme}; event spooled in "
@@ -160,6 +168,8 @@ def main(argv: list[str]) -> int:
 
 
 def _spooled(settings, item: tuple, error: Exception, say) -> int:
+    from . import spool
+
     try:
         path = spool.put(settings.spool_dir, item)
     except OSError as e:

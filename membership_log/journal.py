@@ -18,7 +18,7 @@ import sqlite3
 import sys
 from collections import namedtuple
 
-from . import audit, events, livefile, project
+from . import events, livefile, project
 from .errors import NotInitialised, SchemaMismatch, StoreError
 from .raw import GENESIS, RawEvent, chain_hash, decode_env, encode_env
 from .version import SCHEMA_REVISION
@@ -259,23 +259,28 @@ def catch_up(journal: Journal, live_file: str, progress=None,
         pending = journal.raw_after(state.seq)
         if progress is not None:
             progress(0, len(pending))
-        before = project.view(state) if pending else None
+        before = None  # the view before the next event that can change liveness
         for i, raw in enumerate(pending, 1):
             event = events.parse(raw)
             if event.warnings:
                 warnings[raw.seq] = event.warnings
-            state = project.step(state, event)
             if project.may_change_liveness(event):
                 # Incidents are kept as events arrive, from the fold's own changes.
+                if before is None:
+                    before = project.view(state)
+                state = project.step(state, event)
                 after = project.view(state)
                 for c in project.changes(before, after):
                     if c.after == "dead":
+                        from .audit import cause_of  # only when a node goes down
+
                         journal.open_incident(c.node, raw.seq, raw.received_us,
-                                              audit.cause_of(event, after[c.node]),
-                                              raw.observer)
+                                              cause_of(event, after[c.node]), raw.observer)
                     elif c.before == "dead":
                         journal.close_incident(c.node, raw.seq, raw.received_us)
                 before = after
+            else:
+                state = project.step(state, event)
             if raw.seq % CHECKPOINT_EVERY_SMALL == 0 and (
                     raw.seq % CHECKPOINT_EVERY == 0
                     or len(state.members) < SMALL_STATE_MEMBERS):

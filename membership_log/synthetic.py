@@ -52,7 +52,7 @@ def member_events(observer: str, n: int, start_us: int, members: int = 3, seed: 
 
 def make_store(base_dir: str, observer: str, n: int, start_us: int = 1_700_000_000_000_000,
                members: int = 3, catalog: bytes | None = None, progress=None,
-               **kw) -> settings.Settings:
+               flap_rate: float = 0.01, **kw) -> settings.Settings:
     """A node store holding ``n`` synthetic member events (plus the catalog, if given)."""
     import os
 
@@ -66,7 +66,7 @@ def make_store(base_dir: str, observer: str, n: int, start_us: int = 1_700_000_0
     try:
         batch = []
         done = 0
-        for item in member_events(observer, n, start_us, members):
+        for item in member_events(observer, n, start_us, members, flap_rate=flap_rate):
             batch.append(item)
             if len(batch) == BATCH:
                 with j.write():
@@ -82,3 +82,40 @@ def make_store(base_dir: str, observer: str, n: int, start_us: int = 1_700_000_0
     finally:
         j.close()
     return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m membership_log.synthetic --base-dir DIR --events N``: load a synthetic
+    node log through the real append path, with a progress bar on a terminal."""
+    import argparse
+    import sys
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m membership_log.synthetic",
+                                     description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("--base-dir", required=True)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--observer", default="node0")
+    parser.add_argument("--flap-rate", type=float, default=0.01)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress("appending", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("events", total=args.events)
+            make_store(args.base_dir, args.observer, args.events, members=args.members,
+                       flap_rate=args.flap_rate,
+                       progress=lambda done, total: bar.update(task, completed=done))
+    else:
+        make_store(args.base_dir, args.observer, args.events, members=args.members,
+                   flap_rate=args.flap_rate)
+    print(f"{args.events:,} events in {args.base_dir} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
