@@ -369,3 +369,33 @@ def test_every_read_command_answers_a_bad_store_with_one_line(membership, tmp_pa
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("membership: "), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_verify_accepts_a_live_file_left_between_the_snapshot_and_the_head(handle, base):
+    """Two kills in a row: one after writing the live file for event N but before its fold
+    committed (snapshot at N-1), the next after recording N+1 (not folded). The live file
+    then shows event N: lagging, not corrupt."""
+    from membership_log import journal, settings
+    from membership_log.raw import encode_env
+    from membership_log.store import Store
+
+    assert handle("member-join", b"node1\t192.168.100.51\t\t\n").returncode == 0
+    s = settings.resolve(str(base))
+    j = journal.Journal(s.sqlite_path)
+    try:
+        with j.write():
+            j.append([(10**15 + i, "node0", "serf", encode_env({"SERF_EVENT": kind}),
+                       b"node1\t192.168.100.51\t\t\n")
+                      for i, kind in enumerate(["member-failed", "member-join"])])
+        snapshot_state, _ = j.load_snapshot()
+    finally:
+        j.close()
+    with Store(s.db_url) as store:
+        event_n = events.parse(list(store.raw_events())[-2])
+    after_n = project.fold([event_n], snapshot_state)
+    livefile.write_atomic(s.live_file, livefile.render_state(after_n))  # event N's file
+    r = verify(base)
+    assert r.exit_code == 0, r.output
+    assert "not folded yet" in r.output
+    (base / "live-nodes.json").write_text("{}\n")
+    assert verify(base).exit_code == 1, "a file matching no state since the snapshot fails"
