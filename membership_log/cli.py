@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from . import cluster, events, livefile, project, settings, timespec
 from .errors import MembershipError
-from .timespec import iso
+from .timespec import duration, iso
 from .version import __version__
 
 
@@ -153,6 +153,14 @@ def handle(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
     raise typer.Exit(handle_main(args))
 
 
+def _events(store, observer: str | None = None):
+    """One log's parsed events: a node's store (``observer``: only its events, see
+    :func:`_parsed`) or one node's log in a central store."""
+    if store.central:
+        return (events.parse(r) for r in store.raw_events(origin=observer))
+    return _parsed(store, observer)
+
+
 def _parsed(store, observer: str | None = None):
     """A node's store: its events, parsed, in log order. With ``observer``, only that
     observer's events, plus those recorded without one (``init``'s catalog), which belong to
@@ -166,11 +174,9 @@ def _history(store, observer: str | None = None):
     """``(origin, Step)`` for every event, in order, through the one fold: a node's log
     (origin None), one node's log in a central store (``--observer``), or all of a central
     store's logs combined cluster-wide (:mod:`membership_log.cluster`)."""
-    if not store.central:
-        return ((None, st) for st in project.steps(_parsed(store, observer)))
-    if observer is not None:
-        raws = store.raw_events(origin=observer)
-        return ((observer, st) for st in project.steps(events.parse(r) for r in raws))
+    if not store.central or observer is not None:
+        origin = observer if store.central else None
+        return ((origin, st) for st in project.steps(_events(store, observer)))
     return cluster.merged_steps((o, events.parse(r)) for o, r in store.raw_events_by_time())
 
 
@@ -188,15 +194,20 @@ def _view_at(store, at: timespec.Point | None, observer: str | None = None):
     log; a central store, or one observer's events picked out of a node's store, is folded
     from the start."""
     _needs_observer(store, observer, at)
-    if store.central or observer is not None:
+    if store.central and observer is None:  # merged: the combined view needs every step
         last = None
-        for _, st in _history(store, observer):
+        for _, st in _history(store):
             if not timespec.reached(at, st.event.seq, st.event.at):
                 break
             last = st
-        if last is None:
-            return {}, 0, None
-        return last.view, last.event.seq, last.event.at
+        return (last.view, last.event.seq, last.event.at) if last else ({}, 0, None)
+    if store.central or observer is not None:  # one log, folded from its start
+        state, last = project.EMPTY, None
+        for e in _events(store, observer):
+            if not timespec.reached(at, e.seq, e.at):
+                break
+            state, last = project.step(state, e), e
+        return (project.view(state), last.seq, last.at) if last else ({}, 0, None)
     head = store.head_seq()
     if at is None:
         target = head
@@ -365,8 +376,9 @@ def replay(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
         typer.echo("no events match")
 
 
-def _window(store, since, until, observer):
-    """Fold the log for audit/timeline: (incidents, nodes, since_us, until_us)."""
+def _window(store, since, until, observer, node=None):
+    """Incidents for audit/timeline: (incidents, nodes, since_us, until_us), for one
+    ``node`` if given."""
     from . import audit as _audit
 
     now = time.time_ns() // 1000
@@ -388,24 +400,17 @@ def _window(store, since, until, observer):
         # A node's store keeps its incidents as events arrive: read them, not the log.
         incidents = store.incidents(until_us)
         view = project.view(store.head_state())
-        nodes = {n for n, v in view.items() if v.in_catalog} | {i.node for i in incidents}
+        nodes = {n for n, v in view.items() if v.in_catalog}
         first_at = store.received_at(1)
-        since_us = resolve(since, first_at if first_at is not None else until_us)
-        return incidents, nodes, since_us, until_us
-    steps = (st for _, st in _history(store, observer))
-    incidents, nodes, first_at, _ = _audit.collect(steps, until_us)
+    else:
+        steps = (st for _, st in _history(store, observer))
+        incidents, nodes, first_at, _ = _audit.collect(steps, until_us)
+    nodes |= {i.node for i in incidents}
+    if node is not None:
+        incidents = [i for i in incidents if i.node == node]
+        nodes = {n for n in nodes if n == node}
     since_us = resolve(since, first_at if first_at is not None else until_us)
     return incidents, nodes, since_us, until_us
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 @app.command()
@@ -431,17 +436,14 @@ def audit(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
 
     s = _settings(base_dir, db, catalog, live_file)
     with Store(s.db_url) as store:
-        incidents, nodes, since_us, until_us = _window(store, since, until, observer)
-    if node is not None:
-        incidents = [i for i in incidents if i.node == node]
-        nodes = {n for n in nodes if n == node} | {i.node for i in incidents}
+        incidents, nodes, since_us, until_us = _window(store, since, until, observer, node)
     doc = _audit.report(incidents, nodes, since_us, until_us, iso)
     if json_out:
         # Compact: the C encoder. An indented dump of a long audit is ~10x slower.
         typer.echo(json.dumps(doc))
         return
     typer.echo(f"audit {doc['since']} to {doc['until']} "
-               f"({_duration((until_us - since_us) / 1e6)})")
+               f"({duration((until_us - since_us) / 1e6)})")
     if not doc["nodes"]:
         typer.echo("no nodes")
         return
@@ -450,12 +452,12 @@ def audit(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
         avail = "-" if n["availability"] is None else f"{100 * n['availability']:.3f}%"
         still = sum(1 for i in n["incidents"] if i["up_at"] is None)
         rows.append([name, str(len(n["incidents"])) + (f" ({still} open)" if still else ""),
-                     _duration(n["downtime_s"]), avail, _duration(n["mttr_s"]),
+                     duration(n["downtime_s"]), avail, duration(n["mttr_s"]),
                      str(n["flaps"])])
     typer.echo(_table(["NODE", "INCIDENTS", "DOWNTIME", "AVAILABILITY", "MTTR", "FLAPS"],
                       rows))
     detail = [[name, i["down_at"][:23], (i["up_at"] or "still down")[:23],
-               _duration(i["duration_s"]), i["cause"], ",".join(i["observers"]) or "-"]
+               duration(i["duration_s"]), i["cause"], ",".join(i["observers"]) or "-"]
               for name, n in doc["nodes"].items() for i in n["incidents"]]
     if detail:
         typer.echo("")
@@ -489,10 +491,7 @@ def timeline(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = Non
                                  param_hint="-o")
     s = _settings(base_dir, db, catalog, live_file)
     with Store(s.db_url) as store:
-        incidents, nodes, since_us, until_us = _window(store, since, until, observer)
-    if node is not None:
-        incidents = [i for i in incidents if i.node == node]
-        nodes = {n for n in nodes if n == node}
+        incidents, nodes, since_us, until_us = _window(store, since, until, observer, node)
     order = list(_audit.report(incidents, nodes, since_us, until_us, iso)["nodes"])
     svg = _timeline.render_svg(order, incidents, since_us, until_us, iso)
     data = svg if output.endswith(".svg") else _timeline.render_html(svg)

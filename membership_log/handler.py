@@ -73,31 +73,28 @@ def _open(settings, item: tuple, warnings: list[str]) -> journal.Journal:
     return journal.Journal(path)
 
 
-def _record(j: journal.Journal, settings, item: tuple) -> list[int]:
-    """Append spooled events, a changed catalog and ``item``; return their seqs (``item``'s
-    last)."""
-    if not os.path.isdir(settings.spool_dir):
-        with j.write():
-            extra = journal.catalog_item(j, settings.catalog, item[0], item[1])
-            return j.append(([extra] if extra else []) + [item])
-    from . import spool
+def _append(j: journal.Journal, settings, item: tuple, spooled: list) -> list[int]:
+    """In one transaction: spooled events, then a changed catalog, then ``item``."""
+    with j.write():
+        extra = journal.catalog_item(j, settings.catalog, item[0], item[1])
+        return j.append(spooled + ([extra] if extra else []) + [item])
 
-    waiting = spool.pending(settings.spool_dir)
-    if not waiting:
-        with j.write():
-            extra = journal.catalog_item(j, settings.catalog, item[0], item[1])
-            return j.append(([extra] if extra else []) + [item])
+
+def _record(j: journal.Journal, settings, item: tuple) -> list[int]:
+    """Record ``item`` (with any spooled events and a changed catalog); return the seqs
+    appended, ``item``'s last."""
+    if not os.path.isdir(settings.spool_dir):  # the usual case: nothing was ever spooled
+        return _append(j, settings, item, [])
     import fcntl
+
+    from . import spool
 
     # Serialise intake: files are deleted only after COMMIT, so a second handler must not
     # read them in between.
     with open(os.path.join(settings.spool_dir, ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         waiting = spool.pending(settings.spool_dir)
-        with j.write():
-            items = [it for _, it in waiting]
-            extra = journal.catalog_item(j, settings.catalog, item[0], item[1])
-            seqs = j.append(items + ([extra] if extra else []) + [item])
+        seqs = _append(j, settings, item, [it for _, it in waiting])
         spool.remove([p for p, _ in waiting])
     return seqs
 

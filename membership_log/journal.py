@@ -213,16 +213,14 @@ class _Transaction:
             self.conn.execute("ROLLBACK")
 
 
-def read_catalog(path: str) -> tuple[bytes | None, str | None]:
-    """The catalog file's bytes, or None and why not. Never raises: an unreadable catalog
-    must not keep an event from being recorded."""
+def read_catalog(path: str) -> bytes | None:
+    """The catalog file's bytes, or None if it is missing or unreadable. Never raises: an
+    unreadable catalog must not keep an event from being recorded."""
     try:
         with open(path, "rb") as f:
-            return f.read(), None
-    except FileNotFoundError:
-        return None, None
-    except OSError as e:
-        return None, f"catalog {path} unreadable ({e.strerror}); keeping the last one recorded"
+            return f.read()
+    except OSError:
+        return None
 
 
 def catalog_item(journal: Journal, path: str, received_us: int, observer: str) -> tuple | None:
@@ -233,7 +231,7 @@ def catalog_item(journal: Journal, path: str, received_us: int, observer: str) -
     recorded is recorded once as an empty catalog: the log shows when, and the fold keeps
     the last good catalog. Without any catalog ever, members are the nodes.
     """
-    data, _ = read_catalog(path)
+    data = read_catalog(path)
     last = journal.last_catalog()
     if data is None:
         if not last:  # never had one (allowed: members are the nodes), or already noted

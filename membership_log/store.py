@@ -17,8 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import journal as _journal
 from .errors import SchemaMismatch, StoreError
 from .raw import RawEvent, decode_env
-from .schema import checkpoint, cluster_event, event, event_note, incident, snapshot
-from .settings import Settings
+from .schema import checkpoint, cluster_event, event, incident, snapshot
+from .settings import Settings, sqlite_path_of
 from .version import SCHEMA_REVISION
 
 
@@ -183,7 +183,7 @@ class Store:
     """A store opened for reading, SQLite or PostgreSQL."""
 
     def __init__(self, url: str) -> None:
-        path = _journal_path(url)
+        path = sqlite_path_of(url)
         if path is not None and not os.path.exists(path):
             raise StoreError(f"no store at {path} (run: membership init)")
         self.url = url
@@ -321,15 +321,13 @@ class Store:
         """The fold's state at the head snapshot (EMPTY if none is usable)."""
         return self.checkpoint_at_or_before(self.head_seq())[1]
 
-    def incidents(self, until_us: int, node: str | None = None) -> list:
+    def incidents(self, until_us: int) -> list:
         """The derived incidents that began at or before ``until_us``, in the order they
         began, as :data:`membership_log.audit.Incident`."""
         from .audit import Incident
 
         q = (select(incident).where(incident.c.down_at <= until_us)
              .order_by(incident.c.down_at, incident.c.node))
-        if node is not None:
-            q = q.where(incident.c.node == node)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         return [Incident(r.node, r.down_at, r.up_at, r.cause,
@@ -350,21 +348,6 @@ class Store:
             q = q.where(t.c.origin == origin)
         with self.engine.connect() as conn:
             return conn.execute(q).scalar_one_or_none()
-
-    def notes(self) -> dict[int, list[str]]:
-        """Handler warnings by event seq."""
-        q = select(event_note).order_by(event_note.c.seq, event_note.c.n)
-        out: dict[int, list[str]] = {}
-        with self.engine.connect() as conn:
-            for r in conn.execute(q):
-                out.setdefault(r.seq, []).append(r.message)
-        return out
-
-
-def _journal_path(url: str) -> str | None:
-    from .settings import sqlite_path_of
-
-    return sqlite_path_of(url)
 
 
 SHIP_BATCH = 5000

@@ -10,6 +10,7 @@ from __future__ import annotations
 from html import escape
 
 from .audit import Incident
+from .timespec import duration
 
 COLORS = {"live": "#3c9d5d", "failed": "#d64541", "left": "#8c8c8c", "operator": "#e8a33d"}
 LABEL_W = 250
@@ -38,15 +39,6 @@ def _ticks(since_us: int, until_us: int, iso) -> list[tuple[int, str]]:
         ticks.append((t, label))
         t += step * 1_000_000
     return ticks
-
-
-def _duration(us: int) -> str:
-    s = us / 1e6
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
 
 
 def render_svg(nodes: list[str], incidents: list[Incident], since_us: int, until_us: int,
@@ -92,7 +84,7 @@ def render_svg(nodes: list[str], incidents: list[Incident], since_us: int, until
             w = max(x1 - x0, 2.0)
             up = iso(inc.up_at) if inc.up_at is not None else "still down"
             title = (f"{node}: {inc.cause}, down {iso(inc.down_at)}, up {up}, "
-                     f"{_duration(end - inc.down_at)}")
+                     f"{duration((end - inc.down_at) / 1e6)}")
             out.append(f'<rect class="incident" x="{x0:.1f}" y="{y + 6}" width="{w:.1f}" '
                        f'height="{ROW_H - 12}" fill="{COLORS[inc.cause]}">'
                        f'<title>{escape(title)}</title></rect>')

@@ -32,6 +32,17 @@ def iso(us: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{us % 1_000_000:06d}Z"
 
 
+def duration(seconds: float | None) -> str:
+    """``1.1s``, ``4.5m``, ``3.2h``; ``-`` for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
 def parse(text: str, now_us: int) -> Point:
     """Parse a time argument; ValueError naming the accepted forms if it is none of them."""
     t = text.strip()
