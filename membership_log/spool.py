@@ -4,14 +4,26 @@ One file per event, named by receive time so a sorted listing is arrival order; 
 atomically and durably. The next handler run that can write takes the files in, in order,
 with their original receive times, and only then deletes them. The format is plain
 length-prefixed fields, readable by any release.
+
+A file that cannot be read or decoded is never deleted (it may be the only copy of an
+event) and must not be retried forever in silence: :func:`unreadable` names such files and
+:func:`quarantine` moves them into ``<spool>/unreadable/`` for an operator.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 
 MAGIC = b"membership-spool 1\n"
 SUFFIX = ".event"
+#: Subdirectory of the spool holding files that could not be taken in.
+UNREADABLE = "unreadable"
+
+_FIELDS = 5
+_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR}
+_MAX_LEN_DIGITS = 19  # a field length, and received_us, fit a signed 64-bit integer
 
 
 def _field(data: bytes) -> bytes:
@@ -19,6 +31,7 @@ def _field(data: bytes) -> bytes:
 
 
 def encode(item: tuple) -> bytes:
+    """``(received_us, observer, source, env_blob, stdin)`` -> the spool file's bytes."""
     received_us, observer, source, env_blob, stdin = item
     return MAGIC + b"".join(
         _field(part)
@@ -32,61 +45,172 @@ def encode(item: tuple) -> bytes:
     )
 
 
+def _digits(text: bytes, what: str) -> int:
+    """Plain ASCII digits only: ``int()`` would also take ``+5``, `` 5``, ``1_0`` and
+    5000-digit numbers (which raise their own error), none of which :func:`encode` writes."""
+    if not (0 < len(text) <= _MAX_LEN_DIGITS and text.isdigit()):
+        raise ValueError(f"spool file: bad {what} {text[:24]!r}")
+    return int(text)
+
+
 def decode(data: bytes) -> tuple:
-    if not data.startswith(MAGIC):
+    """Inverse of :func:`encode`. Only ValueError, for any bytes: each field must be exactly
+    as :func:`encode` writes it (length, ``:``, bytes, newline) and nothing may follow the
+    last, so a truncated or edited file is refused rather than taken in half-read."""
+    if not isinstance(data, (bytes, bytearray)) or not data.startswith(MAGIC):
         raise ValueError("not a membership-log spool file")
+    data = bytes(data)
     parts = []
     pos = len(MAGIC)
-    for _ in range(5):
-        colon = data.index(b":", pos)
-        n = int(data[pos:colon])
-        parts.append(data[colon + 1 : colon + 1 + n])
-        pos = colon + 2 + n
+    for i in range(_FIELDS):
+        colon = data.find(b":", pos, pos + _MAX_LEN_DIGITS + 1)
+        if colon < 0:
+            raise ValueError(f"spool file: field {i + 1} has no length")
+        n = _digits(data[pos:colon], "field length")
+        end = colon + 1 + n
+        if data[end : end + 1] != b"\n":
+            raise ValueError(f"spool file: field {i + 1} is truncated or has no newline")
+        parts.append(data[colon + 1 : end])
+        pos = end + 1
+    if pos != len(data):
+        raise ValueError("spool file: bytes after the last field")
     received, observer, source, env_blob, stdin = parts
-    return (int(received), observer.decode("utf-8", "surrogateescape"), source.decode(), env_blob,
-            stdin)
-
-
-def put(directory: str, item: tuple) -> str:
-    """Write ``item`` durably into the spool; returns its path."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    name = f"{item[0]:020d}-{os.getpid()}-{os.urandom(4).hex()}{SUFFIX}"
-    tmp = os.path.join(directory, "." + name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    negative = received.startswith(b"-")
+    received_us = _digits(received[1:] if negative else received, "receive time")
     try:
-        os.write(fd, encode(item))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    path = os.path.join(directory, name)
-    os.replace(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY)
+        source_text = source.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("spool file: source is not ASCII") from None
+    return (-received_us if negative else received_us,
+            observer.decode("utf-8", "surrogateescape"), source_text, env_blob, stdin)
+
+
+def _fsync_dir(directory: str) -> None:
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def put(directory: str, item: tuple) -> str:
+    """Write ``item`` durably into the spool; returns its path.
+
+    The spool is created 0700 (it holds raw events); the file is created ``O_EXCL`` and
+    ``O_NOFOLLOW`` under a random temporary name and renamed into place, so no symlink
+    planted in the spool is ever written through.
+    """
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    name = f"{item[0]:020d}-{os.getpid()}-{os.urandom(4).hex()}{SUFFIX}"
+    tmp = os.path.join(directory, "." + name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        data = memoryview(encode(item))
+        while data:  # os.write may write less than asked (a full disk, a signal)
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path = os.path.join(directory, name)
+    os.replace(tmp, path)  # rename() replaces a symlink at ``path``, never follows it
+    _fsync_dir(directory)
     return path
 
 
-def pending(directory: str) -> list[tuple[str, tuple]]:
-    """Spooled events in arrival order, as ``(path, item)``. Unreadable files are left alone
-    for an operator, never deleted."""
+def _read(path: str) -> tuple:
+    """Decode one spool file; OSError or ValueError if it cannot be taken in.
+
+    ``O_NOFOLLOW`` and the regular-file check: a symlink or FIFO in the spool is not an event
+    (reading through a symlink would let whoever planted it record any file into the log).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return decode(b"".join(chunks))
+
+
+def _scan(directory: str) -> tuple[list[tuple[str, tuple]], list[str]]:
+    """``(good files with their items, unreadable paths)``, each in arrival order."""
     try:
         names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX))
-    except FileNotFoundError:
-        return []
-    out = []
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    good, bad = [], []
     for name in names:
         path = os.path.join(directory, name)
         try:
-            with open(path, "rb") as f:
-                out.append((path, decode(f.read())))
-        except (OSError, ValueError):
+            good.append((path, _read(path)))
+        except FileNotFoundError:
+            continue  # taken in and removed by another run meanwhile
+        except OSError as e:
+            # Out of fds or memory says nothing about the file: try it again next run.
+            if e.errno not in _TRANSIENT:
+                bad.append(path)
+        except ValueError:
+            bad.append(path)
+    return good, bad
+
+
+def pending(directory: str) -> list[tuple[str, tuple]]:
+    """Spooled events in arrival order, as ``(path, item)``. Unreadable files are skipped
+    here (see :func:`unreadable`), never deleted."""
+    return _scan(directory)[0]
+
+
+def unreadable(directory: str) -> list[str]:
+    """Paths of the spool's ``*.event`` files that cannot be read or decoded, in order.
+
+    :func:`pending` skips them, so without this nobody would learn they exist.
+    """
+    return _scan(directory)[1]
+
+
+def quarantine(directory: str, paths: list[str]) -> list[str]:
+    """Move spool files into ``<directory>/unreadable/`` (created 0700); return new paths.
+
+    Kept for an operator, never deleted, and no longer retried. Only files directly in
+    ``directory`` are moved (a rename, so the bytes are untouched); an existing file of the
+    same name there is never replaced. Both directories are fsynced so the move is durable.
+    """
+    target = os.path.join(directory, UNREADABLE)
+    try:
+        os.mkdir(target, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(target)
+    if not stat.S_ISDIR(st.st_mode):
+        raise OSError(f"{target!r} is not a directory; spool files not quarantined")
+    here = os.path.realpath(directory)
+    moved = []
+    for path in paths:
+        name = os.path.basename(path)
+        if os.path.realpath(os.path.dirname(path) or ".") != here or not name:
             continue
-    return out
+        dest = os.path.join(target, name)
+        n = 0
+        while os.path.lexists(dest):
+            n += 1
+            dest = os.path.join(target, f"{name}.{n}")
+        try:
+            os.rename(path, dest)
+        except FileNotFoundError:
+            continue
+        moved.append(dest)
+    if moved:
+        _fsync_dir(target)
+        _fsync_dir(directory)
+    return moved
 
 
 def remove(paths: list[str]) -> None:
+    """Delete spool files once their events are committed (missing ones are fine)."""
     for path in paths:
         try:
             os.unlink(path)
