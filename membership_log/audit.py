@@ -1,132 +1,152 @@
-"""Incidents: when each node went down, why, when it came back; figures over a window.
+"""The audit: figures over a window from incidents and observer sessions. Pure.
 
-Pure: it reads the liveness changes that :func:`membership_log.project.steps` (the one
-fold) reports, and never judges liveness itself.
-
-- An incident opens when a node goes from live to dead (or first appears dead) and closes
-  when it is live again. Its cause is ``failed`` (member-failed, member-reap), ``left``
-  (member-leave) or ``operator`` (a membership-down mark).
-- Over a window [since, until]: an incident is reported if it overlaps the window; one
-  still down at ``until`` is reported open (``up_at`` null), with its duration so far.
-- ``downtime_s``: the time the node was down within the window; ``availability``: 1 minus
-  downtime over the window's length; ``mttr_s``: the mean duration of the incidents that
+- An incident is reported if it overlaps the window; one still down at ``until`` is reported
+  open (``up_at`` null), with its duration so far.
+- Unobserved time: between an observer's last event before its agent restarted and the
+  restart, it could see nothing. Incidents overlapping such a gap carry ``unobserved_s``;
+  downtime and availability count observed time only.
+- ``downtime_s``: observed time down within the window; ``availability``: 1 minus downtime
+  over the observed part of the window; ``mttr_s``: the mean duration of the incidents that
   closed within the window (null if none); ``flaps``: how many times the node went down
-  within the window.
-- ``observers``: every observer whose own view had the node down during the incident (with
-  a central store's merged logs, several).
+  within the window; ``flapping``: the stretches in which at least ``threshold`` incidents
+  began within ``window`` of each other.
+- Serf reports a failure only after its suspicion timeout, so every recorded duration is a
+  lower bound; with ``detection_delay_us``, failed incidents also carry an estimated start.
+- Receive times can step back with the clock: no figure goes negative (an incident "ending"
+  before it began lasted 0 s).
 """
 
 from __future__ import annotations
 
-from collections import namedtuple
+from .incidents import Incident  # noqa: F401  (the record audits are made of)
 
-from . import events as ev
-from . import project
-
-#: ``down_at``/``up_at`` in UTC microseconds (``up_at`` None while still down).
-Incident = namedtuple("Incident", "node down_at up_at cause observers down_seq up_seq")
-
-CAUSES = ("failed", "left", "operator")
+LOWER_BOUND_NOTE = ("durations are lower bounds: Serf reports a failure only after its "
+                    "suspicion timeout (see --detection-delay)")
 
 
-def cause_of(event, node: project.NodeView) -> str:
-    """Why a node went down, from the event that did it and the node's state after it."""
-    if event.kind in (ev.MEMBER_FAILED, ev.MEMBER_REAP):
-        return "failed"
-    if event.kind == ev.MEMBER_LEAVE:
-        return "left"
-    if node.marked:
-        return "operator"
-    if node.serf == project.LEFT:
-        return "left"
-    if node.serf in (project.FAILED, project.REAPED):
-        return "failed"
-    return "operator"
-
-
-def collect(steps, until_us: int | None = None):
-    """Every incident in the folded log (up to ``until_us``), the nodes ever known, and the
-    receive times of the first and last events read.
-
-    Returns ``(incidents, nodes, first_at, last_at)``; ``incidents`` lists closed and open
-    incidents in the order they opened.
-    """
-    open_: dict[str, list] = {}
-    done: list[Incident] = []
-    nodes: set[str] = set()
-    first_at = last_at = None
-    for s in steps:
-        e = s.event
-        if until_us is not None and e.at > until_us:
+def _overlap(a0: int, a1: int, gaps: list[tuple[int, int]]) -> int:
+    """Microseconds of [a0, a1] inside the (sorted, disjoint) gaps."""
+    total = 0
+    for g0, g1 in gaps:
+        if g1 <= a0:
+            continue
+        if g0 >= a1:
             break
-        first_at = e.at if first_at is None else first_at
-        last_at = e.at
-        nodes.update(n for n, v in s.view.items() if v.in_catalog)
-        if open_ and e.observer:
-            # Merged logs: an observer reporting a node down while it is already down
-            # cluster-wide changes nothing, but it did see the incident.
-            need = [n for n, inc in open_.items() if e.observer not in inc[4]]
-            if need:
-                own = project.view(s.state)
-                for n in need:
-                    if n in own and not own[n].live:
-                        open_[n][4].add(e.observer)
-        for c in s.changes:
-            if c.after == "dead":
-                open_[c.node] = [c.node, e.at, None, cause_of(e, s.view[c.node]), {e.observer},
-                                 e.seq, None]
-            elif c.node in open_:  # live again, or gone from the catalog
-                inc = open_.pop(c.node)
-                inc[2], inc[6] = e.at, e.seq
-                inc[4].add(e.observer)
-                done.append(_freeze(inc))
-    incidents = done + [_freeze(i) for i in open_.values()]
-    incidents.sort(key=lambda i: (i.down_at, i.node))
-    return incidents, nodes, first_at, last_at
+        total += min(a1, g1) - max(a0, g0)
+    return total
 
 
-def _freeze(inc: list) -> Incident:
-    node, down, up, cause, observers, dseq, useq = inc
-    return Incident(node, down, up, cause, tuple(sorted(o for o in observers if o)), dseq, useq)
+def unobserved(sessions: list[tuple], since_us: int, until_us: int) -> list[tuple[int, int]]:
+    """The gaps ``(from, to)`` of observer sessions ``(observer, started_at, gap_from)`` that
+    touch the window, clipped to it, merged, sorted."""
+    gaps = sorted((max(g, since_us), min(s, until_us)) for _, s, g in sessions
+                  if g is not None and s > g and s > since_us and g < until_us)
+    merged: list[list[int]] = []
+    for g0, g1 in gaps:
+        if merged and g0 <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], g1)
+        else:
+            merged.append([g0, g1])
+    return [(a, b) for a, b in merged if b > a]
 
 
-def report(incidents, nodes, since_us: int, until_us: int, iso) -> dict:
+def intersect(gap_lists: list[list[tuple[int, int]]]) -> list[tuple[int, int]]:
+    """Times inside a gap of every list: when no observer at all could see."""
+    if not gap_lists:
+        return []
+    out = gap_lists[0]
+    for gaps in gap_lists[1:]:
+        both = []
+        for a0, a1 in out:
+            for b0, b1 in gaps:
+                lo, hi = max(a0, b0), min(a1, b1)
+                if hi > lo:
+                    both.append((lo, hi))
+        out = sorted(both)
+    return out
+
+
+def flapping(down_ats: list[int], window_us: int, threshold: int) -> list[tuple[int, int, int]]:
+    """Stretches ``(from, to, incidents)`` in which at least ``threshold`` incidents began
+    within ``window_us`` of each other; overlapping stretches are merged."""
+    times = sorted(down_ats)
+    stretches: list[list[int]] = []
+    lo = 0
+    for hi, t in enumerate(times):
+        while t - times[lo] > window_us:
+            lo += 1
+        if hi - lo + 1 >= threshold:
+            start = times[lo]
+            if stretches and start <= stretches[-1][1]:
+                stretches[-1][1] = t
+            else:
+                stretches.append([start, t])
+    out = []
+    for a, b in stretches:
+        out.append((a, b, sum(1 for t in times if a <= t <= b)))
+    return out
+
+
+def report(incidents, nodes, since_us: int, until_us: int, iso, gaps=(), sessions=None,
+           flap_window_us: int = 600_000_000, flap_threshold: int = 3,
+           detection_delay_us: int | None = None) -> dict:
     """The audit (SPEC "Replay and audit JSON") over [since_us, until_us]; ``iso`` formats
-    microseconds. Nodes sorted worst first: most downtime, then most flaps, then name."""
+    microseconds; ``gaps``: unobserved ``(from, to)`` within the window; ``sessions``:
+    observer -> ``{"sessions": [...], "unobserved": [...]}`` to report as is. Nodes sorted
+    worst first: most downtime, then most flaps, then name."""
+    gaps = list(gaps)
     window = max(until_us - since_us, 0)
-    per: dict[str, dict] = {n: {"incidents": [], "downtime_us": 0, "repairs": [], "flaps": 0}
-                            for n in nodes}
+    observed = window - _overlap(since_us, until_us, gaps)
+    per: dict[str, dict] = {n: {"incidents": [], "downtime_us": 0, "repairs": [], "flaps": 0,
+                                "starts": []} for n in nodes}
     for inc in incidents:
         up = inc.up_at if inc.up_at is not None and inc.up_at <= until_us else None
         if inc.down_at > until_us or (up is not None and up < since_us):
             continue
         n = per.setdefault(inc.node, {"incidents": [], "downtime_us": 0, "repairs": [],
-                                      "flaps": 0})
-        end = up if up is not None else until_us
+                                      "flaps": 0, "starts": []})
+        end = max(up if up is not None else until_us, inc.down_at)
         duration = end - inc.down_at
-        n["downtime_us"] += max(0, min(end, until_us) - max(inc.down_at, since_us))
+        lo, hi = max(inc.down_at, since_us), min(end, until_us)
+        blind = _overlap(lo, hi, gaps) if hi > lo else 0
+        n["downtime_us"] += max(0, hi - lo - blind)
         if inc.down_at >= since_us:
             n["flaps"] += 1
+            n["starts"].append(inc.down_at)
         if up is not None:
             n["repairs"].append(duration)
-        n["incidents"].append({
+        item = {
             "down_at": iso(inc.down_at),
             "up_at": iso(up) if up is not None else None,
-            "duration_s": round(duration / 1e6, 3),
+            "duration_s": round(duration / 1e6, 6),
             "cause": inc.cause,
             "observers": list(inc.observers),
             "down_seq": inc.down_seq,
             "up_seq": inc.up_seq if up is not None else None,
-        })
+        }
+        if blind:
+            item["unobserved_s"] = round(blind / 1e6, 6)
+        if detection_delay_us is not None and inc.cause == "failed":
+            item["est_down_at"] = iso(inc.down_at - detection_delay_us)
+            item["est_duration_s"] = round((duration + detection_delay_us) / 1e6, 6)
+        n["incidents"].append(item)
     out = {}
     for name, n in per.items():
         repairs = n["repairs"]
         out[name] = {
             "incidents": n["incidents"],
-            "downtime_s": round(n["downtime_us"] / 1e6, 3),
-            "availability": round(1 - n["downtime_us"] / window, 6) if window else None,
-            "mttr_s": round(sum(repairs) / len(repairs) / 1e6, 3) if repairs else None,
+            "downtime_s": round(n["downtime_us"] / 1e6, 6),
+            "availability": (round(max(0.0, 1 - n["downtime_us"] / observed), 6)
+                             if observed > 0 else None),
+            "mttr_s": round(sum(repairs) / len(repairs) / 1e6, 6) if repairs else None,
             "flaps": n["flaps"],
+            "flapping": [{"from": iso(a), "to": iso(b), "incidents": k}
+                         for a, b, k in flapping(n["starts"], flap_window_us, flap_threshold)],
         }
     order = sorted(out, key=lambda k: (-out[k]["downtime_s"], -out[k]["flaps"], k))
-    return {"since": iso(since_us), "until": iso(until_us), "nodes": {k: out[k] for k in order}}
+    doc = {"since": iso(since_us), "until": iso(until_us),
+           "observed_s": round(observed / 1e6, 6),
+           "note": LOWER_BOUND_NOTE,
+           "nodes": {k: out[k] for k in order}}
+    doc["observers"] = sessions or {}
+    return doc

@@ -1,13 +1,16 @@
-"""The ``membership`` command line: a thin shell over the library.
+"""The ``membership`` command line: wiring around :mod:`membership_log.history`.
 
-Each command resolves where things live, calls the core, and renders a table for people or
-JSON for machines. Errors are one line (``membership: ...``) and exit 1; usage errors exit 2.
+Each command parses its options, calls one library function and hands the records to
+:mod:`membership_log.render` (a table for people, JSON for machines). Where things live
+(``--base-dir``, ``--db``, ``--catalog``, ``--live-file``, ``--live-format``) is declared once,
+by :func:`command`: every command accepts all of them (SPEC), and shows in its ``--help`` only
+those it reads. Errors are one line (``membership: ...``) and exit 1; usage errors exit 2.
 ``membership handle`` itself runs without this module (see :mod:`membership_log.launch`).
+
+No ``from __future__ import annotations`` here: Typer reads the annotations at run time.
 """
 
-from __future__ import annotations
-
-import json
+import inspect
 import sys
 import time
 from typing import Annotated
@@ -15,9 +18,9 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from . import cluster, events, livefile, project, settings, timespec
+from . import render, settings, timespec
 from .errors import MembershipError
-from .timespec import duration, iso
+from .timespec import iso
 from .version import __version__
 
 
@@ -28,45 +31,64 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except MembershipError as e:
-            typer.echo(f"membership: {e}", err=True)
+            typer.echo(f"membership: {render.printable(str(e))}", err=True)
             raise typer.Exit(1) from None
 
 
-app = typer.Typer(
-    cls=_Group,
-    name="membership",
-    help="Give a Serf-managed cluster a memory: an append-only log of membership events, "
-    "the live-node file derived from it, and the means to replay and audit it.",
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    no_args_is_help=True,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-db_app = typer.Typer(cls=_Group, help="Manage the store's schema.", rich_markup_mode=None,
-                     no_args_is_help=True)
+_APP = {"cls": _Group, "rich_markup_mode": None, "pretty_exceptions_enable": False,
+        "no_args_is_help": True, "add_completion": False,
+        "context_settings": {"help_option_names": ["-h", "--help"]}}
+app = typer.Typer(name="membership", help="Give a Serf-managed cluster a memory: an "
+                  "append-only log of membership events, the live-node file derived from it, "
+                  "and the means to replay and audit it.", **_APP)
+db_app = typer.Typer(help="Manage the store's schema.", **_APP)
 app.add_typer(db_app, name="db")
 
-# The options that follow every command (SPEC "Where things live"), declared once.
-BaseDir = Annotated[str | None, typer.Option(
-    "--base-dir", envvar="MEMBERSHIP_BASE_DIR", metavar="DIR", show_default="current directory",
-    help=settings.OPTIONS["--base-dir"][1])]
-Db = Annotated[str | None, typer.Option(
-    "--db", envvar="MEMBERSHIP_DB", metavar="URL", show_default="<base-dir>/membership.db",
-    help=settings.OPTIONS["--db"][1])]
-CatalogPath = Annotated[str | None, typer.Option(
-    "--catalog", envvar="MEMBERSHIP_CATALOG", metavar="PATH",
-    show_default="<base-dir>/catalog.json", help=settings.OPTIONS["--catalog"][1])]
-LiveFile = Annotated[str | None, typer.Option(
-    "--live-file", envvar="MEMBERSHIP_LIVE_FILE", metavar="PATH",
-    show_default="<base-dir>/live-nodes.json", help=settings.OPTIONS["--live-file"][1])]
-LiveFormat = Annotated[str | None, typer.Option(
-    "--live-format", envvar="MEMBERSHIP_LIVE_FORMAT", metavar="FORMAT", show_default="droonga",
-    help=settings.OPTIONS["--live-format"][1])]
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+# -- where things live: declared once --------------------------------------------------------
+
+_LOCATION = {
+    "base_dir": ("--base-dir", "DIR", "current directory"),
+    "db": ("--db", "URL", "<base-dir>/membership.db"),
+    "catalog": ("--catalog", "PATH", "<base-dir>/catalog.json"),
+    "live_file": ("--live-file", "PATH", "<base-dir>/live-nodes.json"),
+    "live_format": ("--live-format", "FORMAT", "droonga"),
+}
+STORE = ("base_dir", "db")
 
 
-def _time(value: str | timespec.Point | None) -> timespec.Point | None:
+def _location_param(name: str, shown: bool) -> inspect.Parameter:
+    flag, metavar, default = _LOCATION[name]
+    env, help_text = settings.OPTIONS[flag]
+    option = typer.Option(flag, envvar=env, metavar=metavar, show_default=default,
+                          help=help_text, hidden=not shown)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[str | None, option])
+
+
+def command(target=None, name: str | None = None, reads: tuple = STORE, **kw):
+    """Register ``fn(s: Settings, ...)`` as a command that takes every location option
+    (SPEC "Where things live") and documents those in ``reads``."""
+    target = target or app
+
+    def register(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        own = list(sig.parameters.values())[1:]  # the first is the resolved Settings
+
+        def run(**kwargs):
+            where = {n: kwargs.pop(n) for n in _LOCATION}
+            return fn(settings.resolve(**where), **kwargs)
+
+        params = own + [_location_param(n, n in reads) for n in _LOCATION]
+        run.__signature__ = sig.replace(parameters=params)
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        run.__doc__ = fn.__doc__
+        run.__name__ = fn.__name__
+        return target.command(name, **kw)(run)
+
+    return register
+
+
+def _time(value):
     if value is None or isinstance(value, timespec.Point):
         return value
     try:
@@ -85,586 +107,15 @@ Until = Annotated[timespec.Point | None, typer.Option(
 NodeOpt = Annotated[str | None, typer.Option(
     "--node", metavar="N", help="Only this node (catalog id, Serf member name or address).")]
 ObserverOpt = Annotated[str | None, typer.Option(
-    "--observer", metavar="O", help="Only what this reporting node (SERF_SELF_NAME) saw.")]
+    "--observer", metavar="O", help="Only what this reporting node (SERF_SELF_NAME) saw; on "
+    "a central store, that node's own log.")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 
-def _settings(base_dir, db, catalog, live_file, live_format=None) -> settings.Settings:
-    return settings.resolve(base_dir, db, catalog, live_file, live_format)
+def _store(s: settings.Settings):
+    from . import history
 
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
-@app.command()
-def init(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-         live_file: LiveFile = None, live_format: LiveFormat = None) -> None:
-    """Create or upgrade the store, record the catalog, write the live file. Idempotent.
-
-    Every catalog node starts live (Droonga's rule). Without a catalog file, every Serf
-    member seen becomes a node.
-
-    Example:
-
-        membership init --base-dir /var/lib/droonga
-    """
-    from . import store
-
-    s = _settings(base_dir, db, catalog, live_file, live_format)
-    result = store.init(s)
-    if s.sqlite_path is None:
-        typer.echo(f"store {result['store']}: schema {result['from']} -> {result['to']}")
-        return
-    typer.echo(f"store {result['store']} at schema {result['to']}, {result['seq']} events")
-    typer.echo(f"live file {s.live_file}: {len(result['live'])} live node(s)")
-    for warning in result["warnings"]:
-        typer.echo(f"warning: {warning}", err=True)
-
-
-@app.command(context_settings={"ignore_unknown_options": True})
-def handle(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-           live_file: LiveFile = None, live_format: LiveFormat = None) -> None:
-    """The Serf event handler: record the event, update the live file, answer queries.
-
-    Serf runs it for every event with SERF_* variables set and the event on stdin. It
-    records the raw event (every SERF_* variable and stdin byte for byte) before anything
-    parses it, records catalog.json if it changed, folds the event into the projection,
-    rewrites the live file atomically when its content changes, and answers a
-    `membership-live` query with this node's live set. A base dir with no store is set up
-    on the spot. If the store cannot be written the event is spooled and taken in later.
-
-    Serf configuration (options after the command name: Serf reads text before a `=` as an
-    event filter):
-
-        event_handlers = ["membership handle --base-dir /var/lib/droonga"]
-
-    Operator marks: `serf event membership-down NODE...` / `serf event membership-up NODE...`.
-    """
-    from .handler import main as handle_main
-
-    args = []
-    for flag, value in (("--base-dir", base_dir), ("--db", db), ("--catalog", catalog),
-                        ("--live-file", live_file), ("--live-format", live_format)):
-        if value:
-            args += [flag, value]
-    raise typer.Exit(handle_main(args))
-
-
-def _events(store, observer: str | None = None):
-    """One log's parsed events: a node's store (``observer``: only its events, see
-    :func:`_parsed`) or one node's log in a central store."""
-    if store.central:
-        return (events.parse(r) for r in store.raw_events(origin=observer))
-    return _parsed(store, observer)
-
-
-def _parsed(store, observer: str | None = None):
-    """A node's store: its events, parsed, in log order. With ``observer``, only that
-    observer's events, plus those recorded without one (``init``'s catalog), which belong to
-    every observer's view."""
-    for raw in store.raw_events():
-        if observer is None or raw.observer in (observer, ""):
-            yield events.parse(raw)
-
-
-def _history(store, observer: str | None = None):
-    """``(origin, Step)`` for every event, in order, through the one fold: a node's log
-    (origin None), one node's log in a central store (``--observer``), or all of a central
-    store's logs combined cluster-wide (:mod:`membership_log.cluster`)."""
-    if not store.central or observer is not None:
-        origin = observer if store.central else None
-        return ((origin, st) for st in project.steps(_events(store, observer)))
-    return cluster.merged_steps((o, events.parse(r)) for o, r in store.raw_events_by_time())
-
-
-def _needs_observer(store, observer, *points) -> None:
-    if store.central and observer is None and any(p is not None and p.seq is not None
-                                                  for p in points):
-        raise MembershipError("@N names an event of one node's log: with a central store, "
-                              "add --observer NODE")
-
-
-def _view_at(store, at: timespec.Point | None, observer: str | None = None):
-    """``(view, seq, received_us)`` right after the last event at or before ``at``.
-
-    A node's store starts from the nearest checkpoint, so the cost does not grow with the
-    log; a central store, or one observer's events picked out of a node's store, is folded
-    from the start."""
-    _needs_observer(store, observer, at)
-    if store.central and observer is None:  # merged: the combined view needs every step
-        last = None
-        for _, st in _history(store):
-            if not timespec.reached(at, st.event.seq, st.event.at):
-                break
-            last = st
-        return (last.view, last.event.seq, last.event.at) if last else ({}, 0, None)
-    if store.central or observer is not None:  # one log, folded from its start
-        state, last = project.EMPTY, None
-        for e in _events(store, observer):
-            if not timespec.reached(at, e.seq, e.at):
-                break
-            state, last = project.step(state, e), e
-        return (project.view(state), last.seq, last.at) if last else ({}, 0, None)
-    head = store.head_seq()
-    if at is None:
-        target = head
-    elif at.seq is not None:
-        target = min(at.seq, head)
-    else:
-        target = store.last_seq_at_or_before(at.us)
-    if target == 0:
-        return {}, 0, None
-    start, state = store.checkpoint_at_or_before(target)
-    state = project.fold((events.parse(r) for r in store.raw_events(after=start, until=target)),
-                         state)
-    return project.view(state), target, store.received_at(target)
-
-
-@app.command()
-def state(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-          live_file: LiveFile = None, live_format: LiveFormat = None, at: At = None,
-          observer: ObserverOpt = None, json_out: Json = False,
-          as_live_file: Annotated[bool, typer.Option(
-              "--as-live-file", help="Print exactly the bytes the live file had right after "
-              "the last event at or before --at.")] = False) -> None:
-    """Every known node and its liveness now, or at any moment of the log (--at).
-
-    LIVE is what the live file said; SERF the status Serf last reported for the node's
-    member (`-` if none yet: catalog nodes start live); MARK an operator's membership-down.
-    The catalog in force at that moment is the one used (catalog versions are events).
-
-    Example:
-
-        membership state --base-dir /var/lib/droonga
-        membership state --at '2026-11-25T03:12:00' --json
-        membership state --at @42 --as-live-file > live-nodes.json
-    """
-    from .store import Store
-
-    if json_out and as_live_file:
-        raise typer.BadParameter("--json and --as-live-file exclude each other")
-    s = _settings(base_dir, db, catalog, live_file, live_format)
-    with Store(s.db_url) as store:
-        nodes, seq, last_at = _view_at(store, at, observer)
-    if as_live_file:
-        sys.stdout.buffer.write(livefile.render_view(nodes, s.live_format))
-        sys.stdout.buffer.flush()
-        return
-    if json_out:
-        typer.echo(json.dumps({
-            "seq": seq,
-            "at": iso(last_at) if last_at is not None else None,
-            "nodes": {n.name: {"live": n.live, "serf": n.serf, "marked": n.marked,
-                               "address": n.address, "member": n.member,
-                               "in_catalog": n.in_catalog}
-                      for n in nodes.values()},
-        }, indent=2, sort_keys=True))
-        return
-    rows = [[n.name, "live" if n.live else "DEAD", n.serf or "-", "down" if n.marked else "",
-             n.address or "-", n.member or "-", "" if n.in_catalog else "not in catalog"]
-            for n in sorted(nodes.values(), key=lambda n: (n.live, n.name))]
-    when = iso(last_at) if last_at is not None else "no events"
-    live = sum(1 for n in nodes.values() if n.live and n.in_catalog)
-    prefix = f"at {at.text}: " if at is not None else ""
-    typer.echo(f"{prefix}after event {seq} ({when}): {live} of "
-               f"{sum(1 for n in nodes.values() if n.in_catalog)} node(s) live")
-    if rows:
-        typer.echo(_table(["NODE", "LIVE", "SERF", "MARK", "ADDRESS", "MEMBER", ""], rows))
-
-
-def event_json(event, changes, duplicate: bool = False) -> dict:
-    """One replay line (SPEC "Replay and audit JSON")."""
-    return {
-        "seq": event.seq,
-        "at": iso(event.at),
-        "observer": event.observer,
-        "event": event.kind,
-        "name": event.name,
-        "ltime": event.ltime,
-        "members": [{"name": m.name, "address": m.address, "role": m.role, "tags": m.tags}
-                    for m in event.members],
-        "payload": event.payload,
-        "changes": [{"node": c.node, "from": c.before, "to": c.after} for c in changes],
-        "duplicate": duplicate,
-        "warnings": list(event.warnings),
-    }
-
-
-def _summary(event) -> str:
-    if event.members:
-        shown = ", ".join(f"{m.name} {m.address}".strip() for m in event.members[:3])
-        more = f" (+{len(event.members) - 3} more)" if len(event.members) > 3 else ""
-        return shown + more
-    if event.kind in (events.USER, events.QUERY):
-        payload = (event.payload or "").replace("\n", "\\n")
-        return f"{event.name} {payload[:60]}".strip()
-    if event.kind == events.CATALOG:
-        if event.catalog is None:
-            return "unusable catalog (last good one kept)"
-        return f"version {event.catalog.version}, {len(event.catalog.nodes)} node(s)"
-    return "; ".join(event.warnings)[:80]
-
-
-def _touches(step, node: str) -> bool:
-    """Whether an event concerns ``node``: it changed it, or names it (as a catalog node,
-    member name or address, or in an operator payload)."""
-    e = step.event
-    if any(c.node == node for c in step.changes):
-        return True
-    if any(node in (m.name, m.address) for m in e.members):
-        return True
-    v = step.view.get(node)
-    if v is not None and v.member is not None and any(m.name == v.member for m in e.members):
-        return True
-    return e.kind in (events.USER, events.QUERY) and node in (e.payload or "").split()
-
-
-@app.command()
-def replay(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-           live_file: LiveFile = None, since: Since = None, until: Until = None,
-           node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False) -> None:
-    """The log in order, each event with the liveness changes it caused.
-
-    The whole log is always folded (so every change is judged in its full context); the
-    options only choose which events are shown. A user event Serf delivered again is shown
-    as a duplicate with no changes: the raw log keeps every delivery.
-
-    --json prints one JSON object per line: seq, at, observer, event, name, ltime,
-    members, payload, changes ([{node, from, to}]), duplicate and warnings.
-
-    Example:
-
-        membership replay --base-dir /var/lib/droonga --since '2h ago'
-        membership replay --node node1 --json | jq 'select(.changes != [])'
-    """
-    from .store import Store
-
-    s = _settings(base_dir, db, catalog, live_file)
-    out = sys.stdout
-    rows = []
-    with Store(s.db_url) as store:
-        _needs_observer(store, observer, since, until)
-        for origin, st in _history(store, observer):
-            e = st.event
-            if not timespec.reached(until, e.seq, e.at):
-                break
-            if not timespec.since_ok(since, e.seq, e.at):
-                continue
-            if node is not None and not _touches(st, node):
-                continue
-            if json_out:
-                line = event_json(e, st.changes, st.redelivery)
-                if origin is not None:
-                    line["origin"] = origin
-                out.write(json.dumps(line, sort_keys=True) + "\n")
-                continue
-            effect = ", ".join(f"{c.node} {c.before or 'new'} -> {c.after or 'gone'}"
-                               for c in st.changes)
-            if st.redelivery:
-                effect = "(delivered again: no effect)"
-            seq = f"{origin}:{e.seq}" if origin is not None and observer is None else str(e.seq)
-            rows.append([seq, iso(e.at)[:23], e.observer or origin or "-", e.kind,
-                         _summary(e), effect])
-    if json_out:
-        return
-    if rows:
-        typer.echo(_table(["SEQ", "AT (UTC)", "OBSERVER", "EVENT", "DETAIL", "CHANGES"], rows))
-    else:
-        typer.echo("no events match")
-
-
-def _window(store, since, until, observer, node=None):
-    """Incidents for audit/timeline: (incidents, nodes, since_us, until_us), for one
-    ``node`` if given."""
-    from . import audit as _audit
-
-    now = time.time_ns() // 1000
-
-    _needs_observer(store, observer, since, until)
-
-    def resolve(point, default):
-        if point is None:
-            return default
-        if point.seq is None:
-            return point.us
-        at = store.received_at(point.seq, observer)
-        if at is None:
-            raise MembershipError(f"there is no event {point.seq} in this store")
-        return at
-
-    until_us = resolve(until, now)
-    if observer is None and store.derived_current():
-        # A node's store keeps its incidents as events arrive: read them, not the log.
-        incidents = store.incidents(until_us)
-        view = project.view(store.head_state())
-        nodes = {n for n, v in view.items() if v.in_catalog}
-        first_at = store.received_at(1)
-    else:
-        steps = (st for _, st in _history(store, observer))
-        incidents, nodes, first_at, _ = _audit.collect(steps, until_us)
-    nodes |= {i.node for i in incidents}
-    if node is not None:
-        incidents = [i for i in incidents if i.node == node]
-        nodes = {n for n in nodes if n == node}
-    since_us = resolve(since, first_at if first_at is not None else until_us)
-    return incidents, nodes, since_us, until_us
-
-
-@app.command()
-def audit(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-          live_file: LiveFile = None, since: Since = None, until: Until = None,
-          node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False) -> None:
-    """Incidents per node (down, up, how long, why) and figures over a window.
-
-    An incident opens when a node goes dead and closes when it is live again; its cause is
-    failed (member-failed), left (member-leave) or operator (membership-down). One still
-    open at the end of the window is reported open (up_at null). Per node: downtime,
-    availability over the window, MTTR (mean time to recovery of closed incidents) and
-    flaps (times it went down). The window runs from the first event (or --since) to now
-    (or --until). The worst node comes first.
-
-    Example:
-
-        membership audit --base-dir /var/lib/droonga --since '1d ago'
-        membership audit --node 192.168.100.51:10031/droonga --json
-    """
-    from . import audit as _audit
-    from .store import Store
-
-    s = _settings(base_dir, db, catalog, live_file)
-    with Store(s.db_url) as store:
-        incidents, nodes, since_us, until_us = _window(store, since, until, observer, node)
-    doc = _audit.report(incidents, nodes, since_us, until_us, iso)
-    if json_out:
-        # Compact: the C encoder. An indented dump of a long audit is ~10x slower.
-        typer.echo(json.dumps(doc))
-        return
-    typer.echo(f"audit {doc['since']} to {doc['until']} "
-               f"({duration((until_us - since_us) / 1e6)})")
-    if not doc["nodes"]:
-        typer.echo("no nodes")
-        return
-    rows = []
-    for name, n in doc["nodes"].items():
-        avail = "-" if n["availability"] is None else f"{100 * n['availability']:.3f}%"
-        still = sum(1 for i in n["incidents"] if i["up_at"] is None)
-        rows.append([name, str(len(n["incidents"])) + (f" ({still} open)" if still else ""),
-                     duration(n["downtime_s"]), avail, duration(n["mttr_s"]),
-                     str(n["flaps"])])
-    typer.echo(_table(["NODE", "INCIDENTS", "DOWNTIME", "AVAILABILITY", "MTTR", "FLAPS"],
-                      rows))
-    detail = [[name, i["down_at"][:23], (i["up_at"] or "still down")[:23],
-               duration(i["duration_s"]), i["cause"], ",".join(i["observers"]) or "-"]
-              for name, n in doc["nodes"].items() for i in n["incidents"]]
-    if detail:
-        typer.echo("")
-        typer.echo(_table(["NODE", "DOWN AT (UTC)", "UP AT (UTC)", "DURATION", "CAUSE",
-                           "OBSERVERS"], sorted(detail, key=lambda r: r[1])))
-
-
-@app.command()
-def timeline(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-             live_file: LiveFile = None, since: Since = None, until: Until = None,
-             node: NodeOpt = None, observer: ObserverOpt = None,
-             output: Annotated[str, typer.Option(
-                 "-o", "--output", metavar="FILE.svg|FILE.html",
-                 help="Where to write the picture; the suffix chooses SVG or HTML.")] = ...,
-             ) -> None:
-    """A picture: one row per node, live and dead bands over time, incidents marked.
-
-    Incident bands are coloured by cause (failed, left, operator) and carry a hover title
-    with their times and duration. The file is self-contained: it fetches nothing.
-
-    Example:
-
-        membership timeline --base-dir /var/lib/droonga --since '1d ago' -o last-day.html
-    """
-    from . import audit as _audit
-    from . import timeline as _timeline
-    from .store import Store
-
-    if not output.endswith((".svg", ".html", ".htm")):
-        raise typer.BadParameter(f"{output!r}: the file must end in .svg or .html",
-                                 param_hint="-o")
-    s = _settings(base_dir, db, catalog, live_file)
-    with Store(s.db_url) as store:
-        incidents, nodes, since_us, until_us = _window(store, since, until, observer, node)
-    order = list(_audit.report(incidents, nodes, since_us, until_us, iso)["nodes"])
-    svg = _timeline.render_svg(order, incidents, since_us, until_us, iso)
-    data = svg if output.endswith(".svg") else _timeline.render_html(svg)
-    with open(output, "w", encoding="utf-8") as f:
-        f.write(data)
-    typer.echo(f"wrote {output}: {len(order)} node(s), "
-               f"{sum(1 for i in incidents if i.node in set(order))} incident(s), "
-               f"{iso(since_us)} to {iso(until_us)}")
-
-
-@app.command()
-def verify(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-           live_file: LiveFile = None, live_format: LiveFormat = None) -> None:
-    """Check the hash chain, and that the snapshot and live file equal a fresh fold.
-
-    An edited, deleted, inserted or reordered raw event breaks the chain at the first event
-    it touches; verify names it and exits 1. So does a snapshot or live file that disagrees
-    with a fresh fold of the raw log (repair those with `membership rebuild`), and events
-    still waiting in the spool. Derived state that only lags the log (a handler killed
-    after recording, before folding) is reported, not failed.
-
-    Example:
-
-        membership verify --base-dir /var/lib/droonga
-    """
-    from . import integrity, spool
-    from .store import Store
-
-    s = _settings(base_dir, db, catalog, live_file, live_format)
-    with Store(s.db_url) as store:
-        if store.central:
-            _verify_central(store)
-            return
-        count, _, broken = integrity.check_chain(store.raw_events())
-        problems = [broken] if broken else []
-        notes: list[str] = []
-        if broken is None:
-            typer.echo(f"ok: {count} events, hash chain intact")
-            snap = store.snapshot()
-            if snap is not None and snap[1] is None:
-                notes.append("the snapshot is in another format (another Python or release); "
-                             "it is refolded on the next run")
-                snap = None
-            live_path = s.live_file if s.sqlite_path else None
-            live_bytes = livefile.read(live_path) if live_path else None
-            derived, more = integrity.check_derived(store.raw_events(), snap, live_bytes,
-                                                    live_path, s.live_format,
-                                                    store.checkpoints())
-            if not more:  # incidents are as current as the snapshot; lagging is a note
-                derived += integrity.check_incidents(store.raw_events(),
-                                                     store.incidents(2**62))
-            problems += derived
-            notes += more
-            if not derived:
-                if snap is not None:
-                    typer.echo(f"ok: snapshot at event {snap[0]} agrees with a fresh fold")
-                if live_path:
-                    typer.echo(f"ok: live file {live_path} agrees with the log")
-    if s.sqlite_path is not None:
-        waiting = spool.pending(s.spool_dir)
-        if waiting:
-            problems.append(integrity.Problem(None, f"{len(waiting)} event(s) wait in the "
-                            f"spool {s.spool_dir}: the next handler run that can write the "
-                            f"store takes them in"))
-        else:
-            typer.echo("ok: spool empty")
-    for note in notes:
-        typer.echo(f"note: {note}")
-    for p in problems:
-        typer.echo(f"FAILED: {p.what}")
-    if problems:
-        first = next((p.seq for p in problems if p.seq is not None), None)
-        where = f"first bad event {first}" if first is not None else "spool waiting"
-        raise MembershipError(f"verify failed: {where}")
-
-
-def _verify_central(store) -> None:
-    """Each node's log in a central store carries its own hash chain."""
-    from . import integrity
-
-    bad = []
-    for origin in store.origins():
-        count, _, broken = integrity.check_chain(store.raw_events(origin=origin))
-        if broken is None:
-            typer.echo(f"ok: {origin}: {count} events, hash chain intact")
-        else:
-            typer.echo(f"FAILED: {origin}: {broken.what}")
-            bad.append(f"{origin} event {broken.seq}")
-    if not bad:
-        typer.echo(f"ok: {len(store.origins())} node log(s)")
-        return
-    raise MembershipError(f"verify failed: first bad event {', '.join(bad)}")
-
-
-@app.command()
-def ship(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-         live_file: LiveFile = None,
-         to: Annotated[str, typer.Option(
-             "--to", metavar="URL", help="The central store (postgresql://...).")] = ...,
-         follow: Annotated[bool, typer.Option(
-             "--follow", help="Keep shipping as events arrive, until interrupted.")] = False,
-         interval: Annotated[float, typer.Option(
-             "--interval", min=0.1, help="With --follow: seconds between looks.")] = 1.0,
-         ) -> None:
-    """Copy this node's new events to a central store (PostgreSQL), in batches.
-
-    Idempotent and resumable: the central store's last event of this node says where to go
-    on, each batch is one transaction, and a second run copies nothing twice. The central
-    copy must continue the local hash chain, or nothing is shipped. The node is named by the
-    observer (SERF_SELF_NAME) of its latest event. Run `membership db upgrade --db URL` once
-    to create the central schema.
-
-    Example:
-
-        membership ship --base-dir /var/lib/droonga --to postgresql://membership@db/central
-        membership ship --to postgresql://membership@db/central --follow
-    """
-    import signal
-    import time as _time
-
-    from . import store as _store
-
-    s = _settings(base_dir, db, catalog, live_file)
-    if s.sqlite_path is None:
-        raise MembershipError("ship copies a node's SQLite store; --db names a central store")
-
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        while True:
-            with _progress("shipping") as progress:
-                r = _store.ship(s.sqlite_path, to, progress)
-            if r["copied"] or not follow:
-                typer.echo(f"shipped {r['copied']} event(s) of {r['origin']}: the central "
-                           f"store holds its events up to {r['central_head']}")
-            if not follow:
-                return
-            _time.sleep(interval)
-    except KeyboardInterrupt:
-        return
-
-
-@app.command()
-def rebuild(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-            live_file: LiveFile = None, live_format: LiveFormat = None) -> None:
-    """Rebuild everything derived from the raw log, and rewrite the live file.
-
-    Drops the snapshots, folds the whole raw log again and writes the live file if its bytes
-    differ. The raw log itself is never changed. Safe while Serf keeps running: handlers
-    wait for the store's lock.
-
-    Example:
-
-        membership rebuild --base-dir /var/lib/droonga
-    """
-    from . import journal
-
-    s = _settings(base_dir, db, catalog, live_file, live_format)
-    if s.sqlite_path is None:
-        raise MembershipError("rebuild works on a node's SQLite store; a central store holds "
-                              "raw events only")
-    j = journal.Journal(s.sqlite_path)
-    try:
-        with _progress("folding the raw log") as progress:
-            with j.write():
-                j.forget_snapshots()
-            state, live, _ = journal.catch_up(j, s.live_file, progress, s.live_format)
-    finally:
-        j.close()
-    typer.echo(f"rebuilt from {state.seq} events: snapshot at event {state.seq}, live file "
-               f"{s.live_file} with {len(project.live_nodes(state))} live node(s)")
+    return history.open_store(s.db_url)
 
 
 class _progress:
@@ -690,9 +141,433 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
-@app.command()
-def watch(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-          live_file: LiveFile = None, json_out: Json = False,
+def _out(text: str) -> None:
+    typer.echo(text)
+
+
+# -- set-up and the handler --------------------------------------------------------------------
+
+
+@command(reads=tuple(_LOCATION))
+def init(s: settings.Settings) -> None:
+    """Create or upgrade the store, record the catalog, write the live file. Idempotent.
+
+    Every catalog node starts live (Droonga's rule). Without a catalog file, every Serf
+    member seen becomes a node. On a central store URL (--db postgresql://...), creates or
+    upgrades its schema.
+
+    Example:
+
+        membership init --base-dir /var/lib/droonga
+    """
+    from . import admin
+
+    with _progress("folding the log") as progress:
+        result = admin.init(s, progress=progress)
+    if s.sqlite_path is None:
+        _out(f"store {result['store']}: schema {result['from']} -> {result['to']}")
+        return
+    _out(f"store {result['store']} at schema {result['to']}, {result['seq']} events")
+    _out(f"live file {s.live_file}: {len(result['live'])} live node(s)")
+    for warning in result["warnings"]:
+        typer.echo(f"warning: {render.printable(warning)}", err=True)
+
+
+@command(reads=tuple(_LOCATION), context_settings={"ignore_unknown_options": True})
+def handle(s: settings.Settings) -> None:
+    """The Serf event handler: record the event, update the live file, answer queries.
+
+    Serf runs it for every event with SERF_* variables set and the event on stdin. It
+    records the raw event (every SERF_* variable except SERF_RPC_*, and stdin byte for
+    byte) before anything parses it, records catalog.json if it changed, folds the event,
+    rewrites the live file atomically when its content changes, and answers a
+    `membership-live` query with this node's live set. A base dir with no store is set up
+    on the spot. If the store cannot be written the event is spooled and taken in later.
+
+    Serf configuration (options after the command name: Serf reads text before a `=` as an
+    event filter):
+
+        event_handlers = ["membership handle --base-dir /var/lib/droonga"]
+
+    Operator marks: `serf event membership-down NODE...` / `serf event membership-up NODE...`.
+    """
+    from .handler import main as handle_main
+
+    args = ["--base-dir", s.base_dir, "--db", s.db_url, "--catalog", s.catalog,
+            "--live-file", s.live_file, "--live-format", s.live_format]
+    raise typer.Exit(handle_main(args))
+
+
+# -- reading the history ---------------------------------------------------------------------
+
+
+@command(reads=STORE + ("live_format",))
+def state(s: settings.Settings, at: At = None, observer: ObserverOpt = None,
+          json_out: Json = False,
+          as_live_file: Annotated[bool, typer.Option(
+              "--as-live-file", help="Print exactly the bytes the live file had right after "
+              "the last event at or before --at.")] = False) -> None:
+    """Every known node and its liveness now, or at any moment of the log (--at).
+
+    LIVE is what the live file said; SERF the status Serf last reported for the node's
+    member (`-` if none yet: catalog nodes start live); MARK an operator's membership-down.
+    The catalog in force at that moment is the one used (catalog versions are events). On a
+    central store the answer merges every node's log (a node is dead if any observer saw it
+    dead) unless --observer picks one.
+
+    Example:
+
+        membership state --base-dir /var/lib/droonga
+        membership state --at '2026-11-25T03:12:00' --json
+        membership state --at @42 --as-live-file > live-nodes.json
+    """
+    from . import history, livefile
+
+    if json_out and as_live_file:
+        raise typer.BadParameter("--json and --as-live-file exclude each other")
+    with _store(s) as store:
+        now = history.state_at(store, at, observer)
+    if as_live_file:
+        sys.stdout.buffer.write(livefile.render_view(now.nodes, s.live_format))
+        sys.stdout.buffer.flush()
+        return
+    if json_out:
+        _out(render.json_doc(render.state_record(now)))
+        return
+    _out(render.state_table(now, at))
+
+
+@command()
+def replay(s: settings.Settings, since: Since = None, until: Until = None,
+           node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False) -> None:
+    """The log in order, each event with the liveness changes it caused.
+
+    Folding starts at the nearest checkpoint before --since, so every change is judged in its
+    full context; the options choose which events are shown. A user event Serf delivered
+    again is shown as a duplicate with no changes: the raw log keeps every delivery. On a
+    central store, every node's log merged by receive time (changes cluster-wide) unless
+    --observer picks one.
+
+    --json prints one JSON object per line: seq, at, observer, event, name, ltime, members,
+    payload, changes ([{node, from, to}]), duplicate and warnings (and origin when merged).
+
+    Example:
+
+        membership replay --base-dir /var/lib/droonga --since '2h ago'
+        membership replay --node node1 --json | jq 'select(.changes != [])'
+    """
+    from . import history
+
+    with _store(s) as store:
+        records = history.replay(store, since, until, node, observer)
+        if json_out:
+            render.write_json_lines(sys.stdout, (render.replay_record(r) for r in records))
+            return
+        rows = [render.replay_row(r, observer) for r in records]
+    _out(render.table(["SEQ", "AT (UTC)", "OBSERVER", "EVENT", "DETAIL", "CHANGES"], rows)
+         if rows else "no events match")
+
+
+FlapWindow = Annotated[str, typer.Option(
+    "--flap-window", metavar="DURATION", help="Flapping: incidents beginning within this "
+    "long of each other ('10m', '90s', '1h').")]
+FlapThreshold = Annotated[int, typer.Option(
+    "--flap-threshold", min=2, help="Flapping: at least this many incidents within the "
+    "window.")]
+DetectionDelay = Annotated[float | None, typer.Option(
+    "--detection-delay", metavar="S", min=0, help="Serf's failure detection delay in "
+    "seconds: adds est_down_at and est_duration_s to failed incidents.")]
+
+
+def _seconds(text: str, option: str) -> float:
+    try:
+        return timespec.parse_duration(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=option) from None
+
+
+@command()
+def audit(s: settings.Settings, since: Since = None, until: Until = None,
+          node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False,
+          flap_window: FlapWindow = "10m", flap_threshold: FlapThreshold = 3,
+          detection_delay: DetectionDelay = None) -> None:
+    """Incidents per node (down, up, how long, why) and figures over a window.
+
+    An incident opens when a node goes dead and closes when it is live again; its cause is
+    failed (member-failed), left (member-leave) or operator (membership-down). One still
+    open at the end of the window is reported open (up_at null). Per node: downtime,
+    availability over the observed part of the window, MTTR (mean time to recovery of
+    closed incidents), flaps (times it went down) and flapping stretches. Time when an
+    observer's agent was down (between its last event and its restart) is unobserved. The
+    window runs from the first event (or --since) to now (or --until); the worst node
+    comes first. Serf reports a failure only after its suspicion timeout: every duration
+    is a lower bound (--detection-delay estimates the real start).
+
+    Example:
+
+        membership audit --base-dir /var/lib/droonga --since '1d ago'
+        membership audit --node 192.168.100.51:10031/droonga --json
+        membership audit --flap-window 10m --flap-threshold 3 --detection-delay 5
+    """
+    from . import history
+
+    window = _seconds(flap_window, "--flap-window")
+    with _store(s) as store:
+        doc = history.audit(store, since, until, node, observer, flap_window_s=window,
+                            flap_threshold=flap_threshold, detection_delay_s=detection_delay)
+    if json_out:
+        _out(render.json_doc(doc))
+        return
+    _out(render.audit_text(doc))
+
+
+@command()
+def timeline(s: settings.Settings, since: Since = None, until: Until = None,
+             node: NodeOpt = None, observer: ObserverOpt = None,
+             output: Annotated[str, typer.Option(
+                 "-o", "--output", metavar="FILE.svg|FILE.html",
+                 help="Where to write the picture; the suffix chooses SVG or HTML.")] = ...,
+             flap_window: FlapWindow = "10m", flap_threshold: FlapThreshold = 3) -> None:
+    """A picture: one row per node, live and dead bands over time, incidents marked.
+
+    Incident bands are coloured by cause (failed, left, operator) and carry a hover title
+    with their times and duration; unobserved time (an observer's agent down) is hatched,
+    flapping stretches are underlined. The file is self-contained: it fetches nothing. It
+    is written atomically: a failure never leaves an empty or half file.
+
+    Example:
+
+        membership timeline --base-dir /var/lib/droonga --since '1d ago' -o last-day.html
+    """
+    from . import history, livefile
+    from . import timeline as _timeline
+
+    if not output.endswith((".svg", ".html", ".htm")):
+        raise typer.BadParameter(f"{output!r}: the file must end in .svg or .html",
+                                 param_hint="-o")
+    window = _seconds(flap_window, "--flap-window")
+    with _store(s) as store:
+        svg = history.timeline(store, since, until, node, observer, flap_window_s=window,
+                               flap_threshold=flap_threshold)
+    data = svg if output.endswith(".svg") else _timeline.render_html(svg)
+    try:
+        livefile.write_atomic(output, data.encode("utf-8"))
+    except OSError as e:
+        raise MembershipError(f"cannot write {output}: {e.strerror or e}") from None
+    _out(f"wrote {output}")
+
+
+@command()
+def export(s: settings.Settings, since: Since = None, until: Until = None,
+           observer: ObserverOpt = None) -> None:
+    """The raw log as JSON lines, one event per line, in log order.
+
+    Each line: {"seq", "received", "observer", "source", "env", "stdin_b64", "hash"}; the
+    exact stdin bytes in base64, the recorded SERF_* variables in env. The way to back up,
+    move, or inspect a log; `membership import` loads it into another store. On a central
+    store, --observer picks the node's log to export.
+
+    Example:
+
+        membership export --base-dir /var/lib/droonga > node0.jsonl
+        membership export --since '1d ago' | gzip > last-day.jsonl.gz
+    """
+    from . import history
+
+    with _store(s) as store:
+        render.write_json_lines(sys.stdout, history.export(store, since, until, observer))
+
+
+@command(name="import", reads=tuple(_LOCATION))
+def import_(s: settings.Settings,
+            file: Annotated[str, typer.Argument(
+                metavar="[FILE]", help="JSON lines from membership export; - or none: "
+                "stdin.")] = "-") -> None:
+    """Append exported events to this node's store, then bring the live file up to date.
+
+    Through the same append path as the handler, in file order: new sequence numbers
+    continue this log; received time, observer, source, env and the stdin bytes are kept
+    exactly; the chain is computed here (the input's seq and hash are not trusted). A base
+    dir with no store gets one (its catalog file is not recorded: the log carries its own).
+    A bad line stops the import, naming its line number; nothing of the import is kept.
+
+    Example:
+
+        membership import --base-dir /srv/restore node0.jsonl
+        zcat last-day.jsonl.gz | membership import --base-dir /srv/copy
+    """
+    from . import transfer
+
+    try:
+        stream = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise MembershipError(f"cannot read {file}: {e.strerror or e}") from None
+    try:
+        with _progress("importing") as progress:
+            r = transfer.import_(s, stream, progress)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if r.appended:
+        _out(f"imported {r.appended} event(s) as events {r.first}..{r.last}")
+    else:
+        _out("imported 0 events")
+
+
+# -- keeping the store ---------------------------------------------------------------------
+
+
+@command(reads=STORE + ("live_file", "live_format"))
+def verify(s: settings.Settings) -> None:
+    """Check the hash chain, and that everything derived equals a fresh fold.
+
+    An edited, deleted, inserted or reordered raw event breaks the chain at the first event
+    it touches; verify names it and exits 1. So does a snapshot, checkpoint, incident or live
+    file that disagrees with a fresh fold of the raw log (repair those with `membership
+    rebuild`), and events still waiting in the spool or spool files that cannot be read.
+    Derived state that only lags the log (a handler killed after recording, before folding)
+    is reported, not failed. It reads one consistent snapshot of the store, so handlers can
+    keep running. On a central store, each node's log is checked.
+
+    Example:
+
+        membership verify --base-dir /var/lib/droonga
+    """
+    from . import integrity
+
+    with _progress("verifying") as progress:
+        report = integrity.verify(s, progress)
+    for line in report.ok:
+        _out(f"ok: {render.printable(line)}")
+    for note in report.notes:
+        _out(f"note: {render.printable(note)}")
+    for p in report.problems:
+        _out(f"FAILED: {render.printable(p.what)}")
+    if report.problems:
+        first = next((p.seq for p in report.problems if p.seq is not None), None)
+        where = f"first bad event {first}" if first is not None else "see above"
+        raise MembershipError(f"verify failed: {where}")
+
+
+@command(reads=STORE + ("live_file", "live_format"))
+def rebuild(s: settings.Settings) -> None:
+    """Rebuild everything derived from the raw log, and rewrite the live file.
+
+    Drops the snapshot, checkpoints, incidents and sessions, folds the raw log again (from
+    the retention anchor, if the log was compacted) and writes the live file if its bytes
+    differ. The raw log itself is never changed. Safe while Serf keeps running: the fold
+    goes in chunks, handlers wait for one chunk at most, and a rebuild killed midway leaves
+    derived state that merely lags (the next run goes on). On a central store, rebuilds
+    every node's derived tables.
+
+    Example:
+
+        membership rebuild --base-dir /var/lib/droonga
+    """
+    from . import derive
+    from .nodestore import NODE
+
+    with _store(s) as store:
+        with _progress("folding the raw log") as progress:
+            if store.role == "central":
+                for origin in store.origins():
+                    with store.write():
+                        store.truncate_derived(origin, store.first_seq(origin) - 1)
+                    store.catch_up(origin, progress=progress)
+                _out(f"rebuilt the derived tables of {len(store.origins())} node log(s)")
+                return
+            with store.write():
+                store.truncate_derived(NODE, store.first_seq() - 1)
+            state, _, _ = derive.catch_up(store, NODE, s.live_file, s.live_format, progress)
+    from .project import live_nodes
+
+    _out(f"rebuilt from {state.seq} events: snapshot at event {state.seq}, live file "
+         f"{s.live_file} with {len(live_nodes(state))} live node(s)")
+
+
+@command(reads=STORE + ("live_file", "live_format"))
+def compact(s: settings.Settings,
+            before: Annotated[timespec.Point, typer.Option(
+                "--before", parser=_time, metavar="T",
+                help=f"Drop the events received before this moment. {_TIME_HELP}")] = ...,
+            require_shipped: Annotated[str | None, typer.Option(
+                "--require-shipped", metavar="URL", help="Refuse unless this central store "
+                "holds every event to drop, with the same hash.")] = None) -> None:
+    """Drop old events from this node's store, keeping an anchor the chain verifies from.
+
+    The anchor is the last dropped event's seq and hash and the fold's state after it:
+    every answer about a time at or after it is unchanged; a time before it is an error
+    naming the earliest time kept. Derived incidents are kept, so counters never go back.
+    Safe under kill -9 at any moment and beside running handlers (it works in chunks). The
+    file shrinks (VACUUM). Ship first: --require-shipped refuses unless the central store
+    has everything it would drop.
+
+    Example:
+
+        membership compact --base-dir /var/lib/droonga --before '90d ago' \\
+            --require-shipped postgresql://membership@db/central
+    """
+    from . import retention
+
+    with _progress("compacting") as progress:
+        r = retention.compact(s, before, require_shipped, progress)
+    if not r.dropped:
+        _out("nothing to compact: no event kept was received before "
+             f"{iso(before.us) if before.us is not None else before.text}")
+        return
+    _out(f"dropped {r.dropped} event(s); the log now starts after event {r.anchor} "
+         f"({iso(r.anchor_at)}); {r.size_before:,} -> {r.size_after:,} bytes")
+
+
+@command()
+def ship(s: settings.Settings,
+         to: Annotated[str, typer.Option(
+             "--to", metavar="URL", help="The central store (postgresql://...).")] = ...,
+         follow: Annotated[bool, typer.Option(
+             "--follow", help="Keep shipping as events arrive, until interrupted; an outage "
+             "of the central store is retried with backoff.")] = False,
+         interval: Annotated[float, typer.Option(
+             "--interval", min=0.1, help="With --follow: seconds between looks.")] = 1.0,
+         ) -> None:
+    """Copy this node's new events to a central store, in batches, with its derived tables.
+
+    Idempotent and resumable: the central store's last event of this node says where to go
+    on, each batch (with the checkpoints and incidents it gives) is one transaction, and a
+    second run copies nothing twice. The central copy must continue the local hash chain,
+    or nothing is shipped. The node is named by the observer (SERF_SELF_NAME) of its latest
+    event. Run `membership db upgrade --db URL` once to create the central schema.
+
+    Example:
+
+        membership ship --base-dir /var/lib/droonga --to postgresql://membership@db/central
+        membership ship --to postgresql://membership@db/central --follow
+    """
+    import signal
+
+    from . import transfer
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        if follow:
+            transfer.follow(s, to, interval, lambda line: typer.echo(
+                render.printable(line), err=False), lambda: _progress("shipping"))
+            return
+        with _progress("shipping") as progress:
+            r = transfer.ship(s, to, progress)
+        _out(f"shipped {r.copied} event(s) of {render.printable(r.origin)}: the central store "
+             f"holds its events up to {r.central_head}")
+    except KeyboardInterrupt:
+        return
+
+
+# -- the engine side ---------------------------------------------------------------------------
+
+
+@command(reads=("base_dir", "live_file"))
+def watch(s: settings.Settings, json_out: Json = False,
           interval: Annotated[float, typer.Option(
               "--interval", min=0.01, help="Seconds between looks at the file.")] = 0.2,
           ) -> None:
@@ -713,10 +588,8 @@ def watch(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
 
     from . import engine
 
-    s = _settings(base_dir, db, catalog, live_file)
-
     def problem(message: str) -> None:
-        typer.echo(f"membership: {message}", err=True)
+        typer.echo(f"membership: {render.printable(message)}", err=True)
 
     def terminate(signum, frame):
         raise KeyboardInterrupt
@@ -725,22 +598,22 @@ def watch(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
     try:
         for change in engine.watch(s.live_file, interval, on_problem=problem):
             if json_out:
-                line = json.dumps({"at": iso(change.at), "added": list(change.added),
-                                   "removed": list(change.removed), "live": list(change.live)})
+                line = render.json_line({"at": iso(change.at), "added": list(change.added),
+                                         "removed": list(change.removed),
+                                         "live": list(change.live)})
             else:
                 diff = " ".join([f"+{n}" for n in change.added] +
                                 [f"-{n}" for n in change.removed])
-                line = f"{iso(change.at)[:23]}  {diff}  live ({len(change.live)}): " \
-                       f"{' '.join(change.live)}"
+                line = render.printable(f"{iso(change.at)[:23]}  {diff}  live "
+                                        f"({len(change.live)}): {' '.join(change.live)}")
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         return
 
 
-@app.command()
-def route(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-          live_file: LiveFile = None,
+@command(reads=("base_dir", "catalog", "live_file"))
+def route(s: settings.Settings,
           dataset: Annotated[str | None, typer.Option(
               "--dataset", metavar="NAME", help="Only this dataset.")] = None,
           json_out: Json = False) -> None:
@@ -758,7 +631,6 @@ def route(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
     """
     from . import engine
 
-    s = _settings(base_dir, db, catalog, live_file)
     datasets = engine.load_datasets(s.catalog)
     if dataset is not None:
         datasets = [d for d in datasets if d.name == dataset]
@@ -770,47 +642,44 @@ def route(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
     routes = engine.route(datasets, live)
     stranded = [name for name, r in routes.items() if not r["usable_replicas"]]
     if json_out:
-        typer.echo(json.dumps({"datasets": routes}, indent=2))
+        _out(render.json_doc({"datasets": routes}))
     else:
-        for name, r in routes.items():
-            n = len(r["replicas"])
-            head = f"dataset {name}: {len(r['usable_replicas'])} of {n} replica(s) usable"
-            typer.echo(head + ("  ** NO USABLE REPLICA **" if name in stranded else ""))
-            for rep in r["replicas"]:
-                state = "usable" if rep["usable"] else \
-                    f"DOWN (dead: {', '.join(rep['dead_nodes']) or 'nested replicas'})"
-                typer.echo(f"  replica {rep['index']}: {state}")
-            for label, addresses in r["slices"].items():
-                typer.echo(f"  slice {label}: {' '.join(addresses) or '(no live volume)'}")
+        _out(render.route_text(routes, stranded))
     if stranded:
         raise MembershipError(f"no usable replica for dataset(s): {', '.join(stranded)}")
 
 
-@db_app.command("upgrade")
-def db_upgrade(base_dir: BaseDir = None, db: Db = None, catalog: CatalogPath = None,
-               live_file: LiveFile = None) -> None:
-    """Run the Alembic migrations on --db (creating the schema if it is empty).
+@command(target=db_app, name="upgrade", reads=STORE + ("live_file", "live_format"))
+def db_upgrade(s: settings.Settings,
+               role: Annotated[str | None, typer.Option(
+                   "--role", metavar="node|central", help="For a new store: node (one "
+                   "node's log) or central (every node's shipped logs). Default: node for "
+                   "SQLite, central for PostgreSQL.")] = None) -> None:
+    """Run the Alembic migrations on --db, then bring everything derived up to date.
 
     A store made by an older release is upgraded only by this command (or init), never
-    silently. Works on SQLite and PostgreSQL.
+    silently; its derived tables are refolded from the raw log, so the upgraded store
+    answers with its whole history. Works on SQLite and PostgreSQL.
 
     Example:
 
         membership db upgrade --db postgresql://membership@db.example/membership
     """
-    from . import store
+    from . import admin
 
-    s = _settings(base_dir, db, catalog, live_file)
-    before, after = store.upgrade(s.db_url)
+    if role not in (None, "node", "central"):
+        raise typer.BadParameter("--role must be node or central", param_hint="--role")
+    with _progress("upgrading") as progress:
+        before, after = admin.upgrade_store(s, role, progress)
     if before == after:
-        typer.echo(f"store already at schema {after}")
+        _out(f"store already at schema {after}")
     else:
-        typer.echo(f"store upgraded: {before or 'empty'} -> {after}")
+        _out(f"store upgraded: {before or 'empty'} -> {after}")
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"membership-log {__version__}")
+        _out(f"membership-log {__version__}")
         raise typer.Exit()
 
 
@@ -830,3 +699,4 @@ def run(args: list[str]) -> int:
     except BrokenPipeError:  # `membership replay | head`
         return 0
     return 0
+

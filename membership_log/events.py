@@ -43,6 +43,8 @@ _EVENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz-")
 
 def clean_event_name(value: str) -> str:
     """``member-failed.`` (as the seed's notes show it) -> ``member-failed``."""
+    if value in SERF_KINDS:  # the usual case, once per event of a long replay
+        return value
     return "".join(c for c in value.strip().lower() if c in _EVENT_CHARS).strip("-")
 
 
@@ -70,16 +72,56 @@ def parse_tags(text: str) -> dict[str, str]:
     return tags
 
 
+#: Member lines one event may carry; Serf coalesces a cluster's joins into one event, so this
+#: is far above any real cluster, and well below what keeps a handler run fast.
+MAX_EVENT_MEMBERS = 20_000
+#: A member name longer than this is not a Serf node name; the line is skipped.
+MAX_NAME = 1_024
+
+_HEX = frozenset("0123456789abcdefABCDEF:.")
+
+
+_ADDRESSES: dict[str, bool] = {}
+
+
+def is_address(text: str) -> bool:
+    """Whether ``text`` is an IP address as Serf prints one (``net.IP.String()``): dotted
+    IPv4, or IPv6 in hex groups. Random bytes almost never pass, so garbage stdin does not
+    become members. A cluster has few addresses: answers are cached."""
+    known = _ADDRESSES.get(text)
+    if known is not None:
+        return known
+    ok = _is_address(text)
+    if len(_ADDRESSES) > 65_536:
+        _ADDRESSES.clear()
+    _ADDRESSES[text] = ok
+    return ok
+
+
+def _is_address(text: str) -> bool:
+    if ":" in text:
+        return 2 <= len(text) <= 45 and all(c in _HEX for c in text)
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        0 < len(p) <= 3 and p.isascii() and p.isdigit() and int(p) <= 255 for p in parts)
+
+
 def parse_members(text: str, warnings: list[str]) -> tuple:
     """Member lines from a member event's stdin. Malformed lines are skipped with a warning.
 
     Real Serf separates fields with tabs; a line without tabs (as the seed's wiki prints it,
-    ``node1 192.168.100.51``) is split on white space instead.
+    ``node1 192.168.100.51``) is split on white space instead. A line whose address is not an
+    IP address is malformed: Serf always gives one.
     """
     members = []
     skipped = 0
     untabbed = 0
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    if len(lines) > MAX_EVENT_MEMBERS + 1:
+        warnings.append(f"{len(lines)} member lines (at most {MAX_EVENT_MEMBERS}); folded as "
+                        f"nothing")
+        return ()
+    for line in lines:
         line = line.rstrip("\r")
         if not line.strip():
             continue
@@ -89,10 +131,11 @@ def parse_members(text: str, warnings: list[str]) -> tuple:
             fields = line.split()
             untabbed += 1
         name = _unescape(fields[0])
-        if not name or len(fields) > 4 or "\0" in name:
+        address = fields[1] if len(fields) > 1 else ""
+        if (not name or len(fields) > 4 or len(name) > MAX_NAME or "\0" in name
+                or not is_address(address)):
             skipped += 1
             continue
-        address = fields[1] if len(fields) > 1 else ""
         role = _unescape(fields[2]) if len(fields) > 2 else ""
         tags = parse_tags(fields[3]) if len(fields) > 3 else {}
         members.append(Member(name, address, role, tags))

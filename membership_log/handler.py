@@ -6,31 +6,35 @@ Order of work (SPEC "The handler"):
 1. record first: the ``SERF_*`` variables and stdin, byte for byte, in one transaction with
    2. the catalog, if its bytes changed, just before the event (and any spooled events
    before both, in arrival order), committed before anything parses them;
-3. fold into the projection and rewrite the live file if its bytes change;
+3. fold into the derived tables and rewrite the live file if its bytes change;
 4. answer a ``membership-live`` query on stdout;
-5. exit 0 once the event is durable. A store that cannot take the event gets it spooled.
+5. exit 0 once the event is durable. Anything that keeps the store from taking the event
+   (unwritable, locked, wrong schema, a bug) spools it instead; the next run takes it in.
 
 Serf runs handlers one at a time with no timeout, so this module imports only the stdlib
-(sqlite3, hashlib, marshal) and the pure core; Typer and SQLAlchemy stay off this path.
+(sqlite3, marshal, SHA-256) and the pure core; Typer and SQLAlchemy stay off this path. The
+catalog file is read before the store's write lock is taken, bounded in size, and only if
+it is a regular file: a FIFO or /dev/zero there cannot hang or bloat recording.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 import time
 
-from . import journal
-from .errors import MembershipError, NotInitialised, SchemaMismatch, StoreError
+from . import derive, files, nodestore
+from .errors import MembershipError, NotInitialised
 from .events import QUERY, clean_event_name
-from .livefile import render_compact
-from .raw import SOURCE_SERF, encode_env, serf_env
+from .livefile import json_string, render_compact
+from .raw import SOURCE_CATALOG, SOURCE_SERF, encode_env, serf_env, text_of
 from .settings import parse_handler_args
 
 LIVE_QUERY = "membership-live"
 #: Serf drops a query response over 1024 bytes.
 MAX_ANSWER = 1024
+#: A catalog larger than this is not read (a real one is a few KB; /dev/zero is endless).
+CATALOG_LIMIT = 16 * 1024 * 1024
 
 
 def _read_stdin() -> tuple[bytes, str | None]:
@@ -46,57 +50,94 @@ def _read_stdin() -> tuple[bytes, str | None]:
 
 
 def live_answer(observer: str, seq: int, live: list[str], live_bytes: bytes) -> str:
-    """The ``membership-live`` answer, compact JSON within Serf's 1024 bytes."""
+    """The ``membership-live`` answer: compact JSON, ASCII, never over Serf's 1024 bytes.
+
+    When the list does not fit, ``live`` gives way to ``live_count`` and ``live_sha256``, and
+    the observer's name is shortened until the whole answer fits (its JSON form can be six
+    times its length in characters: every non-ASCII character is escaped)."""
     answer = render_compact({"observer": observer, "seq": seq, "live": live})
-    if len(answer.encode()) <= MAX_ANSWER:
+    if len(answer) <= MAX_ANSWER:
         return answer
-    import hashlib
+    from .raw import sha256
 
-    return render_compact({
-        "observer": observer[:200],
-        "seq": seq,
-        "live_count": len(live),
-        "live_sha256": hashlib.sha256(live_bytes).hexdigest(),
-    })
+    rest = render_compact({"seq": seq, "live_count": len(live),
+                           "live_sha256": sha256(live_bytes).hexdigest()})
+    room = MAX_ANSWER - len(rest) - len('{"observer":,')
+    name = observer
+    while len(json_string(name)) > room:
+        excess = len(json_string(name)) - room
+        name = name[:max(0, len(name) - max(1, excess // 12))]
+    return '{"observer":' + json_string(name) + "," + rest[1:]
 
 
-def _open(settings, item: tuple, warnings: list[str]) -> journal.Journal:
+def _open(settings, item: tuple, warnings: list[str]) -> nodestore.NodeStore:
     path = settings.sqlite_path
     if os.path.exists(path):
         try:
-            return journal.Journal(path)
+            return nodestore.NodeStore(path)
         except NotInitialised:
-            pass  # a set-up was interrupted: finish it
-    from .store import init  # slow path: SQLAlchemy + Alembic, once per store
+            pass  # an empty file (a set-up was interrupted before): finish it
+    from .admin import init  # slow path: SQLAlchemy + Alembic, once per store
 
     warnings.extend(init(settings, observer=item[1], received_us=item[0])["warnings"])
-    return journal.Journal(path)
+    return nodestore.NodeStore(path)
 
 
-def _append(j: journal.Journal, settings, item: tuple, spooled: list) -> list[int]:
-    """In one transaction: spooled events, then a changed catalog, then ``item``."""
-    with j.write():
-        extra = journal.catalog_item(j, settings.catalog, item[0], item[1])
-        return j.append(spooled + ([extra] if extra else []) + [item])
+def _catalog_item(store, data: bytes | None, problem: str | None, at: int, observer: str):
+    """The catalog event to record just before ``at``'s event, if the file's bytes differ
+    from the last catalog recorded (called inside the write transaction, with bytes read
+    before it). A catalog that goes missing or unreadable after one was recorded is recorded
+    once as empty: the log shows when, and the fold keeps the last good one."""
+    last = store.last_catalog()
+    if data is None:
+        if not last:  # never had one (allowed: members are the nodes), or already noted
+            return None
+        data = b""
+    if data == last:
+        return None
+    return (at, observer, SOURCE_CATALOG, b"", data)
 
 
-def _record(j: journal.Journal, settings, item: tuple) -> list[int]:
-    """Record ``item`` (with any spooled events and a changed catalog); return the seqs
-    appended, ``item``'s last."""
-    if not os.path.isdir(settings.spool_dir):  # the usual case: nothing was ever spooled
-        return _append(j, settings, item, [])
-    import fcntl
+def _record(store, settings, item: tuple, catalog: tuple, warnings: list[str]) -> list[int]:
+    """In one transaction: spooled events not yet taken in, then a changed catalog, then
+    ``item``. Returns the seqs appended, ``item``'s last."""
+    spooled: list = []
+    lock = None
+    if os.path.isdir(settings.spool_dir):
+        import fcntl
 
-    from . import spool
+        from . import spool
 
-    # Serialise intake: files are deleted only after COMMIT, so a second handler must not
-    # read them in between.
-    with open(os.path.join(settings.spool_dir, ".lock"), "a") as lock:
+        lock = files.open_lock(os.path.join(settings.spool_dir, ".lock"))
         fcntl.flock(lock, fcntl.LOCK_EX)
-        waiting = spool.pending(settings.spool_dir)
-        seqs = _append(j, settings, item, [it for _, it in waiting])
-        spool.remove([p for p, _ in waiting])
-    return seqs
+        spooled = spool.pending(settings.spool_dir)
+    try:
+        with store.write():
+            names = [os.path.basename(p) for p, _ in spooled]
+            done = store.taken_in(names) if names else set()
+            fresh = [(n, it) for n, (_, it) in zip(names, spooled, strict=True)
+                     if n not in done]
+            extra = _catalog_item(store, catalog[0], catalog[1], item[0], item[1])
+            if extra is not None and catalog[1]:
+                warnings.append(catalog[1])
+            seqs = store.append([it for _, it in fresh] + ([extra] if extra else []) + [item])
+            if fresh:
+                # The files' identity goes in with their events, so a crash before they are
+                # deleted cannot take them in twice.
+                store.record_intake([(n, s) for (n, _), s in zip(fresh, seqs, strict=False)])
+        if spooled:
+            from . import spool
+
+            spool.remove([p for p, _ in spooled])
+            bad = spool.unreadable(settings.spool_dir)
+            if bad:
+                kept = spool.quarantine(settings.spool_dir, bad)
+                warnings.append(f"{len(kept)} spool file(s) could not be read; kept in "
+                                f"{os.path.join(settings.spool_dir, 'unreadable')}")
+        return seqs
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def main(argv: list[str]) -> int:
@@ -104,14 +145,14 @@ def main(argv: list[str]) -> int:
     env = serf_env(os.environ)
     stdin, stdin_problem = _read_stdin()
     is_query = clean_event_name(env.get("SERF_EVENT", "")) == QUERY
-    observer = env.get("SERF_SELF_NAME", "")
+    observer = text_of(env.get("SERF_SELF_NAME", ""))
     item = (received_us, observer, SOURCE_SERF, encode_env(env), stdin)
     warnings = [stdin_problem] if stdin_problem else []
 
     def say(line: str) -> None:
         # A query's answer is stdout AND stderr: while answering one, say nothing on stderr.
         if not is_query:
-            sys.stderr.write(f"membership: {line}\n")
+            sys.stderr.write(f"membership: {text_of(line)}\n")
 
     try:
         settings = parse_handler_args(argv)
@@ -127,20 +168,22 @@ def main(argv: list[str]) -> int:
             f"{settings.spool_dir} (ship to a central store with: membership ship)")
         return 2
 
+    # Read before any lock: a slow or hostile file cannot hold the store's write lock.
+    catalog = files.read_regular(settings.catalog, CATALOG_LIMIT)
     try:
-        j = _open(settings, item, warnings)
-    except (StoreError, OSError, sqlite3.Error) as e:
+        store = _open(settings, item, warnings)
+    except Exception as e:  # noqa: BLE001 - whatever keeps the store from taking it: spool
         return _spooled(settings, item, e, say)
     try:
         try:
-            seqs = _record(j, settings, item)
-        except (sqlite3.Error, OSError) as e:
+            seqs = _record(store, settings, item, catalog, warnings)
+        except Exception as e:  # noqa: BLE001
             return _spooled(settings, item, e, say)
         seq = seqs[-1]
         # The event is durable from here on: whatever follows, exit 0.
         try:
-            state, live_bytes, parse_warnings = journal.catch_up(
-                j, settings.live_file, fmt=settings.live_format)
+            state, live_bytes, parse_warnings = derive.catch_up(
+                store, nodestore.NODE, settings.live_file, fmt=settings.live_format)
             for s in seqs:  # this event's, and those of a catalog or spool taken in with it
                 warnings.extend(parse_warnings.get(s, ()))
         except Exception as e:  # noqa: BLE001 - the event is recorded; report, do not crash
@@ -153,15 +196,15 @@ def main(argv: list[str]) -> int:
             sys.stdout.flush()
         if warnings:
             try:
-                with j.write():
-                    j.add_notes(seq, warnings)
-            except sqlite3.Error:
+                with store.write():
+                    store.add_notes(seq, warnings)
+            except MembershipError:
                 pass
             more = f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""
             say(f"event {seq}: {warnings[0]}{more}")
         return 0
     finally:
-        j.close()
+        store.close()
 
 
 def _spooled(settings, item: tuple, error: Exception, say) -> int:
@@ -169,9 +212,11 @@ def _spooled(settings, item: tuple, error: Exception, say) -> int:
 
     try:
         path = spool.put(settings.spool_dir, item)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001
         say(f"EVENT LOST: store unavailable ({error}) and spool unwritable ({e})")
         return 1
-    hint = " (run: membership db upgrade)" if isinstance(error, SchemaMismatch) else ""
-    say(f"store unavailable ({error}); event spooled to {path}{hint}")
+    why = str(error) if isinstance(error, MembershipError) else \
+        f"{type(error).__name__}: {error}"
+    say(f"store unavailable ({why.splitlines()[0] if why else type(error).__name__}); "
+        f"event spooled to {path}")
     return 0

@@ -1,117 +1,289 @@
-"""Is the log what was recorded, and does everything derived from it agree with it?
+"""``verify``: is the log what was recorded, and does everything derived agree with it?
 
-:func:`check_chain` is pure: raw events in, the first problem out. An edit, deletion,
-insertion or reordering of raw events breaks the sequence or the hash chain at the first
-event it touches. :func:`check_derived` compares a snapshot and a live file with a fresh
-fold of the raw log (:func:`membership_log.project.fold`, the one fold).
+One pass over each log, inside one read transaction (a consistent snapshot, however many
+handlers run meanwhile): every event's place in the hash chain is checked (from the
+retention anchor if the log was compacted), and the same events go through the one fold
+driver and its :class:`~membership_log.derive.Keeper`, in memory. What the store keeps
+(checkpoints, incidents, observer sessions, the head snapshot) must equal what that fresh
+fold keeps up to the point the store had folded; the live file must equal the fold at the
+head. Derived state that only lags the log (a handler killed after recording, before
+folding; a rebuild killed midway) is a note, not a failure: the next run catches up.
+There is one fold and one keeper: verify compares the store with them, never with a copy.
 """
 
 from __future__ import annotations
 
+import marshal
+import os
 from collections import namedtuple
 
-from . import audit, events, livefile, project
-from .raw import GENESIS, hash_of
+from . import derive, livefile, project
+from .derive import decode_state
+from .nodestore import NODE
+from .raw import GENESIS, chain_hash
 
-#: ``seq``: the first bad event (or the seq the problem concerns); ``what``: one line.
+#: ``seq``: the first bad event (None for a problem that names no event); ``what``: one line.
 Problem = namedtuple("Problem", "seq what")
 
+#: ``ok``: lines of what was found sound; ``notes``: lag and other things that are not
+#: failures; ``problems``: :data:`Problem` list, empty when all is well.
+Report = namedtuple("Report", "ok notes problems")
 
-def check_chain(raws) -> tuple[int, bytes, Problem | None]:
-    """Walk the raw log in seq order. Returns ``(events checked, last hash, problem)``."""
-    prev = GENESIS
-    expected = 1
-    count = 0
-    for raw in raws:
-        if raw.seq != expected:
-            what = (f"event {expected} is missing (the log jumps to {raw.seq})"
-                    if raw.seq > expected else f"event {raw.seq} appears out of order")
-            return count, prev, Problem(expected, what)
-        if raw.hash != hash_of(raw, prev):
-            return count, prev, Problem(
-                raw.seq, f"event {raw.seq} does not match its hash: edited, inserted or "
-                f"reordered")
-        prev = raw.hash
+
+def check_chain(rows, first: int, prev: bytes, last: int) -> tuple[int, Problem | None]:
+    """Walk stored rows ``(seq, received_us, observer, source, env blob, stdin, hash)`` from
+    event ``first`` (whose predecessor's hash is ``prev``) through ``last``. Returns ``(events
+    checked, the first problem or None)``: an edit, deletion, insertion or reordering breaks
+    the sequence or the chain (computed over the bytes as stored) at the first event it
+    touches."""
+    expected = first
+    for seq, received_us, observer, source, env, stdin, hash_ in rows:
+        if seq > last:
+            break
+        if seq != expected:
+            what = (f"event {expected} is missing (the log jumps to {seq})"
+                    if seq > expected else f"event {seq} appears out of order")
+            return expected - first, Problem(expected, what)
+        if hash_ != chain_hash(prev, seq, received_us, observer, source, env, stdin):
+            return expected - first, Problem(seq, f"event {seq} does not match its hash: "
+                                                  f"edited, inserted or reordered")
+        prev = hash_
         expected += 1
-        count += 1
-    return count, prev, None
+    if expected <= last:
+        return expected - first, Problem(expected, f"event {expected} is missing (the log "
+                                                   f"ends at {expected - 1})")
+    return expected - first, None
 
 
-def check_derived(raws, snapshot: tuple | None, live_bytes: bytes | None,
-                  live_path: str | None, fmt: str = "droonga",
-                  checkpoints: dict | None = None) -> tuple[list[Problem], list[str]]:
-    """Compare the stored snapshot ``(seq, state, live)`` and the live file's bytes with a
-    fresh fold. ``raws`` must be the whole log in order. Returns ``(problems, notes)``:
-    derived state that merely lags the log (a handler killed between recording an event and
-    folding it; the next run catches up) is a note, a disagreement is a problem."""
-    problems: list[Problem] = []
+#: Below this many events the chain is checked in-process; above, in a forked child while
+#: this process folds (two cores: about half the time on a long log).
+FORK_ABOVE = 20_000
+
+
+def _chain_in_child(url: str, origin: str, first: int, prev: bytes, last: int):
+    """Start :func:`check_chain` in a forked child; returns a function that waits for it."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection, never the parent's
+        try:
+            os.close(read_end)
+            from .admin import open_store
+
+            with open_store(url) as store:
+                count, problem = check_chain(store.rows(origin, first - 1), first, prev, last)
+            data = marshal.dumps((count, tuple(problem) if problem else None))
+        except BaseException as e:  # noqa: BLE001 - reported by the parent
+            data = marshal.dumps((-1, (None, f"the chain check failed: {e}")))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(write_end, view):]
+        os._exit(0)
+    os.close(write_end)
+
+    def wait() -> tuple[int, Problem | None]:
+        chunks = []
+        while True:
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        try:
+            count, problem = marshal.loads(b"".join(chunks))
+        except Exception:  # noqa: BLE001
+            return -1, Problem(None, "the chain check ended without an answer")
+        return count, Problem(*problem) if problem else None
+
+    return wait
+
+
+def _plain(blob: bytes):
+    try:
+        return marshal.loads(blob)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def verify_log(store, origin: str, label: str, live_path: str | None = None,
+               fmt: str = "droonga", progress=None, url: str | None = None) -> Report:
+    """Verify one log of a store (see the module's docstring)."""
+    ok: list[str] = []
     notes: list[str] = []
-    state = project.EMPTY
-    at_snapshot = project.EMPTY if snapshot is not None and snapshot[0] == 0 else None
-    snap_seq = snapshot[0] if snapshot else None
-    checkpoints = checkpoints or {}
-    # Live files a handler may legitimately have left while the fold lags: the render after
-    # the snapshot and after every later event (a handler killed after writing the file,
-    # before committing its fold, then another killed after recording, before folding).
-    lag_renders = set()
-    if snapshot is not None and snap_seq == 0 and live_path is not None:
-        lag_renders.add(livefile.render_state(state, fmt))
-    for raw in raws:
-        state = project.step(state, events.parse(raw))
-        if raw.seq == snap_seq:
-            at_snapshot = state
-        if snap_seq is not None and raw.seq >= snap_seq and live_path is not None:
-            lag_renders.add(livefile.render_state(state, fmt))
-        if raw.seq in checkpoints and checkpoints[raw.seq] != state:
-            problems.append(Problem(raw.seq, f"the checkpoint at event {raw.seq} differs from "
-                                    f"a fresh fold (run: membership rebuild)"))
-    beyond = [seq for seq in checkpoints if seq > state.seq]
-    if beyond:
-        problems.append(Problem(state.seq + 1, f"a checkpoint exists for event {min(beyond)}, "
-                                f"but the log ends at {state.seq}: events are missing"))
-    snap_live_ok = False
-    if snapshot is not None:
-        seq, snap_state, snap_live = snapshot
-        if seq > state.seq:
-            problems.append(Problem(state.seq + 1, f"the snapshot has folded up to event "
-                                    f"{seq}, but the log ends at {state.seq}: events "
-                                    f"{state.seq + 1}..{seq} are missing"))
-        elif at_snapshot is None or snap_state != at_snapshot:
-            problems.append(Problem(seq, f"the snapshot at event {seq} differs from a fresh "
-                                    f"fold (run: membership rebuild)"))
-        elif snap_live != livefile.render_state(at_snapshot):
-            problems.append(Problem(seq, f"the snapshot's live-file bytes at event {seq} "
-                                    f"differ from a fresh fold (run: membership rebuild)"))
+    problems: list[Problem] = []
+    with store.read():
+        head = store.head_seq(origin)
+        anchor = store.anchor(origin)
+        snap = store.snapshot(origin)
+        stored_cps = {r[0]: r for r in store.checkpoints(origin)}
+        stored_incidents = sorted(tuple(r) for r in store.incidents(origin))
+        stored_sessions = [tuple(r) for r in store.sessions(origin)]
+        if anchor is not None:
+            state = decode_state(anchor.format, anchor.state)
+            if state is None:
+                return Report(ok, notes, [Problem(anchor.seq + 1, f"{label}the retention "
+                              f"anchor's state cannot be read (format {anchor.format})")])
+            first, prev = anchor.seq + 1, anchor.hash
+            open_rows = [r for r in stored_incidents
+                         if r[1] <= anchor.seq and (r[5] is None or r[5] > anchor.seq)]
+            # Incidents that began before the anchor are kept, as the store kept them.
+            kept = [list(r) for r in stored_incidents if r[1] <= anchor.seq]
         else:
-            snap_live_ok = True
-            if seq < state.seq:
-                notes.append(f"events {seq + 1}..{state.seq} are recorded but not folded yet "
-                             f"(the next handler run or membership rebuild folds them)")
+            state, first, prev, open_rows, kept = project.State(), 1, GENESIS, [], []
+        derived_seq = snap[0] if snap is not None else None
+        keeper = derive.Keeper([(*r[:5], None, None) for r in open_rows])
+        fresh_cps: dict[int, bytes] = {}
+        lag_renders: set[bytes] = set()
+        at_snapshot = None
+        if derived_seq is not None and derived_seq == state.seq:
+            at_snapshot = state.copy()
+        count = 0
+        chain = None
+        if head - first + 1 > FORK_ABOVE and hasattr(os, "fork") and url is not None:
+            chain = _chain_in_child(url, origin, first, prev, head)
+        for raw, event, effect in derive.forward(state, store.events(origin, first - 1, head)):
+            keeper.see(state, raw, event, effect)
+            count += 1
+            if raw.seq == derived_seq:
+                at_snapshot = state.copy()
+            if live_path is not None and derived_seq is not None and raw.seq >= derived_seq:
+                lag_renders.add(livefile.render_view(state.nodes, fmt))
+            if progress is not None and count % 10_000 == 0:
+                progress(count, head - first + 1)
+        batch = keeper.take()
+        fresh_cps = {s: b for s, _, b in batch.checkpoints}
+        if chain is None:
+            checked, problem = check_chain(store.rows(origin, first - 1), first, prev, head)
+        else:
+            checked, problem = chain()
+    if problem is not None:
+        return Report(ok, notes, [problem._replace(what=label + problem.what)])
+    ok.append(f"{label}{count} events, hash chain intact"
+              + (f" from the retention anchor at event {first - 1}" if anchor else ""))
+    if state.seq != head:
+        problems.append(Problem(state.seq + 1, f"{label}the log ends at event {state.seq}, "
+                                               f"but its head says {head}"))
+        return Report(ok, notes, problems)
+    rebuild = " (run: membership rebuild)"
+
+    # Derived state must say what the fold knew at the snapshot (derived_seq).
+    if derived_seq is None:
+        if head:
+            notes.append(f"{label}events {first}..{head} are recorded but not folded yet "
+                         f"(the next handler run or membership rebuild folds them)")
+        derived_seq = first - 1
+    elif derived_seq > head:
+        problems.append(Problem(head + 1, f"{label}the snapshot has folded up to event "
+                                f"{derived_seq}, but the log ends at {head}: events are "
+                                f"missing"))
+        return Report(ok, notes, problems)
+    else:
+        fmt_ok = snap[1] == derive.STATE_FORMAT
+        snap_state = decode_state(snap[1], bytes(snap[2])) if fmt_ok else None
+        if not fmt_ok:
+            notes.append(f"{label}the snapshot is in another format ({snap[1]}); it is "
+                         f"refolded on the next run")
+        elif at_snapshot is None or snap_state != at_snapshot:
+            problems.append(Problem(derived_seq, f"{label}the snapshot at event {derived_seq} "
+                                    f"differs from a fresh fold{rebuild}"))
+        elif bytes(snap[3]) != livefile.render_view(at_snapshot.nodes):
+            problems.append(Problem(derived_seq, f"{label}the snapshot's live-file bytes at "
+                                    f"event {derived_seq} differ from a fresh fold{rebuild}"))
+        else:
+            ok.append(f"{label}snapshot at event {derived_seq} agrees with a fresh fold")
+        if derived_seq < head:
+            notes.append(f"{label}events {derived_seq + 1}..{head} are recorded but not "
+                         f"folded yet (the next handler run or membership rebuild folds them)")
+    for seq, row in sorted(stored_cps.items()):
+        if seq > derived_seq:
+            if seq > head:
+                problems.append(Problem(head + 1, f"{label}a checkpoint exists for event {seq}"
+                                        f", but the log ends at {head}: events are missing"))
+            continue
+        if row[2] != derive.STATE_FORMAT:
+            continue  # another release's: ignored by reads, refolded by rebuild
+        want = fresh_cps.get(seq)
+        if want is None or _plain(bytes(row[3])) != _plain(want) or row[1] != _max_at(want):
+            problems.append(Problem(seq, f"{label}the checkpoint at event {seq} differs from "
+                                         f"a fresh fold{rebuild}"))
+            break
+    fresh_incidents = kept + [list(r) for r in batch.incidents]
+    for n, ds, us, ua in batch.closed:
+        for r in fresh_incidents:
+            if r[0] == n and r[1] == ds:
+                r[5], r[6] = us, ua
+    as_of = []
+    for r in fresh_incidents:
+        if r[1] > derived_seq:
+            continue
+        if r[5] is not None and r[5] > derived_seq:
+            r = [*r[:5], None, None]
+        as_of.append(tuple(r))
+    as_of.sort()
+    if as_of != stored_incidents:
+        diff = sorted(set(as_of) ^ set(stored_incidents), key=lambda r: r[1])
+        problems.append(Problem(diff[0][1], f"{label}the derived incidents differ from a fresh "
+                                            f"fold from event {diff[0][1]} on{rebuild}"))
+    fresh_sessions = [s for s in batch.sessions if s[0] <= derived_seq]
+    old_sessions = [s for s in stored_sessions if s[0] <= first - 1]
+    if old_sessions + fresh_sessions != stored_sessions:
+        problems.append(Problem(None, f"{label}the observer sessions differ from a fresh "
+                                      f"fold{rebuild}"))
     if live_path is not None:
-        expected = livefile.render_state(state, fmt)
-        lagging = snap_live_ok and snapshot[0] < state.seq and live_bytes in lag_renders
+        live_bytes = livefile.read(live_path)
+        expected = livefile.render_view(state.nodes, fmt)
         if live_bytes is None:
-            problems.append(Problem(state.seq, f"the live file {live_path} is missing "
-                                    f"(run: membership rebuild)"))
-        elif live_bytes != expected and not lagging:
-            problems.append(Problem(state.seq, f"the live file {live_path} differs from a "
-                                    f"fresh fold of the log up to event {state.seq} "
-                                    f"(run: membership rebuild)"))
-    return problems, notes
+            problems.append(Problem(head, f"the live file {live_path} is missing{rebuild}"))
+        elif live_bytes != expected and live_bytes not in lag_renders:
+            problems.append(Problem(head, f"the live file {live_path} differs from a fresh "
+                                          f"fold of the log up to event {head}{rebuild}"))
+        else:
+            ok.append(f"live file {live_path} agrees with the log")
+    return Report(ok, notes, problems)
 
 
-def check_incidents(raws, stored: list) -> list[Problem]:
-    """Compare the derived incidents with those a fresh fold finds (audit.collect over the
-    one fold's changes)."""
-    fresh, _, _, _ = audit.collect(project.steps(events.parse(r) for r in raws))
+def _max_at(blob: bytes) -> int | None:
+    plain = _plain(blob)
+    return plain[2] if isinstance(plain, tuple) and len(plain) > 2 else None
 
-    def key(i):
-        return (i.node, i.down_seq, i.up_seq, i.cause)
 
-    want = sorted(map(key, fresh))
-    have = sorted(map(key, stored))
-    if want == have:
-        return []
-    diff = sorted(set(want) ^ set(have), key=lambda k: k[1])
-    return [Problem(diff[0][1], f"the derived incidents differ from a fresh fold from event "
-                                f"{diff[0][1]} on (run: membership rebuild)")]
+def verify(settings, progress=None) -> Report:
+    """Verify the store ``settings`` name: each log it holds, and on a node store the live
+    file and the spool."""
+    from . import spool
+    from .admin import open_store
+
+    ok: list[str] = []
+    notes: list[str] = []
+    problems: list[Problem] = []
+    with open_store(settings.db_url) as store:
+        if store.role == "central":
+            origins = store.origins()
+            for origin in origins:
+                r = verify_log(store, origin, f"{origin}: ", progress=progress,
+                               url=settings.db_url)
+                ok += r.ok
+                notes += r.notes
+                problems += r.problems
+            ok.append(f"{len(origins)} node log(s)")
+        else:
+            r = verify_log(store, NODE, "", settings.live_file, settings.live_format, progress,
+                           settings.db_url)
+            ok += r.ok
+            notes += r.notes
+            problems += r.problems
+    if store.role != "central":
+        waiting = spool.pending(settings.spool_dir)
+        bad = spool.unreadable(settings.spool_dir)
+        quarantined = spool.unreadable(f"{settings.spool_dir}/unreadable")
+        if waiting:
+            problems.append(Problem(None, f"{len(waiting)} event(s) wait in the spool "
+                                          f"{settings.spool_dir}: the next handler run that "
+                                          f"can write the store takes them in"))
+        if bad or quarantined:
+            problems.append(Problem(None, f"{len(bad) + len(quarantined)} spool file(s) in "
+                                          f"{settings.spool_dir} cannot be read: inspect them, "
+                                          f"then remove them"))
+        if not (waiting or bad or quarantined):
+            ok.append("spool empty")
+    return Report(ok, notes, problems)

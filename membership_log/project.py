@@ -1,7 +1,8 @@
-"""The liveness rules: one pure fold of events into cluster state.
+"""The liveness rules: one fold of events into cluster state.
 
-Every command that answers "who is live" (the handler, ``state``, ``replay``, ``audit``)
-calls :func:`apply` / :func:`fold` here; there is no other copy of these rules.
+Every answer to "who is live" (the handler, ``state``, ``replay``, ``audit``, ``verify``, the
+central store's merge) comes from :meth:`State.apply` here; there is no other copy of these
+rules.
 
 The rules (SPEC "Liveness rules"):
 
@@ -12,13 +13,20 @@ The rules (SPEC "Liveness rules"):
 - A user event or query ``membership-down`` / ``membership-up`` sets / clears an operator
   mark on the nodes named in its payload. Live = Serf says alive AND no mark. A Serf join
   does not clear a mark.
+- Marks are ordered by Lamport time, not arrival: for each node the mark with the highest
+  ``(session, ltime)`` wins. A mark whose (kind, name, ltime, payload) was already applied in
+  this session is a redelivery and does nothing. Lamport times restart with the cluster, so a
+  ``member-join`` naming the observer itself starts a new session of its agent.
 - A member is matched to catalog nodes by exact name (member name == node id), else by the
   node's host equal to the member's name, else equal to the member's address. A node's Serf
   status is that of the matching member heard of last; a node no member matched yet is live.
-- A user event delivered again (same name, Lamport time and payload) takes effect once.
 
-Pure: no I/O, no clock; state is plain immutable data that round-trips through
-:func:`to_plain` / :func:`from_plain` (how snapshots are stored).
+Cost: :meth:`State.apply` touches only the nodes an event can affect (the members it names,
+the nodes their marks resolve to), so folding costs the same per event in a 3-node and a
+1,000-node cluster. A catalog change, rare, recomputes everything. To make that possible the
+state is mutable; :func:`step` and :func:`fold` copy first, so callers that want a pure fold
+have one. No I/O, no clock; the state round-trips through :func:`to_plain` /
+:func:`from_plain` (how checkpoints are stored).
 """
 
 from __future__ import annotations
@@ -41,24 +49,34 @@ _STATUS_AFTER = {
     ev.MEMBER_LEAVE: LEFT,
     ev.MEMBER_REAP: REAPED,
 }
+_SERF_LIVE = (ALIVE, None)
 
 MARK_DOWN = "membership-down"
 MARK_UP = "membership-up"
+_MARK_NAMES = (MARK_DOWN, MARK_UP)
+_MARK_KINDS = (ev.USER, ev.QUERY)
 
-#: How many recent user events / queries are remembered to interpret a redelivery once.
-#: Serf itself only deduplicates within a small ring of recent events, so a few thousand
-#: covers any redelivery it can make.
-RECENT_LIMIT = 4096
+# Bounds on what events can add to the state, so that one hostile or broken event cannot make
+# every later handler run slow (each run loads the state). Real clusters stay far below them:
+# Serf's default user-event payload is 512 bytes, a few dozen names.
+#: Members the state keeps; members beyond are recorded raw but not folded (with a warning).
+MAX_MEMBERS = 20_000
+#: Distinct words operator marks keep; beyond it, marks that name nothing known go first.
+MAX_MARKS = 4_096
+#: Names one mark may carry, and the length of one name; a larger mark is folded as nothing.
+MAX_MARK_WORDS = 512
+MAX_WORD = 512
+#: Applied marks remembered per session to recognise a redelivery. Serf redelivers only from
+#: a small recent window, so this is ample.
+APPLIED_LIMIT = 1_024
 
 #: A member as last heard: ``status`` is ``alive``/``failed``/``left``/``reaped`` or None (only
 #: an update was heard: no liveness information); ``seq`` the event that last changed it.
 MemberState = namedtuple("MemberState", "address role tags status seq")
 
-#: The fold's state. ``catalog``: a Catalog or None; ``members``: name -> MemberState;
-#: ``marks``: frozenset of operator mark names as given (see :func:`marked_nodes`);
-#: ``recent``: (kind, name, ltime, payload) keys of recent user events and queries;
-#: ``seq``: last event folded.
-State = namedtuple("State", "seq catalog members marks recent")
+#: An operator mark on one word: ``key`` is ``(session, ltime, seq)``; ``down`` True for
+#: ``membership-down``, False for ``membership-up``.
+Mark = namedtuple("Mark", "key down")
 
 #: One node as the state sees it. ``serf``: the status of its matching member (None if no
 #: member matched it yet); ``member``: that member's name; ``in_catalog``: False for a Serf
@@ -69,91 +87,398 @@ NodeView = namedtuple("NodeView", "name live serf marked address member in_catal
 #: (the node was not known before / is not known after, e.g. through a catalog change).
 Change = namedtuple("Change", "node before after")
 
-EMPTY = State(0, None, {}, frozenset(), ())
+#: What one event did: its liveness ``changes`` (sorted by node), whether it was a
+#: ``redelivery`` of a mark already applied, ``restart`` = ``(observer, previous event time
+#: or None)`` when it began a new session of the observer's agent, and fold ``warnings``.
+Effect = namedtuple("Effect", "changes redelivery restart warnings")
+
+NOTHING = Effect((), False, None, ())
+_REDELIVERY = Effect((), True, None, ())
+
+
+def _liveness(view: NodeView | None) -> str | None:
+    return None if view is None else ("live" if view.live else "dead")
+
+
+class State:
+    """The fold's state after event ``seq``.
+
+    ``catalog``: a Catalog or None; ``members``: name -> :data:`MemberState`; ``marks``: word ->
+    :data:`Mark` (the operator's words, resolved when liveness is computed, so a mark may name
+    a node before Serf first reports it); ``session``: agent sessions begun; ``applied``: keys
+    of marks applied in this session; ``counts``: (observer, event kind) -> events folded;
+    ``last_at``: observer -> receive time of its latest event; ``max_at``: the latest receive
+    time so far (receive times can step back with the clock; this cannot). ``nodes`` is the
+    current view, node -> :data:`NodeView`, kept up to date by :meth:`apply`.
+    """
+
+    __slots__ = ("seq", "max_at", "catalog", "members", "marks", "session", "applied",
+                 "max_ltime", "counts", "last_at", "nodes",
+                 "_by_id", "_by_host", "_by_address", "_node_members", "_targets",
+                 "_node_marks")
+
+    def __init__(self, catalog: Catalog | None = None) -> None:
+        self.seq = 0
+        self.max_at = 0
+        self.catalog = catalog
+        self.members: dict[str, MemberState] = {}
+        self.marks: dict[str, Mark] = {}
+        self.session = 0
+        self.applied: dict[tuple, None] = {}
+        self.max_ltime = 0
+        self.counts: dict[tuple[str, str], int] = {}
+        self.last_at: dict[str, int] = {}
+        self._rebuild()
+
+    # -- indexes ---------------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        """Every index and the whole view from scratch (a new catalog, or a loaded state)."""
+        self._by_id: dict[str, Node] = {}
+        self._by_host: dict[str, list[str]] = {}
+        if self.catalog is not None:
+            for n in self.catalog.nodes:
+                self._by_id[n.id] = n
+                self._by_host.setdefault(n.host, []).append(n.id)
+        self._by_address: dict[str, set[str]] = {}
+        self._node_members: dict[str, set[str]] = {}
+        for name, m in self.members.items():
+            self._by_address.setdefault(m.address, set()).add(name)
+            for node in self._matches(name, m.address):
+                self._node_members.setdefault(node, set()).add(name)
+        self._targets: dict[str, tuple[str, ...]] = {}
+        self._node_marks: dict[str, set[str]] = {}
+        for word in self.marks:
+            self._target(word, self._resolve(word))
+        self.nodes: dict[str, NodeView] = {}
+        names = list(self._by_id)
+        names += [n for n, m in self.members.items() if self._is_member_node(n, m.address)]
+        for name in names:
+            view = self._view(name)
+            if view is not None:
+                self.nodes[name] = view
+
+    def _nodes_of(self, name: str, address: str) -> list[str]:
+        """The catalog nodes a member with this name and address matches."""
+        if name in self._by_id:
+            return [name]
+        return self._by_host.get(name) or self._by_host.get(address) or []
+
+    def _matches(self, name: str, address: str) -> list[str]:
+        """The nodes a member counts for: its catalog nodes, or itself when it matches none."""
+        if self.catalog is None:
+            return [name]
+        return self._nodes_of(name, address) or [name]
+
+    def _is_member_node(self, name: str, address: str) -> bool:
+        return self.catalog is None or not self._nodes_of(name, address)
+
+    def _resolve(self, word: str) -> tuple[str, ...]:
+        """The nodes an operator's word names: a catalog node id, a Serf member name or a
+        host/address, matched as members are. A word matching nothing stays itself."""
+        members = self.members
+        if self.catalog is not None:
+            m = members.get(word)
+            found = self._nodes_of(word, m.address if m is not None else "")
+            if found:
+                return tuple(found)
+            for other in sorted(self._by_address.get(word, ())):
+                found = self._nodes_of(other, word)
+                if found:
+                    return tuple(found)
+            return (word,)
+        if word in members:
+            return (word,)
+        by_address = self._by_address.get(word)
+        return tuple(sorted(by_address)) if by_address else (word,)
+
+    def _target(self, word: str, targets: tuple[str, ...]) -> None:
+        self._targets[word] = targets
+        for t in targets:
+            self._node_marks.setdefault(t, set()).add(word)
+
+    def _untarget(self, word: str) -> tuple[str, ...]:
+        old = self._targets.pop(word, ())
+        for t in old:
+            words = self._node_marks.get(t)
+            if words is not None:
+                words.discard(word)
+                if not words:
+                    del self._node_marks[t]
+        return old
+
+    def _marked(self, node: str) -> bool:
+        words = self._node_marks.get(node)
+        if not words:
+            return False
+        marks = self.marks
+        return max((marks[w] for w in words), key=lambda m: m.key).down
+
+    def _view(self, name: str) -> NodeView | None:
+        """The view of one node, or None if no such node exists (any more)."""
+        node = self._by_id.get(name)
+        if node is not None:
+            names = self._node_members.get(name)
+            if names:
+                members = self.members
+                best = max(names, key=lambda n: (members[n].seq, n))
+                m = members[best]
+                status, member, address = m.status, best, m.address or node.host
+            else:
+                status, member, address = None, None, node.host
+            marked = self._marked(name)
+            return NodeView(name, status in _SERF_LIVE and not marked, status, marked, address,
+                            member, True)
+        m = self.members.get(name)
+        if m is None or not self._is_member_node(name, m.address):
+            return None
+        marked = self._marked(name)
+        return NodeView(name, m.status in _SERF_LIVE and not marked, m.status, marked,
+                        m.address, name, self.catalog is None)
+
+    def _refresh(self, affected) -> tuple:
+        """Recompute the views of ``affected`` nodes; their liveness changes, sorted."""
+        nodes = self.nodes
+        changes = []
+        for name in sorted(affected):
+            before = nodes.get(name)
+            after = self._view(name)
+            if after is None:
+                if before is not None:
+                    del nodes[name]
+            else:
+                nodes[name] = after
+            b, a = _liveness(before), _liveness(after)
+            if b != a:
+                changes.append(Change(name, b, a))
+        return tuple(changes)
+
+    # -- the fold --------------------------------------------------------------------------
+
+    def apply(self, event) -> Effect:
+        """Fold one parsed event into this state (in place); what it did."""
+        kind = event.kind
+        observer = event.observer
+        key = (observer, kind)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        self.seq = event.seq
+        if event.at > self.max_at:
+            self.max_at = event.at
+        if kind in ev.MEMBER_KINDS:
+            effect = self._members(event)
+        elif kind in _MARK_KINDS and event.name in _MARK_NAMES:
+            effect = self._mark(event)
+        elif kind == ev.CATALOG and event.catalog is not None:
+            # An unusable catalog (bad JSON, no nodes) keeps the last good one.
+            before = dict(self.nodes)
+            self.catalog = event.catalog
+            self._rebuild()
+            effect = Effect(self._diff(before), False, None, ())
+        else:
+            effect = NOTHING
+        if observer and kind != ev.CATALOG:  # a catalog is read, not seen by the agent
+            self.last_at[observer] = event.at
+        return effect
+
+    def _diff(self, before: dict[str, NodeView]) -> tuple:
+        after = self.nodes
+        out = []
+        for name in sorted(before.keys() | after.keys()):
+            b, a = _liveness(before.get(name)), _liveness(after.get(name))
+            if b != a:
+                out.append(Change(name, b, a))
+        return tuple(out)
+
+    def _members(self, event) -> Effect:
+        status = _STATUS_AFTER.get(event.kind)
+        members = self.members
+        observer = event.observer
+        restart = None
+        warnings: tuple = ()
+        if (status == ALIVE and observer
+                and any(m.name == observer for m in event.members)):
+            # The observer's own agent (re)joined: a new session, Lamport times start over.
+            restart = (observer, self.last_at.get(observer))
+            self.session += 1
+            self.applied = {}
+            self.max_ltime = 0
+        affected: set[str] = set()
+        words: set[str] = set()
+        marks = self.marks
+        refused = 0
+        for m in event.members:
+            name = m.name
+            old = members.get(name)
+            if old is None:
+                if len(members) >= MAX_MEMBERS:
+                    refused += 1
+                    continue
+                old_address = None
+            else:
+                old_address = old.address
+            if status is None:  # member-update: role and tags only
+                new = MemberState(m.address or (old_address or ""), m.role, m.tags,
+                                  old.status if old is not None else None,
+                                  old.seq if old is not None else event.seq)
+            else:
+                new = MemberState(m.address, m.role, m.tags, status, event.seq)
+            members[name] = new
+            if status is None and old is not None and old_address == new.address:
+                continue  # role and tags only: no node's view shows them
+            if old_address != new.address:
+                # New, or moved: which nodes it matches, and what marks name, may change.
+                if old is not None:
+                    by = self._by_address.get(old_address)
+                    if by is not None:
+                        by.discard(name)
+                        if not by:
+                            del self._by_address[old_address]
+                    for node in self._matches(name, old_address):
+                        affected.add(node)
+                        group = self._node_members.get(node)
+                        if group is not None:
+                            group.discard(name)
+                            if not group:
+                                del self._node_members[node]
+                    if old_address in marks:
+                        words.add(old_address)
+                self._by_address.setdefault(new.address, set()).add(name)
+                for node in self._matches(name, new.address):
+                    self._node_members.setdefault(node, set()).add(name)
+                if name in marks:
+                    words.add(name)
+                if new.address in marks:
+                    words.add(new.address)
+            affected.update(self._matches(name, new.address))
+        for word in words:
+            affected.update(self._untarget(word))
+            targets = self._resolve(word)
+            self._target(word, targets)
+            affected.update(targets)
+        if refused:
+            warnings = (f"{refused} new member(s) not folded: the state already holds "
+                        f"{MAX_MEMBERS} members",)
+        changes = self._refresh(affected)
+        if not changes and restart is None and not warnings:
+            return NOTHING
+        return Effect(changes, False, restart, warnings)
+
+    def _mark(self, event) -> Effect:
+        ltime = event.ltime
+        if ltime is not None:
+            key = (event.kind, event.name, ltime, _payload_key(event.payload))
+            if key in self.applied:
+                return _REDELIVERY
+            self.applied[key] = None
+            if len(self.applied) > APPLIED_LIMIT:
+                del self.applied[next(iter(self.applied))]
+            if ltime > self.max_ltime:
+                self.max_ltime = ltime
+            order = ltime
+        else:
+            order = self.max_ltime  # no Lamport time: arrival order, after all seen so far
+        words = set((event.payload or "").split())
+        if len(words) > MAX_MARK_WORDS or any(len(w) > MAX_WORD for w in words):
+            return Effect((), False, None, (
+                f"{event.name} names {len(words)} node(s) (at most {MAX_MARK_WORDS}, each at "
+                f"most {MAX_WORD} characters); folded as nothing",))
+        mark = Mark((self.session, order, event.seq), event.name == MARK_DOWN)
+        marks = self.marks
+        affected: set[str] = set()
+        for word in words:
+            current = marks.get(word)
+            if current is not None and current.key > mark.key:
+                continue  # a later mark (by Lamport time) already decided this word
+            marks[word] = mark
+            if current is None:
+                self._target(word, self._resolve(word))
+            affected.update(self._targets[word])
+        if len(marks) > MAX_MARKS:
+            affected.update(self._evict())
+        changes = self._refresh(affected)
+        return Effect(changes, False, None, ()) if changes else NOTHING
+
+    def _evict(self) -> set[str]:
+        """Keep at most MAX_MARKS words: drop first the marks that name no known node, then
+        the oldest ``membership-up`` marks, then the oldest marks."""
+        known = self.nodes
+
+        def rank(word: str):
+            m = self.marks[word]
+            names_known = any(t in known for t in self._targets.get(word, ()))
+            return (names_known, m.down, m.key)
+
+        excess = len(self.marks) - MAX_MARKS
+        affected: set[str] = set()
+        for word in sorted(self.marks, key=rank)[:excess]:
+            del self.marks[word]
+            affected.update(self._untarget(word))
+        return affected
+
+    # -- plain data ------------------------------------------------------------------------
+
+    def copy(self) -> State:
+        return from_plain(to_plain(self))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, State) and to_plain(self) == to_plain(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"State(seq={self.seq}, nodes={len(self.nodes)}, members={len(self.members)}, "
+                f"marks={len(self.marks)}, session={self.session})")
+
+
+def _payload_key(payload: str | None) -> str:
+    """A mark's payload as part of its redelivery key, bounded in size."""
+    if payload is None or len(payload) <= 128:
+        return payload or ""
+    from .raw import sha256
+
+    return "sha256:" + sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# -- the pure interface ------------------------------------------------------------------------
 
 
 def initial(catalog: Catalog | None = None) -> State:
     """The state before any event."""
-    return EMPTY._replace(catalog=catalog)
+    return State(catalog)
 
 
-class _Index:
-    """Lookups from Serf member names and addresses to catalog nodes, built per catalog."""
-
-    __slots__ = ("by_id", "by_host")
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.by_id = {n.id: n for n in catalog.nodes}
-        by_host: dict[str, list[str]] = {}
-        for n in catalog.nodes:
-            by_host.setdefault(n.host, []).append(n.id)
-        self.by_host = by_host
-
-    def nodes_of(self, name: str, address: str) -> list[str]:
-        if name in self.by_id:
-            return [name]
-        return self.by_host.get(name) or self.by_host.get(address) or []
+def step(state: State, event) -> State:
+    """The state after ``event`` (``state`` is left as it was)."""
+    new = state.copy()
+    new.apply(event)
+    return new
 
 
-_index_cache: dict[int, tuple[Catalog, _Index]] = {}
+def fold(events, state: State | None = None) -> State:
+    """Fold events into a new state (``state``, if given, is left as it was)."""
+    s = state.copy() if state is not None else State()
+    for event in events:
+        s.apply(event)
+    return s
 
 
-def _index(catalog: Catalog) -> _Index:
-    # Catalogs are immutable and few; the cache keeps the fold linear in the log's length.
-    hit = _index_cache.get(id(catalog))
-    if hit is not None and hit[0] is catalog:
-        return hit[1]
-    idx = _Index(catalog)
-    if len(_index_cache) > 64:
-        _index_cache.clear()
-    _index_cache[id(catalog)] = (catalog, idx)
-    return idx
+#: One event folded, for callers that want the whole story: the event, the view after it
+#: (a copy), its changes and whether it was a redelivery.
+Step = namedtuple("Step", "event view changes redelivery")
+
+
+def steps(events, state: State | None = None):
+    """Fold ``events`` one by one, yielding a :data:`Step` for each (tests, small logs)."""
+    s = state.copy() if state is not None else State()
+    for event in events:
+        effect = s.apply(event)
+        yield Step(event, dict(s.nodes), list(effect.changes), effect.redelivery)
 
 
 def view(state: State) -> dict[str, NodeView]:
-    """Every known node, by name, with its liveness."""
-    members = state.members
-    marks = marked_nodes(state)
-    nodes: dict[str, NodeView] = {}
-    if state.catalog is None:
-        for name, m in members.items():
-            serf_live = m.status in (ALIVE, None)
-            live = serf_live and name not in marks
-            nodes[name] = NodeView(name, live, m.status, name in marks, m.address, name, True)
-        return nodes
-
-    idx = _index(state.catalog)
-    best: dict[str, tuple[int, str]] = {}
-    unmatched = []
-    for name, m in members.items():
-        matched = idx.nodes_of(name, m.address)
-        if not matched:
-            unmatched.append(name)
-        for node_id in matched:
-            current = best.get(node_id)
-            if current is None or m.seq > current[0]:
-                best[node_id] = (m.seq, name)
-    for node in state.catalog.nodes:
-        hit = best.get(node.id)
-        if hit is None:
-            status, member, address = None, None, node.host
-        else:
-            m = members[hit[1]]
-            status, member, address = m.status, hit[1], m.address or node.host
-        marked = node.id in marks
-        live = status in (ALIVE, None) and not marked
-        nodes[node.id] = NodeView(node.id, live, status, marked, address, member, True)
-    for name in unmatched:
-        m = members[name]
-        marked = name in marks
-        live = m.status in (ALIVE, None) and not marked
-        nodes[name] = NodeView(name, live, m.status, marked, m.address, name, False)
-    return nodes
-
-
-def live_nodes(state: State) -> dict[str, str]:
-    """What the live file lists: live node -> its Serf address (catalog nodes only)."""
-    return live_of(view(state))
+    """Every known node, by name, with its liveness (a copy)."""
+    return dict(state.nodes)
 
 
 def live_of(nodes: dict[str, NodeView]) -> dict[str, str]:
@@ -161,145 +486,20 @@ def live_of(nodes: dict[str, NodeView]) -> dict[str, str]:
     return {n.name: n.address for n in nodes.values() if n.live and n.in_catalog}
 
 
-def resolve(state: State, name: str) -> list[str]:
-    """Node names an operator's word refers to: a catalog node id, a Serf member name or a
-    host/address, matched as members are. A name matching nothing is kept as it is, so a
-    mark can precede the node's first appearance."""
-    if state.catalog is not None:
-        idx = _index(state.catalog)
-        m = state.members.get(name)
-        found = idx.nodes_of(name, m.address if m else "")
-        if found:
-            return found
-        for other, om in state.members.items():
-            if om.address == name:
-                found = idx.nodes_of(other, om.address)
-                if found:
-                    return found
-        return [name]
-    if name in state.members:
-        return [name]
-    by_address = [n for n, m in state.members.items() if m.address == name]
-    return by_address or [name]
+def live_nodes(state: State) -> dict[str, str]:
+    """What the live file lists: live node -> its Serf address (catalog nodes only)."""
+    return live_of(state.nodes)
 
 
-def marked_nodes(state: State) -> frozenset:
-    """The nodes an operator has marked down. Marks keep the operator's words and are
-    resolved against the current catalog and members, so a mark may name a node before Serf
-    has ever reported it."""
-    if not state.marks:
-        return frozenset()
-    return frozenset(t for m in state.marks for t in resolve(state, m))
+def resolve(state: State, word: str) -> list[str]:
+    """Node names an operator's word refers to (see :meth:`State._resolve`)."""
+    return list(state._resolve(word))
 
 
-def _apply_members(state: State, event) -> State:
-    status = _STATUS_AFTER.get(event.kind)
-    members = dict(state.members)
-    for m in event.members:
-        old = members.get(m.name)
-        if status is None:  # member-update: role and tags only
-            members[m.name] = MemberState(
-                m.address or (old.address if old else ""),
-                m.role,
-                m.tags,
-                old.status if old else None,
-                old.seq if old else event.seq,
-            )
-        else:
-            members[m.name] = MemberState(m.address, m.role, m.tags, status, event.seq)
-    return state._replace(members=members)
+# -- plain data, for checkpoints ---------------------------------------------------------------
 
-
-def _apply_mark(state: State, event) -> State:
-    if is_redelivery(state, event):
-        return state  # interpret once
-    recent_key = (event.kind, event.name, event.ltime, event.payload)
-    recent = state.recent
-    if event.ltime is not None:
-        recent = (recent + (recent_key,))[-RECENT_LIMIT:]
-    names = set((event.payload or "").split())
-    if event.name == MARK_DOWN:
-        marks = state.marks | names
-    else:
-        # Clear every mark that refers to one of the same nodes, however it was spelled.
-        targets = {t for name in names for t in resolve(state, name)} | names
-        marks = {m for m in state.marks if not (set(resolve(state, m)) & targets)}
-    return state._replace(marks=frozenset(marks), recent=recent)
-
-
-def may_change_liveness(event) -> bool:
-    """Whether :func:`step` can change any node's liveness for this event (every other
-    event only advances ``seq``)."""
-    return (event.kind in ev.MEMBER_KINDS or event.kind == ev.CATALOG
-            or (event.kind in (ev.USER, ev.QUERY) and event.name in (MARK_DOWN, MARK_UP)))
-
-
-def step(state: State, event) -> State:
-    """The state after ``event``."""
-    kind = event.kind
-    if kind in ev.MEMBER_KINDS:
-        state = _apply_members(state, event)
-    elif kind in (ev.USER, ev.QUERY) and event.name in (MARK_DOWN, MARK_UP):
-        state = _apply_mark(state, event)
-    elif kind == ev.CATALOG and event.catalog is not None:
-        # An unusable catalog (bad JSON, no nodes) keeps the last good one.
-        state = state._replace(catalog=event.catalog)
-    return state._replace(seq=event.seq)
-
-
-def changes(before: dict[str, NodeView], after: dict[str, NodeView]) -> list:
-    """The liveness changes between two views, sorted by node name."""
-    out = []
-    for name in sorted(before.keys() | after.keys()):
-        b, a = before.get(name), after.get(name)
-        bl = None if b is None else ("live" if b.live else "dead")
-        al = None if a is None else ("live" if a.live else "dead")
-        if bl != al:
-            out.append(Change(name, bl, al))
-    return out
-
-
-def apply(state: State, event) -> tuple[State, list]:
-    """The state after ``event`` and the liveness changes it caused."""
-    before = view(state)
-    after_state = step(state, event)
-    return after_state, changes(before, view(after_state))
-
-
-#: One event folded: the state and view after it, the changes it caused, and whether it was
-#: a redelivery of an operator event already taken into account.
-Step = namedtuple("Step", "event state view changes redelivery")
-
-
-def is_redelivery(state: State, event) -> bool:
-    """Whether ``event`` is an operator mark Serf delivered again (interpreted once)."""
-    return (
-        event.kind in (ev.USER, ev.QUERY)
-        and event.name in (MARK_DOWN, MARK_UP)
-        and event.ltime is not None
-        and (event.kind, event.name, event.ltime, event.payload) in state.recent
-    )
-
-
-def steps(events, state: State = EMPTY):
-    """Fold ``events`` one by one, yielding a :data:`Step` for each (replay, audit)."""
-    before = view(state)
-    for event in events:
-        redelivery = is_redelivery(state, event)
-        state = step(state, event)
-        after = view(state)
-        yield Step(event, state, after, changes(before, after), redelivery)
-        before = after
-
-
-def fold(events, state: State = EMPTY) -> State:
-    """Fold events into state: a plain loop over :func:`step`."""
-    for event in events:
-        state = step(state, event)
-    return state
-
-
-# -- plain data, for snapshots ---------------------------------------------------------------
+#: Bump when the plain form changes: checkpoints in another form are refolded, never trusted.
+PLAIN_VERSION = 5
 
 
 def to_plain(state: State) -> tuple:
@@ -307,20 +507,36 @@ def to_plain(state: State) -> tuple:
     cat = None
     if state.catalog is not None:
         cat = (state.catalog.version, tuple(tuple(n) for n in state.catalog.nodes))
-    members = {k: tuple(v) for k, v in state.members.items()}
-    return (state.seq, cat, members, tuple(sorted(state.marks)), state.recent)
+    return (
+        PLAIN_VERSION,
+        state.seq,
+        state.max_at,
+        cat,
+        {k: tuple(v) for k, v in state.members.items()},
+        {k: (v.key, v.down) for k, v in state.marks.items()},
+        state.session,
+        tuple(state.applied),
+        state.max_ltime,
+        dict(state.counts),
+        dict(state.last_at),
+    )
 
 
 def from_plain(plain: tuple) -> State:
-    """Inverse of :func:`to_plain`."""
-    seq, cat, members, marks, recent = plain
-    catalog = None
-    if cat is not None:
-        catalog = Catalog(cat[0], tuple(Node(*n) for n in cat[1]))
-    return State(
-        seq,
-        catalog,
-        {k: MemberState(*v) for k, v in members.items()},
-        frozenset(marks),
-        tuple(tuple(r) for r in recent),
-    )
+    """Inverse of :func:`to_plain`; ValueError if ``plain`` is not a state of this version."""
+    if not isinstance(plain, tuple) or not plain or plain[0] != PLAIN_VERSION:
+        raise ValueError("not a fold state of this release")
+    _, seq, max_at, cat, members, marks, session, applied, max_ltime, counts, last_at = plain
+    s = State.__new__(State)
+    s.seq = seq
+    s.max_at = max_at
+    s.catalog = None if cat is None else Catalog(cat[0], tuple(Node(*n) for n in cat[1]))
+    s.members = {k: MemberState(*v) for k, v in members.items()}
+    s.marks = {k: Mark(tuple(v[0]), v[1]) for k, v in marks.items()}
+    s.session = session
+    s.applied = dict.fromkeys(tuple(k) for k in applied)
+    s.max_ltime = max_ltime
+    s.counts = dict(counts)
+    s.last_at = dict(last_at)
+    s._rebuild()
+    return s

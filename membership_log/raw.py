@@ -33,9 +33,35 @@ GENESIS = bytes(32)
 ENV_PREFIX = "SERF_"
 
 
+#: The serf CLI's own settings (``SERF_RPC_ADDR``, ``SERF_RPC_AUTH``: the RPC auth key). An
+#: agent started from a shell that set them passes them to its handlers, but they describe
+#: the operator's CLI, not the event, and can hold a credential: never recorded (SPEC
+#: handler step 1).
+EXCLUDED_PREFIX = "SERF_RPC_"
+
+
 def serf_env(environ: dict[str, str]) -> dict[str, str]:
-    """Only the ``SERF_*`` variables: nothing else from the environment is ever stored."""
-    return {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    """The ``SERF_*`` variables except ``SERF_RPC_*``: nothing else is ever stored, since the
+    log is kept forever, shipped centrally, and must never hold a secret."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if k.startswith(ENV_PREFIX) and not k.startswith(EXCLUDED_PREFIX)
+    }
+
+
+def text_of(value: str) -> str:
+    """A value read from the environment as storable text.
+
+    The environment is decoded with ``surrogateescape``: bytes that are not UTF-8 become lone
+    surrogates, which no database text column accepts. They are shown as ``\\xNN`` instead; the
+    exact bytes are kept in the recorded environment (``env``) all the same.
+    """
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def encode_env(env: dict[str, str]) -> bytes:
@@ -49,8 +75,23 @@ def encode_env(env: dict[str, str]) -> bytes:
     )
 
 
+_DECODED: dict[bytes, dict[str, str]] = {}
+
+
 def decode_env(blob: bytes) -> dict[str, str]:
-    """Inverse of :func:`encode_env`."""
+    """Inverse of :func:`encode_env`. Most events of a log carry one of a few environments,
+    so decoded ones are cached: callers must treat the dict as read-only."""
+    env = _DECODED.get(blob)
+    if env is not None:
+        return env
+    env = _decode_env(blob)
+    if len(_DECODED) >= 4096:
+        _DECODED.clear()
+    _DECODED[blob] = env
+    return env
+
+
+def _decode_env(blob: bytes) -> dict[str, str]:
     env: dict[str, str] = {}
     if not blob:
         return env
@@ -60,29 +101,22 @@ def decode_env(blob: bytes) -> dict[str, str]:
     return env
 
 
-def _field(data: bytes) -> bytes:
-    return len(data).to_bytes(8, "big") + data
-
-
 def chain_hash(
     prev: bytes, seq: int, received_us: int, observer: str, source: str, env: bytes, stdin: bytes
 ) -> bytes:
     """SHA-256 over the previous hash and every stored field, each length-prefixed.
 
     Length prefixes make the encoding unambiguous, so no two different events hash alike by
-    shifting bytes from one field into the next.
+    shifting bytes from one field into the next. (One join and one hash call: verify runs
+    this for every event of the log.)
     """
-    h = sha256(prev)
-    h.update(seq.to_bytes(8, "big"))
-    h.update(received_us.to_bytes(8, "big", signed=True))
-    for part in (
-        observer.encode("utf-8", "surrogateescape"),
-        source.encode("ascii"),
-        env,
-        stdin,
-    ):
-        h.update(_field(part))
-    return h.digest()
+    o = observer.encode("utf-8", "surrogateescape")
+    s = source.encode("ascii")
+    return sha256(b"".join((
+        prev, seq.to_bytes(8, "big"), received_us.to_bytes(8, "big", signed=True),
+        len(o).to_bytes(8, "big"), o, len(s).to_bytes(8, "big"), s,
+        len(env).to_bytes(8, "big"), env, len(stdin).to_bytes(8, "big"), stdin,
+    ))).digest()
 
 
 def hash_of(raw: RawEvent, prev: bytes) -> bytes:

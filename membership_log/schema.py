@@ -1,9 +1,9 @@
 """The store's schema: SQLAlchemy models, the one owner of every table.
 
 Alembic migrations (``migrations/``) create and upgrade it; ``alembic check`` in the tests
-holds models and migrations together. The handler's stdlib fast path
-(:mod:`membership_log.journal`) writes these same tables and refuses a store whose Alembic
-revision is not :data:`REVISION`.
+holds models and migrations together. The node store's stdlib fast path
+(:mod:`membership_log.nodestore`) writes these same tables and refuses a store whose Alembic
+revision is not :data:`REVISION`; a test holds its SQL to these models.
 """
 
 from __future__ import annotations
@@ -59,20 +59,6 @@ event_note = Table(
     Column("message", Text, nullable=False),
 )
 
-#: Derived state, rebuildable from ``event`` at any time: the fold's state after ``seq``
-#: (``format`` names the encoding; a snapshot in another format is ignored and refolded) and
-#: the live-file bytes it gives.
-snapshot = Table(
-    "snapshot",
-    metadata,
-    Column("name", String(32), primary_key=True),
-    Column("seq", BigInteger, nullable=False),
-    Column("format", String(64), nullable=False),
-    Column("state", LargeBinary, nullable=False),
-    Column("live", LargeBinary, nullable=False),
-)
-
-
 #: The central store: every node's raw events, shipped by ``membership ship``, keyed by
 #: ``origin`` (the node whose store they come from: its SERF_SELF_NAME) and that store's
 #: ``seq``. The other columns are the local row as it was, hash included, so each origin's
@@ -93,25 +79,53 @@ cluster_event = Table(
 )
 
 
-#: Derived, like ``snapshot``: the fold's state right after every 250th or 1,000th event
-#: (journal.CHECKPOINT_EVERY*),
-#: so that the state at any moment is one lookup and a short fold away, however long the log
-#: (``state --at``). Written as events arrive, rebuilt by ``rebuild``, checked by ``verify``.
+#: What kind of store this is: ``role`` is ``node`` (one node's own log, in ``event``, written
+#: by its handler) or ``central`` (every node's shipped log, in ``cluster_event``). Set when the
+#: store is created, so that no command guesses the role from the SQL dialect.
+store_info = Table(
+    "store_info",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Everything below is derived from the raw log by the one fold driver (derive.py) and can be
+# rebuilt from it at any time. ``origin`` names the log: '' for a node store's own, the node's
+# name for each log a central store holds, so both roles keep the same derived tables.
+
+#: The fold's state after the last folded event of each log (``format`` names the encoding; a
+#: row in another format is refolded, never trusted), and the live-file bytes it gives.
+snapshot = Table(
+    "snapshot",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("format", String(64), nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("live", LargeBinary, nullable=False),
+)
+
+#: The fold's state right after every 250th or 1,000th event (derive.CHECKPOINT_*), so that
+#: the state at any moment is one lookup and a short fold away, however long the log.
+#: ``max_at``: the latest receive time up to this event (receive times can step back with the
+#: clock; their running maximum cannot), which makes "the state at time T" a binary search.
 checkpoint = Table(
     "checkpoint",
     metadata,
-    Column("seq", _SEQ, primary_key=True, autoincrement=False),
+    Column("origin", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("max_at", BigInteger, nullable=False),
     Column("format", String(64), nullable=False),
     Column("state", LargeBinary, nullable=False),
+    sqlite_with_rowid=False,
 )
 
-
-#: Derived, like ``snapshot``: every incident (a node down, then live again) as the fold's
-#: changes report it, kept as events arrive so that ``audit`` reads incidents, not the whole
-#: log. ``up_seq``/``up_at`` are null while the node is down.
+#: Every incident (a node down, then live again) as the fold's changes report it, so that an
+#: audit reads incidents, not the log. ``up_seq``/``up_at`` are null while the node is down.
 incident = Table(
     "incident",
     metadata,
+    Column("origin", Text, primary_key=True),
     Column("node", Text, primary_key=True),
     Column("down_seq", BigInteger, primary_key=True, autoincrement=False),
     Column("down_at", BigInteger, nullable=False),
@@ -119,5 +133,56 @@ incident = Table(
     Column("observer", Text, nullable=False),
     Column("up_seq", BigInteger),
     Column("up_at", BigInteger),
-    Index(None, "down_at"),
+    Index(None, "origin", "down_at"),
+    sqlite_with_rowid=False,
+)
+
+#: Each session of an observer's Serf agent: it begins with a ``member-join`` naming the
+#: observer itself. ``gap_from``: the observer's previous event, when it last could see; the
+#: time from there to ``started_at`` is unobserved.
+observer_session = Table(
+    "observer_session",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("observer", Text, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("gap_from", BigInteger),
+)
+
+#: Retention (``membership compact``): the last dropped event of a log (its seq, hash and
+#: receive time) and the fold's state right after it. The kept chain verifies from here; the
+#: event table's delete guard lets only events at or below the anchor go.
+anchor = Table(
+    "anchor",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    Column("received_us", BigInteger, nullable=False),
+    Column("max_at", BigInteger, nullable=False),
+    Column("format", String(64), nullable=False),
+    Column("state", LargeBinary, nullable=False),
+)
+
+#: Spool files already taken in, by name, recorded in the transaction that appends their
+#: events: a crash between that commit and deleting the files cannot take them in twice.
+spool_intake = Table(
+    "spool_intake",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+
+#: ``membership alerts``: what was delivered to which Alertmanager, per incident, so that a
+#: restart neither loses nor repeats one. ``resolved_at`` is set once its end was delivered.
+alert_delivery = Table(
+    "alert_delivery",
+    metadata,
+    Column("target", Text, primary_key=True),
+    Column("origin", Text, primary_key=True),
+    Column("node", Text, primary_key=True),
+    Column("down_seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("firing_at", BigInteger, nullable=False),
+    Column("resolved_at", BigInteger),
 )

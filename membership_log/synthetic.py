@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from . import journal, settings, store
+from . import derive, nodestore, settings
 from .raw import encode_env
 
 BATCH = 10_000
@@ -61,26 +61,28 @@ def make_store(base_dir: str, observer: str, n: int, start_us: int = 1_700_000_0
         with open(os.path.join(base_dir, "catalog.json"), "wb") as f:
             f.write(catalog)
     s = settings.resolve(base_dir, **kw)
-    store.init(s, observer=observer, received_us=start_us)
-    j = journal.Journal(s.sqlite_path)
+    from .admin import init
+
+    init(s, observer=observer, received_us=start_us)
+    store = nodestore.NodeStore(s.sqlite_path)
     try:
         batch = []
         done = 0
         for item in member_events(observer, n, start_us, members, flap_rate=flap_rate):
             batch.append(item)
             if len(batch) == BATCH:
-                with j.write():
-                    j.append(batch)
+                with store.write():
+                    store.append(batch)
                 done += len(batch)
                 batch = []
                 if progress:
                     progress(done, n)
         if batch:
-            with j.write():
-                j.append(batch)
-        journal.catch_up(j, s.live_file)
+            with store.write():
+                store.append(batch)
+        derive.catch_up(store, nodestore.NODE, s.live_file)
     finally:
-        j.close()
+        store.close()
     return s
 
 

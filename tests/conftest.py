@@ -18,6 +18,9 @@ from samples import CATALOG_V2
 
 from membership_log.localcluster import membership_command
 
+# The real Prometheus and Alertmanager fixtures.
+pytest_plugins = ["realservers"]
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_URL = os.environ.get("MEMBERSHIP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -93,7 +96,7 @@ def pg_server() -> str:
     """The real PostgreSQL server's admin URL; fails under CI if it does not answer."""
     from sqlalchemy import create_engine, text
 
-    from membership_log.store import driver_url
+    from membership_log.admin import driver_url
 
     try:
         engine = create_engine(driver_url(PG_URL))
@@ -110,7 +113,7 @@ def pg_url(pg_server) -> str:
     """A fresh database on the real server for one test, dropped afterwards."""
     from sqlalchemy import create_engine, text
 
-    from membership_log.store import driver_url
+    from membership_log.admin import driver_url
 
     name = f"membership_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(driver_url(pg_server), isolation_level="AUTOCOMMIT")

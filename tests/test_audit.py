@@ -1,9 +1,9 @@
-"""Incidents and window figures, on plain events (the fold decides liveness; audit only
-reads its changes)."""
+"""Incidents and window figures, on plain events (the fold decides liveness; the one
+incident reducer reads its changes; the audit report only computes figures)."""
 
 from samples import NODES, Log
 
-from membership_log import audit, project
+from membership_log import audit, incidents, project
 from membership_log.timespec import iso
 
 N0, N1, N2 = NODES
@@ -11,9 +11,22 @@ T0 = 1_700_000_000_000_000
 S = 1_000_000
 
 
-def run(events, since, until):
-    incidents, nodes, first, last = audit.collect(project.steps(events), until)
-    return incidents, audit.report(incidents, nodes, since, until, iso)
+def collect(events, until=None):
+    """Every incident of ``events`` up to ``until``, and the catalog nodes."""
+    state = project.State()
+    triples = []
+    for e in events:
+        if until is not None and e.at > until:
+            break
+        effect = state.apply(e)
+        triples.append((e, effect.changes, dict(state.nodes)))
+    found = incidents.collect(triples)
+    return found, {n for n, v in state.nodes.items() if v.in_catalog}
+
+
+def run(events, since, until, **kw):
+    found, nodes = collect(events, until)
+    return found, audit.report(found, nodes, since, until, iso, **kw)
 
 
 def test_failed_then_back_is_one_closed_incident():
@@ -28,7 +41,7 @@ def test_failed_then_back_is_one_closed_incident():
     assert (n1["downtime_s"], n1["availability"], n1["mttr_s"], n1["flaps"]) == \
         (30.0, 0.7, 30.0, 1)
     assert doc["nodes"][N0] == {"incidents": [], "downtime_s": 0.0, "availability": 1.0,
-                                "mttr_s": None, "flaps": 0}
+                                "mttr_s": None, "flaps": 0, "flapping": []}
     assert list(doc["nodes"])[0] == N1, "the worst node comes first"
 
 
@@ -82,10 +95,64 @@ def test_a_redelivered_mark_is_not_a_second_incident():
     assert len(incidents) == 1
 
 
-def test_collect_stops_at_until():
+def test_an_incident_still_open_at_until_is_reported_open():
     log = Log(T0)
     es = [log.catalog(at=T0),
           log.member("member-failed", ("node1", "192.168.100.51"), at=T0 + 10 * S),
           log.member("member-join", ("node1", "192.168.100.51"), at=T0 + 40 * S)]
-    incidents, _, first, last = audit.collect(project.steps(es), T0 + 20 * S)
-    assert incidents[0].up_at is None and (first, last) == (T0, T0 + 10 * S)
+    found, doc = run(es, T0, T0 + 20 * S)
+    assert found[0].up_at is None
+    assert doc["nodes"][N1]["incidents"][0]["up_at"] is None
+
+
+def test_a_clock_that_steps_back_never_gives_negative_figures():
+    """An incident 'ending' before it began (the clock stepped back) lasted 0 s, and no
+    availability leaves [0, 1] (issue 11, item 8)."""
+    inc = audit.Incident(N1, T0 + 50 * S, T0 + 20 * S, "failed", ("o",), 2, 3)
+    doc = audit.report([inc], {N1}, T0, T0 + 100 * S, iso)
+    n1 = doc["nodes"][N1]
+    assert n1["incidents"][0]["duration_s"] == 0.0
+    assert n1["downtime_s"] == 0.0 and n1["availability"] == 1.0
+    late = audit.Incident(N1, T0 - 50 * S, None, "failed", ("o",), 2, None)
+    doc = audit.report([late], {N1}, T0, T0 + 100 * S, iso)
+    assert 0.0 <= doc["nodes"][N1]["availability"] <= 1.0
+
+
+def test_unobserved_time_is_reported_and_availability_counts_observed_time_only():
+    """An observer's agent down from 30 s to 50 s: an incident 20-60 s overlaps the gap by
+    20 s; availability is over the 80 s observed."""
+    inc = audit.Incident(N1, T0 + 20 * S, T0 + 60 * S, "failed", ("o",), 2, 3)
+    sessions = [("o", T0 + 50 * S, T0 + 30 * S)]
+    gaps = audit.unobserved(sessions, T0, T0 + 100 * S)
+    assert gaps == [(T0 + 30 * S, T0 + 50 * S)]
+    doc = audit.report([inc], {N1}, T0, T0 + 100 * S, iso, gaps)
+    i = doc["nodes"][N1]["incidents"][0]
+    assert i["unobserved_s"] == 20.0 and i["duration_s"] == 40.0
+    assert doc["nodes"][N1]["downtime_s"] == 20.0
+    assert doc["nodes"][N1]["availability"] == 0.75
+    assert doc["observed_s"] == 80.0
+
+
+def test_flapping_stretches_and_detection_delay():
+    starts = [T0 + k * 60 * S for k in (0, 2, 4, 30, 31, 32, 33, 100)]
+    incs = [audit.Incident(N1, t, t + 10 * S, "failed", ("o",), i, i + 1)
+            for i, t in enumerate(starts)]
+    doc = audit.report(incs, {N1}, T0, T0 + 200 * 60 * S, iso, flap_window_us=600 * S,
+                       flap_threshold=3, detection_delay_us=5 * S)
+    flapping = doc["nodes"][N1]["flapping"]
+    assert [(f["from"], f["to"], f["incidents"]) for f in flapping] == [
+        (iso(starts[0]), iso(starts[2]), 3), (iso(starts[3]), iso(starts[6]), 4)]
+    first = doc["nodes"][N1]["incidents"][0]
+    assert first["est_down_at"] == iso(starts[0] - 5 * S)
+    assert first["est_duration_s"] == 15.0
+    assert "lower bound" in doc["note"]
+
+
+def test_merging_observers_unions_overlapping_incidents():
+    a = [audit.Incident(N1, 10, 40, "failed", ("a",), 1, 2),
+         audit.Incident(N1, 100, None, "failed", ("a",), 5, None)]
+    b = [audit.Incident(N1, 20, 60, "failed", ("b",), 3, 4),
+         audit.Incident(N2, 0, 5, "left", ("b",), 1, 2)]
+    merged = incidents.merge([a, b])
+    assert [(i.node, i.down_at, i.up_at, i.observers) for i in merged] == [
+        (N2, 0, 5, ("b",)), (N1, 10, 60, ("a", "b")), (N1, 100, None, ("a",))]

@@ -10,6 +10,7 @@ from samples import NODES
 from typer.testing import CliRunner
 
 from membership_log.cli import app
+from membership_log.version import SCHEMA_REVISION
 
 runner = CliRunner()
 N0, N1, N2 = NODES
@@ -121,15 +122,15 @@ def test_every_command_has_help_with_an_example(command):
 @pytest.mark.postgres
 def test_db_upgrade_on_postgres(pg_url):
     r = invoke("db", "upgrade", "--db", pg_url)
-    assert r.exit_code == 0 and "empty -> 0003" in r.output
-    assert "already at schema 0003" in invoke("db", "upgrade", "--db", pg_url).output
+    assert r.exit_code == 0 and f"empty -> {SCHEMA_REVISION}" in r.output
+    assert f"already at schema {SCHEMA_REVISION}" in invoke("db", "upgrade", "--db", pg_url).output
     r = invoke("state", "--db", pg_url, "--json")
     assert r.exit_code == 0 and json.loads(r.output)["nodes"] == {}
 
 
 def test_db_upgrade_on_sqlite_path(tmp_path):
     r = invoke("db", "upgrade", "--db", str(tmp_path / "x.db"))
-    assert r.exit_code == 0 and "empty -> 0003" in r.output
+    assert r.exit_code == 0 and f"empty -> {SCHEMA_REVISION}" in r.output
 
 
 def test_launcher_and_python_m_run_the_same_cli(membership, tmp_path):

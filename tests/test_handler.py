@@ -9,6 +9,7 @@ import pytest
 from samples import NODES
 
 from membership_log.raw import decode_env
+from membership_log.version import SCHEMA_REVISION
 
 N0, N1, N2 = NODES
 FAILED_NODE1 = b"node1\t192.168.100.51\t\t\n"
@@ -131,10 +132,7 @@ def test_bad_input_is_recorded_reported_and_harmless(handle, case):
     assert rows[-1][3] == stdin, "the raw stdin is kept byte for byte"
     assert rows[-1][0] == before[-1][0] + 1
     assert handle.live() == live_before
-    if case == "100,000 member lines":  # big, but well-formed
-        assert r.stderr == b""
-    else:
-        assert r.stderr.count(b"\n") == 1 and r.stderr.startswith(b"membership: event ")
+    assert r.stderr.count(b"\n") == 1 and r.stderr.startswith(b"membership: event ")
 
 
 def test_unknown_option_is_a_one_line_error(handle):
@@ -162,7 +160,7 @@ def test_unwritable_store_spools_and_the_next_run_takes_the_spool_in(handle, bas
     assert b"spooled" in r.stderr and b"membership db upgrade" in r.stderr
     assert len(list((base / "spool").glob("*.event"))) == 1
     with sqlite3.connect(db) as c:
-        c.execute("UPDATE alembic_version SET version_num = '0003'")
+        c.execute("UPDATE alembic_version SET version_num = ?", (SCHEMA_REVISION,))
     r = handle("member-update", FAILED_NODE1)
     assert r.returncode == 0
     assert [s for _, s, _, _ in handle.rows()] == ["catalog", "serf", "serf", "serf"]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from membership_log.version import SCHEMA_REVISION
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,13 +54,14 @@ def test_installed_copy_runs_from_outside_the_repo(wheel, tmp_path):
         assert r.returncode == 0, r.stderr
         return r.stdout
 
-    assert "at schema 0003" in run("init")
+    assert f"at schema {SCHEMA_REVISION}" in run("init")
     env = {"SERF_EVENT": "member-join", "SERF_SELF_NAME": "n0", "PATH": "/usr/bin:/bin"}
     run("handle", input="n1\t10.0.0.1\t\t\n", env=env)
     assert '"n1"' in (work / "live-nodes.json").read_text()
     assert "member-join" in run("replay")
-    assert "schema 0003" in run("db", "upgrade", "--db", str(tmp_path / "other.db")) + \
-        run("db", "upgrade", "--db", str(tmp_path / "other.db"))
+    other = str(tmp_path / "other.db")
+    assert f"schema {SCHEMA_REVISION}" in run("db", "upgrade", "--db", other) + \
+        run("db", "upgrade", "--db", other)
     # A handler run on a base dir with no store sets it up with the shipped migrations.
     fresh = tmp_path / "fresh"
     run("handle", "--base-dir", str(fresh), input="n1\t10.0.0.1\t\t\n", env=env)

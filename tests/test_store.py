@@ -1,13 +1,16 @@
 """The store: one schema owner (models + Alembic) on SQLite and real PostgreSQL, the
-append-only raw log, the hash chain, and the stdlib fast path writing the same tables."""
+append-only raw log, the hash chain, and the node store's stdlib SQL naming the same
+tables."""
 
 import sqlite3
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from membership_log import journal, settings, store
+from membership_log import admin, derive, history, settings
+from membership_log import admin as store
 from membership_log.errors import SchemaMismatch, StoreError
+from membership_log.nodestore import COLUMNS, NODE, NodeStore
 from membership_log.raw import GENESIS, hash_of
 from membership_log.schema import metadata
 from membership_log.version import SCHEMA_REVISION
@@ -24,6 +27,13 @@ def _check_models_match_migrations(url):
 
 def test_schema_revision_is_the_migrations_head():
     assert store.head_revision() == SCHEMA_REVISION
+
+
+def test_the_node_stores_sql_names_the_models_columns():
+    """The handler's hot path writes through sqlite3; its table knowledge (COLUMNS) must be
+    the models' exactly, in order."""
+    for table, columns in COLUMNS.items():
+        assert tuple(c.name for c in metadata.tables[table].columns) == columns, table
 
 
 def test_sqlite_upgrade_matches_models(tmp_path):
@@ -72,17 +82,34 @@ def test_store_file_is_created_0600(base):
     assert (base / "membership.db").stat().st_mode & 0o777 == 0o600
 
 
-def test_journal_appends_a_gap_free_hash_chain(base):
+def test_every_store_file_is_0600(base, tmp_path):
+    from typer.testing import CliRunner
+
+    from membership_log.cli import app
+
+    new = tmp_path / "new" / "store.db"
+    r = CliRunner().invoke(app, ["db", "upgrade", "--db", str(new)])
+    assert r.exit_code == 0, r.output
+    assert new.stat().st_mode & 0o777 == 0o600
+    central = tmp_path / "central.db"
+    r = CliRunner().invoke(app, ["db", "upgrade", "--role", "central", "--db", str(central)])
+    assert r.exit_code == 0, r.output
+    assert central.stat().st_mode & 0o777 == 0o600
+    lock = base / "membership.db.lock"
+    store.init(settings.resolve(str(base)))
+    assert lock.stat().st_mode & 0o777 == 0o600
+
+
+def test_node_store_appends_a_gap_free_hash_chain(base):
     s = settings.resolve(str(base))
     store.init(s)
-    j = journal.Journal(s.sqlite_path)
+    j = NodeStore(s.sqlite_path)
     with j.write():
         seqs = j.append([(10, "n", "serf", b"SERF_EVENT=member-join", b"a\t1.2.3.4\n"),
                          (11, "n", "serf", b"", b"")])
     assert seqs == [2, 3]
-    j.close()
-    with store.Store(s.db_url) as st:
-        raws = list(st.raw_events())
+    with j:
+        raws = list(j.events(NODE, 0))
     assert [r.seq for r in raws] == [1, 2, 3]
     prev = GENESIS
     for r in raws:
@@ -91,17 +118,21 @@ def test_journal_appends_a_gap_free_hash_chain(base):
     assert raws[1].env == {"SERF_EVENT": "member-join"}
 
 
-def test_journal_refuses_a_store_at_another_revision(base):
+def test_a_store_at_another_revision_is_refused_with_what_to_do(base):
     s = settings.resolve(str(base))
     store.init(s)
     with sqlite3.connect(s.sqlite_path) as c:
         c.execute("UPDATE alembic_version SET version_num = '9999'")
-    with pytest.raises(SchemaMismatch, match="9999"):
-        journal.Journal(s.sqlite_path)
-    with pytest.raises(SchemaMismatch, match="9999"):
-        store.Store(s.db_url)
-    with pytest.raises(SchemaMismatch, match="unknown to this release"):
+    with pytest.raises(SchemaMismatch, match="upgrade membership-log"):
+        NodeStore(s.sqlite_path)
+    with pytest.raises(SchemaMismatch, match="newer than this release"):
+        history.open_store(s.db_url)
+    with pytest.raises(SchemaMismatch, match="upgrade membership-log"):
         store.upgrade(s.db_url)
+    with sqlite3.connect(s.sqlite_path) as c:
+        c.execute("UPDATE alembic_version SET version_num = '0002'")
+    with pytest.raises(SchemaMismatch, match="run: membership db upgrade"):
+        NodeStore(s.sqlite_path)
 
 
 def test_foreign_and_missing_stores_are_refused(tmp_path):
@@ -109,24 +140,24 @@ def test_foreign_and_missing_stores_are_refused(tmp_path):
     with sqlite3.connect(foreign) as c:
         c.execute("CREATE TABLE customers (id INTEGER)")
     with pytest.raises(StoreError, match="not a membership-log store"):
-        store.Store(f"sqlite:///{foreign}")
+        history.open_store(f"sqlite:///{foreign}")
     with pytest.raises(StoreError, match="not a membership-log store"):
         store.upgrade(f"sqlite:///{foreign}")
     with pytest.raises(StoreError, match="no store at"):
-        store.Store(f"sqlite:///{tmp_path / 'absent.db'}")
+        history.open_store(f"sqlite:///{tmp_path / 'absent.db'}")
 
 
 def test_catch_up_refolds_when_the_snapshot_is_unusable(base):
     s = settings.resolve(str(base))
     store.init(s)
-    j = journal.Journal(s.sqlite_path)
+    j = NodeStore(s.sqlite_path)
     with j.write():
         j.append([(10, "n", "serf", b"SERF_EVENT=member-failed", b"node1\t192.168.100.51\t\t\n")])
-    state, live, _ = journal.catch_up(j, s.live_file)
+    state, live, _ = derive.catch_up(j, NODE, s.live_file)
     with j.write():
         j.conn.execute("UPDATE snapshot SET state = x'00ff', format = 'garbage'")
     (base / "live-nodes.json").unlink()
-    again, live2, _ = journal.catch_up(j, s.live_file)
+    again, live2, _ = derive.catch_up(j, NODE, s.live_file)
     j.close()
     assert again == state and live2 == live
     assert (base / "live-nodes.json").read_bytes() == live
@@ -153,9 +184,10 @@ def test_a_store_of_the_previous_release_is_upgraded_only_on_request(handle, bas
         c.execute("INSERT INTO event VALUES (1, 5, 'node0', 'serf', ?, ?, ?)",
                   (b"SERF_EVENT=member-failed", b"node1\t192.168.100.51\t\t\n", h))
     r = handle("member-join", b"node2\t192.168.100.52\t\t\n")
-    assert r.returncode == 0 and b"'0001'" in r.stderr and b"membership db upgrade" in r.stderr
+    assert r.returncode == 0 and b"revision 0001" in r.stderr
+    assert b"membership db upgrade" in r.stderr
     out = CliRunner().invoke(app, ["db", "upgrade", "--base-dir", str(base)])
-    assert out.exit_code == 0 and "0001 -> 0003" in out.output
+    assert out.exit_code == 0 and f"0001 -> {SCHEMA_REVISION}" in out.output
     assert handle("member-update", b"node2\t192.168.100.52\t\t\n").returncode == 0
     rows = handle.rows()
     assert rows[0][3] == b"node1\t192.168.100.51\t\t\n", "the old rows are kept"
@@ -170,13 +202,68 @@ def test_append_stores_the_canonical_environment_block_so_verify_agrees(base):
 
     s = settings.resolve(str(base))
     store.init(s)
-    j = journal.Journal(s.sqlite_path)
+    j = NodeStore(s.sqlite_path)
     with j.write():  # variables out of order, as a hand-built item might have them
         j.append([(10, "n", "serf", b"SERF_QUERY_NAME=x\0SERF_EVENT=query\0SERF_QUERY_LTIME=1",
                    b"\n")])
-    journal.catch_up(j, s.live_file)
+    derive.catch_up(j, NODE, s.live_file)
     j.close()
     with sqlite3.connect(s.sqlite_path) as c:
         (env,) = c.execute("SELECT env FROM event WHERE seq = 2").fetchone()
     assert env == b"SERF_EVENT=query\0SERF_QUERY_LTIME=1\0SERF_QUERY_NAME=x"
     assert CliRunner().invoke(app, ["verify", "--base-dir", str(base)]).exit_code == 0
+
+
+def test_an_upgrade_brings_every_derived_table_up_to_date(base):
+    """A store made before the derived tables existed (revision 0002, events only) reports
+    its incidents after `db upgrade`, not 0 incidents and 100% availability (issue 11,
+    item 4)."""
+    from alembic import command
+    from typer.testing import CliRunner
+
+    from membership_log.cli import app
+    from membership_log.raw import chain_hash, encode_env
+
+    db = base / "membership.db"
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        command.upgrade(store._alembic_config(conn), "0002")
+    engine.dispose()
+    prev = GENESIS
+    rows = []
+    for seq, kind in enumerate(["member-join", "member-failed", "member-join"], 1):
+        env = encode_env({"SERF_EVENT": kind, "SERF_SELF_NAME": "node0"})
+        stdin = b"node1\t192.168.100.51\t\t\n"
+        prev = chain_hash(prev, seq, seq * 1_000_000, "node0", "serf", env, stdin)
+        rows.append((seq, seq * 1_000_000, "node0", "serf", env, stdin, prev))
+    with sqlite3.connect(db) as c:
+        c.executemany("INSERT INTO event VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    out = CliRunner().invoke(app, ["db", "upgrade", "--base-dir", str(base)])
+    assert out.exit_code == 0, out.output
+    r = CliRunner().invoke(app, ["audit", "--base-dir", str(base), "--json", "--until",
+                                 "1970-01-01T00:00:10Z"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    doc = json.loads(r.output)
+    (incident,) = doc["nodes"]["node1"]["incidents"]
+    assert (incident["down_seq"], incident["up_seq"]) == (2, 3)
+    assert doc["nodes"]["node1"]["availability"] < 1
+    assert CliRunner().invoke(app, ["verify", "--base-dir", str(base)]).exit_code == 0
+
+
+def test_a_set_up_is_atomic_an_interrupted_one_leaves_no_half_store(tmp_path, monkeypatch):
+    """The store is built under a temporary name and renamed into place: a set-up that dies
+    midway leaves nothing that a later run would take for a store."""
+    s = settings.resolve(str(tmp_path / "b"))
+
+    def boom(*a, **k):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(admin, "upgrade", boom)  # dies midway through the migrations
+    with pytest.raises(RuntimeError):
+        store.init(s)
+    assert not (tmp_path / "b" / "membership.db").exists()
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["membership.db.lock"]
+    monkeypatch.undo()
+    assert store.init(s)["to"] == SCHEMA_REVISION

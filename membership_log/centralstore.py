@@ -1,0 +1,378 @@
+"""A central store: every node's shipped log, on PostgreSQL (or SQLite), through SQLAlchemy.
+
+The role a central store plays: ``membership ship`` appends each node's raw events to
+``cluster_event`` (keyed by origin and that node's seq, hash included, so each chain still
+verifies here) and, in the same transaction, keeps the derived tables for that origin with
+the one fold driver (:mod:`membership_log.derive`): checkpoints, incidents, observer
+sessions, the head snapshot. So a post-mortem on the central store costs what it costs on a
+node store, for one node or merged over all of them.
+
+It offers the same reader protocol as :class:`~membership_log.nodestore.NodeStore`, with its
+own SQL beside it. Every SQLAlchemy error is translated here into one :class:`StoreError`
+line with any password masked.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import derive
+from .admin import engine_for, first_line
+from .derive import STATE_FORMAT, decode_state
+from .errors import SchemaMismatch, StoreError
+from .incidents import row_to_incident  # noqa: F401  (re-exported for readers)
+from .nodestore import ROLE_CENTRAL, Anchor, schema_message
+from .raw import RawEvent, decode_env
+from .schema import (
+    anchor,
+    checkpoint,
+    cluster_event,
+    incident,
+    observer_session,
+    snapshot,
+    store_info,
+)
+from .settings import safe_url
+from .version import SCHEMA_REVISION
+
+_EVENT_COLUMNS = ("origin", "seq", "received_us", "observer", "source", "env", "stdin", "hash")
+
+
+class CentralStore:
+    """An open central store. :meth:`write` gives a transaction that the reader methods
+    then use too (so a fold and its derived rows commit together)."""
+
+    role = ROLE_CENTRAL
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = engine_for(url)
+        self._conn = None
+        try:
+            with self.engine.connect() as conn:
+                from alembic.runtime.migration import MigrationContext
+
+                revision = MigrationContext.configure(conn).get_current_revision()
+                role = None
+                if revision == SCHEMA_REVISION:
+                    role = conn.execute(select(store_info.c.value)
+                                        .where(store_info.c.key == "role")).scalar()
+        except SQLAlchemyError as e:
+            self.engine.dispose()
+            raise StoreError(f"cannot open store {safe_url(url)}: {first_line(e, url)}") \
+                from None
+        if revision is None:
+            self.engine.dispose()
+            raise StoreError(f"{safe_url(url)} is not a membership-log store (run: membership "
+                             f"db upgrade --db URL)")
+        if revision != SCHEMA_REVISION:
+            self.engine.dispose()
+            raise SchemaMismatch(schema_message(safe_url(url), revision))
+        if role != ROLE_CENTRAL:
+            self.engine.dispose()
+            raise StoreError(f"{safe_url(url)} is a {role} store, not a central one")
+        self.postgres = self.engine.dialect.name == "postgresql"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> CentralStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _fail(self, e: Exception, what: str = "read") -> StoreError:
+        return StoreError(f"cannot {what} store {safe_url(self.url)}: {first_line(e, self.url)}")
+
+    @contextmanager
+    def write(self):
+        """One transaction; the reader methods use it until it ends."""
+        try:
+            with self.engine.begin() as conn:
+                self._conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._conn = None
+        except SQLAlchemyError as e:
+            raise self._fail(e, "write") from None
+
+    read = write  # a transaction is a consistent snapshot too (REPEATABLE READ not needed:
+    # every query of a fold runs inside one transaction and the log is append-only)
+
+    @contextmanager
+    def _use(self):
+        if self._conn is not None:
+            yield self._conn
+            return
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise self._fail(e) from None
+
+    def _all(self, query, params=None) -> list:
+        try:
+            with self._use() as conn:
+                return conn.execute(query, params or {}).all()
+        except SQLAlchemyError as e:
+            raise self._fail(e) from None
+
+    def _scalar(self, query, params=None):
+        try:
+            with self._use() as conn:
+                return conn.execute(query, params or {}).scalar()
+        except SQLAlchemyError as e:
+            raise self._fail(e) from None
+
+    # -- the reader protocol ----------------------------------------------------------------
+
+    def origins(self) -> list[str]:
+        """The nodes whose logs this store holds (a skip scan over the primary key: one
+        lookup per origin, however many events each has)."""
+        q = text("WITH RECURSIVE o(origin) AS ("
+                 " SELECT min(origin) FROM cluster_event"
+                 " UNION ALL SELECT (SELECT min(origin) FROM cluster_event c"
+                 " WHERE c.origin > o.origin) FROM o WHERE o.origin IS NOT NULL)"
+                 " SELECT origin FROM o WHERE origin IS NOT NULL")
+        return [r[0] for r in self._all(q)]
+
+    def head_seq(self, origin: str) -> int:
+        return self._scalar(select(func.max(cluster_event.c.seq))
+                            .where(cluster_event.c.origin == origin)) or 0
+
+    def head(self, origin: str) -> tuple[int, bytes | None]:
+        rows = self._all(select(cluster_event.c.seq, cluster_event.c.hash)
+                         .where(cluster_event.c.origin == origin)
+                         .order_by(cluster_event.c.seq.desc()).limit(1))
+        return (rows[0][0], bytes(rows[0][1])) if rows else (0, None)
+
+    def first_seq(self, origin: str) -> int:
+        return 1
+
+    def anchor(self, origin: str):
+        rows = self._all(select(anchor.c.seq, anchor.c.hash, anchor.c.received_us,
+                                anchor.c.max_at, anchor.c.format, anchor.c.state)
+                         .where(anchor.c.origin == origin))
+        return Anchor(*rows[0]) if rows else None
+
+    def events(self, origin: str, after: int = 0, until: int | None = None):
+        t = cluster_event
+        q = select(t).where(t.c.origin == origin, t.c.seq > after).order_by(t.c.seq)
+        if until is not None:
+            q = q.where(t.c.seq <= until)
+        try:
+            with self._use() as conn:
+                for r in conn.execute(q, execution_options={"yield_per": 2000}):
+                    yield RawEvent(r.seq, r.received_us, r.observer, r.source,
+                                   decode_env(bytes(r.env)), bytes(r.stdin), bytes(r.hash))
+        except SQLAlchemyError as e:
+            raise self._fail(e) from None
+
+    def rows(self, origin: str, after: int = 0):
+        """Rows after ``after`` as stored ``(seq, received_us, observer, source, env blob,
+        stdin, hash)``, streamed."""
+        t = cluster_event
+        q = (select(t.c.seq, t.c.received_us, t.c.observer, t.c.source, t.c.env, t.c.stdin,
+                    t.c.hash).where(t.c.origin == origin, t.c.seq > after).order_by(t.c.seq))
+        try:
+            with self._use() as conn:
+                for r in conn.execute(q, execution_options={"yield_per": 2000}):
+                    yield (r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), bytes(r[6]))
+        except SQLAlchemyError as e:
+            raise self._fail(e) from None
+
+    def stored_rows(self, origin: str, first: int, last: int) -> list[tuple]:
+        t = cluster_event
+        return self._all(select(t.c.seq, t.c.hash).where(
+            t.c.origin == origin, t.c.seq >= first, t.c.seq <= last).order_by(t.c.seq))
+
+    def received_at(self, origin: str, seq: int) -> int | None:
+        return self._scalar(select(cluster_event.c.received_us).where(
+            cluster_event.c.origin == origin, cluster_event.c.seq == seq))
+
+    def times_after(self, origin: str, after: int):
+        t = cluster_event
+        q = (select(t.c.seq, t.c.received_us).where(t.c.origin == origin, t.c.seq > after)
+             .order_by(t.c.seq))
+        try:
+            with self._use() as conn:
+                for r in conn.execute(q, execution_options={"yield_per": 1000}):
+                    yield r[0], r[1]
+        except SQLAlchemyError as e:
+            raise self._fail(e) from None
+
+    def snapshot(self, origin: str):
+        rows = self._all(select(snapshot.c.seq, snapshot.c.format, snapshot.c.state,
+                                snapshot.c.live).where(snapshot.c.origin == origin))
+        return tuple(rows[0]) if rows else None
+
+    def _decode(self, rows) -> tuple | None:
+        for r in rows:
+            state = decode_state(r[2], bytes(r[3]))
+            if state is not None and state.seq == r[0]:
+                return r[0], r[1], state
+        return None
+
+    def checkpoint_at_or_before(self, origin: str, seq: int):
+        c = checkpoint
+        return self._decode(self._all(
+            select(c.c.seq, c.c.max_at, c.c.format, c.c.state)
+            .where(c.c.origin == origin, c.c.seq <= seq).order_by(c.c.seq.desc()).limit(3)))
+
+    def checkpoint_by_time(self, origin: str, us: int):
+        c = checkpoint
+        return self._decode(self._all(
+            select(c.c.seq, c.c.max_at, c.c.format, c.c.state)
+            .where(c.c.origin == origin, c.c.max_at <= us).order_by(c.c.seq.desc()).limit(3)))
+
+    def checkpoints(self, origin: str) -> list[tuple]:
+        c = checkpoint
+        return [(r[0], r[1], r[2], bytes(r[3])) for r in self._all(
+            select(c.c.seq, c.c.max_at, c.c.format, c.c.state).where(c.c.origin == origin)
+            .order_by(c.c.seq))]
+
+    def incidents(self, origin: str, since_us: int | None = None,
+                  until_us: int | None = None) -> list[tuple]:
+        i = incident
+        q = select(i.c.node, i.c.down_seq, i.c.down_at, i.c.cause, i.c.observer, i.c.up_seq,
+                   i.c.up_at).where(i.c.origin == origin)
+        if until_us is not None:
+            q = q.where(i.c.down_at <= until_us)
+        if since_us is not None:
+            q = q.where((i.c.up_at.is_(None)) | (i.c.up_at >= since_us))
+        return [tuple(r) for r in self._all(q.order_by(i.c.down_at, i.c.node))]
+
+    def incident_totals(self, origin: str, now_us: int) -> list[tuple]:
+        """Per node and cause: ``(node, cause, incidents, downtime µs, last change µs)``,
+        open incidents counted up to ``now_us`` (metrics)."""
+        i = incident
+        up = func.coalesce(i.c.up_at, now_us)
+        down = func.sum(func.greatest(0, up - i.c.down_at)) if self.postgres else \
+            func.sum(func.max(0, up - i.c.down_at))
+        last = func.max(func.greatest(i.c.down_at, func.coalesce(i.c.up_at, i.c.down_at))) \
+            if self.postgres else func.max(func.max(i.c.down_at,
+                                                    func.coalesce(i.c.up_at, i.c.down_at)))
+        return [tuple(r) for r in self._all(
+            select(i.c.node, i.c.cause, func.count(), down, last).where(i.c.origin == origin)
+            .group_by(i.c.node, i.c.cause))]
+
+    def open_incidents(self, origin: str) -> list[tuple]:
+        i = incident
+        return [tuple(r) for r in self._all(
+            select(i.c.node, i.c.down_seq, i.c.down_at, i.c.cause, i.c.observer, i.c.up_seq,
+                   i.c.up_at).where(i.c.origin == origin, i.c.up_seq.is_(None)))]
+
+    def sessions(self, origin: str) -> list[tuple]:
+        s = observer_session
+        return [tuple(r) for r in self._all(
+            select(s.c.seq, s.c.observer, s.c.started_at, s.c.gap_from)
+            .where(s.c.origin == origin).order_by(s.c.seq))]
+
+    # -- keeping the derived tables ---------------------------------------------------------
+
+    def _upsert(self, conn, table, rows: list[dict]) -> None:
+        if not rows:
+            return
+        if self.postgres:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys})
+        conn.execute(stmt, rows)
+
+    def write_derived(self, origin: str, batch) -> None:
+        """Store a :class:`membership_log.derive.Batch` (inside :meth:`write`)."""
+        conn = self._conn
+        try:
+            self._upsert(conn, checkpoint, [
+                {"origin": origin, "seq": s, "max_at": m, "format": STATE_FORMAT, "state": b}
+                for s, m, b in batch.checkpoints])
+            self._upsert(conn, incident, [
+                dict(zip(("origin", "node", "down_seq", "down_at", "cause", "observer",
+                          "up_seq", "up_at"), (origin, *row), strict=True))
+                for row in batch.incidents])
+            if batch.closed:
+                i = incident
+                conn.execute(
+                    i.update().where(i.c.origin == bindparam("o"), i.c.node == bindparam("n"),
+                                     i.c.down_seq == bindparam("ds"))
+                    .values(up_seq=bindparam("us"), up_at=bindparam("ua")),
+                    [{"o": origin, "n": n, "ds": ds, "us": us, "ua": ua}
+                     for n, ds, us, ua in batch.closed])
+            self._upsert(conn, observer_session, [
+                dict(zip(("origin", "seq", "observer", "started_at", "gap_from"),
+                         (origin, *row), strict=True)) for row in batch.sessions])
+            if batch.snapshot is not None:
+                seq, blob, live = batch.snapshot
+                self._upsert(conn, snapshot, [{"origin": origin, "seq": seq,
+                                               "format": STATE_FORMAT, "state": blob,
+                                               "live": live}])
+        except SQLAlchemyError as e:
+            raise self._fail(e, "write") from None
+
+    def truncate_derived(self, origin: str, seq: int) -> None:
+        conn = self._conn
+        try:
+            conn.execute(snapshot.delete().where(snapshot.c.origin == origin))
+            conn.execute(checkpoint.delete().where(checkpoint.c.origin == origin,
+                                                   checkpoint.c.seq > seq))
+            conn.execute(incident.delete().where(incident.c.origin == origin,
+                                                 incident.c.down_seq > seq))
+            conn.execute(incident.update().where(incident.c.origin == origin,
+                                                 incident.c.up_seq > seq)
+                         .values(up_seq=None, up_at=None))
+            conn.execute(observer_session.delete().where(observer_session.c.origin == origin,
+                                                         observer_session.c.seq > seq))
+        except SQLAlchemyError as e:
+            raise self._fail(e, "write") from None
+
+    def forget_derived(self, origin: str) -> None:
+        conn = self._conn
+        try:
+            for t in (snapshot, checkpoint, incident, observer_session):
+                conn.execute(t.delete().where(t.c.origin == origin))
+        except SQLAlchemyError as e:
+            raise self._fail(e, "write") from None
+
+    def catch_up(self, origin: str, progress=None) -> None:
+        """Fold one origin's events after its derived state (chunk by chunk)."""
+        derive.catch_up(self, origin, progress=progress)
+
+    # -- receiving shipped events -----------------------------------------------------------
+
+    def lock_origin(self, origin: str) -> None:
+        """Inside :meth:`write`: one shipper per origin at a time (a second waits, then finds
+        the events already there)."""
+        if self.postgres:
+            self._conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:o))"), {"o": origin})
+
+    def append_rows(self, origin: str, rows: list[tuple]) -> None:
+        """Stored rows ``(seq, received_us, observer, source, env blob, stdin, hash)`` into
+        cluster_event, inside :meth:`write`. On PostgreSQL through COPY (psycopg 3), several
+        times faster than multi-row INSERTs."""
+        conn = self._conn
+        try:
+            if self.postgres:
+                raw = conn.connection.driver_connection
+                with raw.cursor() as cur:
+                    with cur.copy(f"COPY cluster_event ({', '.join(_EVENT_COLUMNS)}) "
+                                  f"FROM STDIN") as copy:
+                        for r in rows:
+                            copy.write_row((origin, *r))
+                return
+            conn.execute(cluster_event.insert(), [
+                dict(zip(_EVENT_COLUMNS, (origin, *r), strict=True)) for r in rows])
+        except SQLAlchemyError as e:
+            raise self._fail(e, "write") from None
+        except Exception as e:  # psycopg's own errors, raised through COPY
+            raise StoreError(f"cannot write store {safe_url(self.url)}: "
+                             f"{first_line(e, self.url)}") from None

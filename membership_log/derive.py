@@ -1,0 +1,275 @@
+"""The one fold driver, and the derived tables it keeps.
+
+Every command that needs the fold over a stretch of a log comes here: the handler's
+catch-up, ``rebuild``, ``import``, ``ship`` (the central store's tables), ``verify``,
+``state --at``, ``replay`` and ``audit``. The driver starts from the nearest usable checkpoint
+at or before the wanted point and folds forward (:func:`start`, :func:`forward`); the
+:class:`Keeper` turns the steps into derived rows (checkpoints, incidents, observer sessions,
+the head snapshot) for whichever store is being kept, through the store's
+``write_derived(origin, batch)``.
+
+A store here is anything with the reader protocol (``events``, ``checkpoint_at_or_before``,
+``checkpoint_by_time``, ``times_after``, ``head_seq``, ``first_seq``, ``anchor``,
+``incidents``, ``open_incidents``, ``snapshot``, ``sessions``): a node store
+(:mod:`membership_log.nodestore`) or a central one (:mod:`membership_log.centralstore`).
+
+This module is on the handler's hot path: stdlib and the pure core only.
+"""
+
+from __future__ import annotations
+
+import marshal
+
+from . import events, incidents, livefile, project
+from .errors import MembershipError
+
+#: A checkpoint of the fold's state after every this-many events: closer together while the
+#: state is small (a few hundred bytes each), farther apart for large clusters.
+CHECKPOINT_EVERY = 1000
+CHECKPOINT_EVERY_SMALL = 250
+SMALL_STATE_MEMBERS = 200
+
+#: Events folded per write transaction when catching up a long log, so that a handler
+#: arriving meanwhile waits for one chunk, never for the whole log.
+CHUNK = 20_000
+
+
+#: Derived state is a cache: a row in another format is ignored and the log refolded.
+STATE_FORMAT = f"marshal{marshal.version}/state{project.PLAIN_VERSION}"
+
+
+def encode_state(state: project.State) -> bytes:
+    return marshal.dumps(project.to_plain(state))
+
+
+def decode_state(fmt: str, blob: bytes) -> project.State | None:
+    """A stored state, or None if it is in another format or damaged: a cache is refolded,
+    never trusted."""
+    if fmt != STATE_FORMAT:
+        return None
+    try:
+        return project.from_plain(marshal.loads(blob))
+    except Exception:  # noqa: BLE001 - any damage means: refold
+        return None
+
+
+class OutOfRange(MembershipError):
+    """A point in a log that it does not hold (before its retention anchor, after its head)."""
+
+
+def parse(raw) -> events.Event:
+    """:func:`events.parse`, which never raises; this guard makes it certain that no single
+    event can stop a fold."""
+    try:
+        return events.parse(raw)
+    except Exception as e:  # noqa: BLE001 - a bug must not freeze the live file
+        return events.Event(raw.seq, raw.received_us, raw.observer, events.UNKNOWN, None, None,
+                            (), None, None, (f"not interpreted ({type(e).__name__}: {e})",))
+
+
+def forward(state: project.State, raws):
+    """Fold ``raws`` into ``state`` (in place), yielding ``(raw, event, effect)`` for each.
+    No event stops the fold: one that cannot be folded is folded as nothing, with a warning."""
+    for raw in raws:
+        event = parse(raw)
+        try:
+            effect = state.apply(event)
+        except Exception as e:  # noqa: BLE001
+            state._rebuild()  # the indexes may be half-updated; the records are the truth
+            state.seq = raw.seq
+            effect = project.Effect((), False, None,
+                                    (f"not folded ({type(e).__name__}: {e})",))
+        yield raw, event, effect
+
+
+def start(store, origin: str, seq: int) -> project.State:
+    """The state right after event ``seq``: the nearest checkpoint at or before it (or the
+    retention anchor), folded forward."""
+    first = store.first_seq(origin)
+    if seq < first - 1:
+        raise OutOfRange(f"event {seq} was compacted away: the earliest event kept is "
+                         f"{first} (state from @{first - 1} on)")
+    point = store.checkpoint_at_or_before(origin, seq)
+    state = point[2] if point is not None else project.State()
+    if state.seq < seq:
+        snap = store.snapshot(origin)  # the head, usually: "now" is one decode away
+        if snap is not None and state.seq < snap[0] <= seq:
+            head = decode_state(snap[1], bytes(snap[2]))
+            if head is not None and head.seq == snap[0]:
+                state = head
+    if state.seq < seq:
+        for _ in forward(state, store.events(origin, state.seq, seq)):
+            pass
+    return state
+
+
+def seq_at_time(store, origin: str, us: int) -> int:
+    """The event after which the log stood at time ``us``: the one before the first event
+    received later than ``us``. Receive times can step back with the clock; the search uses
+    checkpoints' running maximum (``max_at``), so it is well defined and a few lookups plus a
+    scan of at most one checkpoint interval."""
+    point = store.checkpoint_by_time(origin, us)
+    anchor = store.anchor(origin)
+    if point is None and anchor is not None:
+        from .timespec import iso
+
+        raise OutOfRange(f"the log before {iso(anchor.max_at)} was compacted: the earliest time "
+                         f"kept is {iso(anchor.max_at)}")
+    after = point[0] if point is not None else 0
+    last = after
+    for seq, at in store.times_after(origin, after):
+        if at > us:
+            break
+        last = seq
+    return last
+
+
+def point_seq(store, origin: str, point) -> int:
+    """The seq a :data:`~membership_log.timespec.Point` names in one log (None: the head)."""
+    head = store.head_seq(origin)
+    if point is None:
+        return head
+    if point.seq is not None:
+        first = store.first_seq(origin)
+        if point.seq < first - 1:
+            raise OutOfRange(f"event {point.seq} was compacted away: the earliest event kept "
+                             f"is {first} (ask for @{first - 1} or later)")
+        return min(point.seq, head)
+    return seq_at_time(store, origin, point.us)
+
+
+class Batch:
+    """Derived rows to write for one log: ``checkpoints`` ``(seq, max_at, state blob)``;
+    ``incidents`` rows to insert or replace ``(node, down_seq, down_at, cause, observer,
+    up_seq, up_at)``; ``closed`` ``(node, down_seq, up_seq, up_at)`` of incidents stored open
+    earlier; ``sessions`` ``(seq, observer, started_at, gap_from)``; ``snapshot`` ``(seq,
+    state blob, live bytes)`` or None."""
+
+    __slots__ = ("checkpoints", "incidents", "closed", "sessions", "snapshot")
+
+    def __init__(self) -> None:
+        self.checkpoints: list = []
+        self.incidents: list = []
+        self.closed: list = []
+        self.sessions: list = []
+        self.snapshot = None
+
+
+class Keeper:
+    """Keeps one log's derived rows while its steps go by (:meth:`see`), handing them over in
+    batches (:meth:`take`)."""
+
+    def __init__(self, open_rows=()) -> None:
+        self.reducer = incidents.Reducer(open_rows)
+        # Incidents already stored open: closing them is an UPDATE, not an insert.
+        self.stored = {r[0]: r[1] for r in open_rows}
+        self.batch = Batch()
+        self.opened: dict = {}
+
+    def see(self, state: project.State, raw, event, effect) -> None:
+        if effect.changes:
+            opened, closed = self.reducer.feed(event, effect.changes, state.nodes)
+            for row in opened:
+                self.opened[(row[0], row[1])] = row
+            for row in closed:
+                key = (row[0], row[1])
+                if key not in self.opened and self.stored.get(row[0]) == row[1]:
+                    self.batch.closed.append((row[0], row[1], row[5], row[6]))
+                    del self.stored[row[0]]
+        if effect.restart is not None:
+            observer, gap_from = effect.restart
+            self.batch.sessions.append((raw.seq, observer, raw.received_us, gap_from))
+        seq = raw.seq
+        if seq % CHECKPOINT_EVERY_SMALL == 0 and (
+                seq % CHECKPOINT_EVERY == 0 or len(state.members) < SMALL_STATE_MEMBERS):
+            self.batch.checkpoints.append(
+                (seq, state.max_at, encode_state(state)))
+
+    def take(self, state: project.State | None = None, live: bytes | None = None) -> Batch:
+        """The rows gathered since the last take (and, with ``state``, the head snapshot)."""
+        batch = self.batch
+        for row in self.opened.values():
+            batch.incidents.append(tuple(row))
+            if row[5] is None:
+                self.stored[row[0]] = row[1]
+        self.opened = {}
+        if state is not None:
+            if live is None:
+                live = livefile.render_view(state.nodes)
+            batch.snapshot = (state.seq, encode_state(state), live)
+        self.batch = Batch()
+        return batch
+
+
+def resume(store, origin: str) -> tuple[project.State, bytes | None]:
+    """Where derived state stands: the head snapshot's state and live bytes; if it is missing
+    or unusable, the nearest checkpoint (or nothing), with every derived row after that point
+    dropped so that refolding from it cannot leave stale rows. Call inside a write
+    transaction."""
+    snap = store.snapshot(origin)
+    if snap is not None:
+        state = decode_state(snap[1], bytes(snap[2]))
+        if state is not None and state.seq == snap[0]:
+            return state, bytes(snap[3])
+    head = store.head_seq(origin)
+    point = store.checkpoint_at_or_before(origin, head)
+    state = point[2] if point is not None else project.State()
+    store.truncate_derived(origin, state.seq)
+    return state, None
+
+
+def advance(store, origin: str, raws: list) -> project.State:
+    """Keep one log's derived rows for ``raws``, events just appended after the ones already
+    folded (inside the caller's write transaction, so the events and what they give commit
+    together). If the derived state lags, the stored events before ``raws`` are folded
+    first."""
+    state, _ = resume(store, origin)
+    keeper = Keeper(store.open_incidents(origin))
+    first = raws[0].seq if raws else state.seq + 1
+    if state.seq < first - 1:
+        for raw, event, effect in forward(state, store.events(origin, state.seq, first - 1)):
+            keeper.see(state, raw, event, effect)
+    for raw, event, effect in forward(state, (r for r in raws if r.seq > state.seq)):
+        keeper.see(state, raw, event, effect)
+    store.write_derived(origin, keeper.take(state))
+    return state
+
+
+def catch_up(store, origin: str, live_file: str | None = None, fmt: str = "droonga",
+             progress=None, chunk: int = CHUNK) -> tuple[project.State, bytes, dict]:
+    """Fold every event after the derived state into the derived tables and the live file.
+
+    Chunk by chunk, each one write transaction. The live file is rewritten (only if its bytes
+    change) inside the last one, so handlers running side by side write it one at a time, each
+    from a state at least as new as the last: it never moves backwards. Returns ``(state, live
+    bytes, {seq: warnings})``; the snapshot keeps the default format's bytes, the file is
+    written in ``fmt``.
+    """
+    warnings: dict[int, tuple] = {}
+    done = 0
+    while True:
+        with store.write():
+            state, live = resume(store, origin)
+            head = store.head_seq(origin)
+            stop = min(head, state.seq + chunk)
+            total = head - state.seq + done
+            keeper = Keeper(store.open_incidents(origin))
+            moved = stop > state.seq
+            for raw, event, effect in forward(state, store.events(origin, state.seq, stop)):
+                keeper.see(state, raw, event, effect)
+                if event.warnings or effect.warnings:
+                    warnings[raw.seq] = event.warnings + effect.warnings
+                done += 1
+                if progress is not None and done % 1000 == 0:
+                    progress(done, total)
+            if moved or live is None:
+                live = livefile.render_view(state.nodes)
+                store.write_derived(origin, keeper.take(state, live))
+            finished = stop >= head
+            if finished and live_file is not None:
+                data = live if fmt == "droonga" else livefile.render_view(state.nodes, fmt)
+                livefile.write_atomic(live_file, data)
+        if finished:
+            if progress is not None:
+                progress(done, done)
+            return state, live, warnings

@@ -1,0 +1,252 @@
+"""The one place that turns text into something safe to print in a terminal table.
+
+Everything a table shows comes from the log, and the log holds what Serf members, user
+events and catalogs said: anyone who can join the cluster chooses a member name. A name like
+``evil\\x1b[2K\\r127.0.0.201:10031/droonga  live`` would erase the line it is printed on and
+draw a fake row. So every character that could move the cursor, change colours, reorder text
+or hide itself is shown as a visible escape, and the backslash itself is escaped, so that
+what is printed maps back to exactly one string. Pure; imports nothing.
+"""
+
+from __future__ import annotations
+
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    """The visible escape of one character that :func:`printable` does not pass through."""
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    if code < 0x80:  # C0 controls and DEL
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape): the byte
+        return f"\\x{code - 0xDC00:02x}"
+    if code <= 0xFFFF:  # C1 controls as \\u0080 (not \\x80: that is an undecodable byte)
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(s: str) -> str:
+    """``s`` with every non-printable character, and ``\\``, shown as an escape.
+
+    Escaped: C0 controls and DEL (``\\n``, ``\\r``, ``\\t``, else ``\\x1b``), C1 controls
+    (``\\u009b``), bytes that were not UTF-8 (lone surrogates from ``surrogateescape``: the
+    original byte, ``\\xff``; other lone surrogates as ``\\ud800``), bidi controls
+    (``\\u202e``), line and paragraph separators, zero-width and other format characters,
+    and anything else ``str.isprintable`` rejects except the ASCII space. Printable text,
+    accented letters and CJK included, is unchanged. The common case (printable, no
+    backslash) is two C-level scans and no copy.
+    """
+    if s.isprintable() and "\\" not in s:
+        return s
+    return "".join(ch if ch.isprintable() and ch != "\\" else _escape(ch) for ch in s)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """An aligned text table: columns two spaces apart, left-justified, trailing spaces
+    stripped, one line per row after the header. Every cell goes through :func:`printable`,
+    so a cell can never add a line, move the cursor or colour the terminal."""
+    headers = [printable(h) for h in headers]
+    rows = [[printable(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+# -- JSON: one convention for every command ----------------------------------------------------
+# Compact (no spaces), keys in the order the record defines them, ASCII only (every
+# non-ASCII and control character escaped, so JSON output is as safe on a terminal as the
+# tables). One object per line for streams (replay, export), one document otherwise.
+
+
+def _encoder():
+    """The C encoder of the stdlib, set up once for our convention (json.dumps sets it up
+    again on every call: a tenth of a replay's time)."""
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    if c_make_encoder is None:  # another Python: the plain way
+        import json
+
+        return json.JSONEncoder(separators=(",", ":")).encode
+
+    def default(o):
+        raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+    make = c_make_encoder(None, default, encode_basestring_ascii, None, ":", ",", False,
+                          False, True)
+    return lambda obj: "".join(make(obj, 0))
+
+
+def json_doc(obj: object) -> str:
+    """One JSON document, the way every command writes one."""
+    import json
+
+    return json.dumps(obj, separators=(",", ":"))
+
+
+json_line = json_doc
+
+
+def write_json_lines(out, records) -> None:
+    """Records as JSON lines on ``out`` (streamed; flushed in blocks)."""
+    encode = _encoder()
+    buf: list[str] = []
+    for record in records:
+        buf.append(encode(record))
+        if len(buf) >= 512:
+            buf.append("")
+            out.write("\n".join(buf))
+            buf = []
+    if buf:
+        buf.append("")
+        out.write("\n".join(buf))
+    out.flush()
+
+
+# -- records ---------------------------------------------------------------------------------
+
+
+def _iso(us):
+    return _fmt(us) if us is not None else None
+
+
+def _fmt(us):
+    global _fmt
+    from .timespec import iso as _fmt
+
+    return _fmt(us)
+
+
+def state_record(now) -> dict:
+    """``state --json``: a :data:`~membership_log.history.StateAt` as plain data."""
+    return {
+        "seq": now.seq,
+        "at": _iso(now.at),
+        "nodes": {n.name: {"live": n.live, "serf": n.serf, "marked": n.marked,
+                           "address": n.address, "member": n.member,
+                           "in_catalog": n.in_catalog}
+                  for n in sorted(now.nodes.values(), key=lambda v: v.name)},
+    }
+
+
+def state_table(now, at=None) -> str:
+    nodes = now.nodes.values()
+    rows = [[n.name, "live" if n.live else "DEAD", n.serf or "-", "down" if n.marked else "",
+             n.address or "-", n.member or "-", "" if n.in_catalog else "not in catalog"]
+            for n in sorted(nodes, key=lambda n: (n.live, n.name))]
+    when = _iso(now.at) or "no events"
+    live = sum(1 for n in nodes if n.live and n.in_catalog)
+    prefix = f"at {printable(at.text)}: " if at is not None else ""
+    where = f"after event {now.seq} ({when})" if now.seq is not None else \
+        f"merged over every node's log, last event {when}"
+    head = (f"{prefix}{where}: {live} of {sum(1 for n in nodes if n.in_catalog)} node(s) live")
+    if not rows:
+        return head
+    return head + "\n" + table(["NODE", "LIVE", "SERF", "MARK", "ADDRESS", "MEMBER", ""], rows)
+
+
+def replay_record(r) -> dict:
+    """One ``replay --json`` line (SPEC "Replay and audit JSON")."""
+    e = r.event
+    out = {
+        "seq": e.seq,
+        "at": _iso(e.at),
+        "observer": e.observer,
+        "event": e.kind,
+        "name": e.name,
+        "ltime": e.ltime,
+        "members": [{"name": m.name, "address": m.address, "role": m.role, "tags": m.tags}
+                    for m in e.members],
+        "payload": e.payload,
+        "changes": [{"node": c.node, "from": c.before, "to": c.after} for c in r.changes],
+        "duplicate": r.redelivery,
+        "warnings": list(e.warnings),
+    }
+    if r.origin is not None:
+        out["origin"] = r.origin
+    return out
+
+
+def _summary(event) -> str:
+    from . import events
+
+    if event.members:
+        shown = ", ".join(f"{m.name} {m.address}".strip() for m in event.members[:3])
+        more = f" (+{len(event.members) - 3} more)" if len(event.members) > 3 else ""
+        return shown + more
+    if event.kind in (events.USER, events.QUERY):
+        return f"{event.name} {(event.payload or '')[:60]}".strip()
+    if event.kind == events.CATALOG:
+        if event.catalog is None:
+            return "unusable catalog (last good one kept)"
+        return f"version {event.catalog.version}, {len(event.catalog.nodes)} node(s)"
+    return "; ".join(event.warnings)[:80]
+
+
+def replay_row(r, observer=None) -> list[str]:
+    e = r.event
+    effect = ", ".join(f"{c.node} {c.before or 'new'} -> {c.after or 'gone'}"
+                       for c in r.changes)
+    if r.redelivery:
+        effect = "(delivered again: no effect)"
+    seq = f"{r.origin}:{e.seq}" if r.origin is not None and observer is None else str(e.seq)
+    return [seq, _iso(e.at)[:23], e.observer or r.origin or "-", e.kind, _summary(e), effect]
+
+
+def audit_text(doc: dict) -> str:
+    """The audit for people: a line per node, then a line per incident."""
+    from .timespec import duration
+
+    lines = [f"audit {doc['since']} to {doc['until']}"]
+    if not doc["nodes"]:
+        return "\n".join(lines + ["no nodes"])
+    rows = []
+    for name, n in doc["nodes"].items():
+        avail = "-" if n["availability"] is None else f"{100 * n['availability']:.3f}%"
+        still = sum(1 for i in n["incidents"] if i["up_at"] is None)
+        flapping = f"{len(n['flapping'])} stretch(es)" if n["flapping"] else ""
+        rows.append([name, str(len(n["incidents"])) + (f" ({still} open)" if still else ""),
+                     duration(n["downtime_s"]), avail, duration(n["mttr_s"]),
+                     str(n["flaps"]), flapping])
+    lines.append(table(["NODE", "INCIDENTS", "DOWNTIME", "AVAILABILITY", "MTTR", "FLAPS",
+                        "FLAPPING"], rows))
+    detail = []
+    for name, n in doc["nodes"].items():
+        for i in n["incidents"]:
+            row = [name, i["down_at"][:23], (i["up_at"] or "still down")[:23],
+                   duration(i["duration_s"]), i["cause"], ",".join(i["observers"]) or "-",
+                   duration(i["unobserved_s"]) if "unobserved_s" in i else ""]
+            if "est_down_at" in i:
+                row.append(i["est_down_at"][:23])
+            detail.append(row)
+    if detail:
+        headers = ["NODE", "DOWN AT (UTC)", "UP AT (UTC)", "DURATION", "CAUSE", "OBSERVERS",
+                   "UNOBSERVED"]
+        if any(len(r) > 7 for r in detail):
+            headers.append("EST. DOWN AT")
+            detail = [r + [""] * (8 - len(r)) for r in detail]
+        lines += ["", table(headers, sorted(detail, key=lambda r: r[1]))]
+    gaps = [(obs, g) for obs, d in doc.get("observers", {}).items() for g in d["unobserved"]]
+    if gaps:
+        lines += ["", table(["OBSERVER", "UNOBSERVED FROM", "TO"],
+                            [[o, g["from"][:23], g["to"][:23]] for o, g in gaps])]
+    lines += ["", f"note: {doc['note']}"]
+    return "\n".join(lines)
+
+
+def route_text(routes: dict, stranded: list) -> str:
+    lines = []
+    for name, r in routes.items():
+        n = len(r["replicas"])
+        head = f"dataset {name}: {len(r['usable_replicas'])} of {n} replica(s) usable"
+        lines.append(printable(head + ("  ** NO USABLE REPLICA **" if name in stranded else "")))
+        for rep in r["replicas"]:
+            st = "usable" if rep["usable"] else \
+                f"DOWN (dead: {', '.join(rep['dead_nodes']) or 'nested replicas'})"
+            lines.append(printable(f"  replica {rep['index']}: {st}"))
+        for label, addresses in r["slices"].items():
+            lines.append(printable(f"  slice {label}: {' '.join(addresses) or '(no live volume)'}"))
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""Moving history between stores: ``import`` (JSON lines into a node store, through the
+handler's own append path) and ``ship`` (a node store's new events into the central store,
+whose derived tables are kept in the same transactions by the one fold driver).
+
+``export`` lives with the other reads in :mod:`membership_log.history`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+from collections import namedtuple
+from datetime import datetime
+
+from . import derive, nodestore
+from .errors import MembershipError, StoreError
+from .raw import SOURCE_CATALOG, SOURCE_SERF, RawEvent, decode_env, encode_env, text_of
+from .settings import Settings, safe_url
+from .timespec import to_us
+
+#: What an import did: events appended, the seqs they got, the log's head after it.
+Imported = namedtuple("Imported", "appended first last")
+
+#: What a ship did: the node's name, events copied, the central head of its log after it.
+Shipped = namedtuple("Shipped", "origin copied central_head")
+
+IMPORT_BATCH = 10_000
+SHIP_BATCH = 5_000
+
+
+def _received(value: object, where: str) -> int:
+    if not isinstance(value, str) or not value.endswith("Z"):
+        raise MembershipError(f"{where}: received must be ISO 8601 UTC ending in Z, like "
+                              f"2026-11-25T03:12:00.123456Z")
+    try:
+        return to_us(datetime.fromisoformat(value[:-1] + "+00:00"))
+    except (ValueError, OverflowError):
+        raise MembershipError(f"{where}: received {value[:40]!r} is not a time") from None
+
+
+def parse_line(line: bytes | str, where: str) -> tuple:
+    """One exported event as an append item ``(received_us, observer, source, env blob,
+    stdin)``; a one-line MembershipError naming ``where`` if it is not one."""
+    try:
+        doc = json.loads(line)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise MembershipError(f"{where}: not JSON ({str(e)[:80]})") from None
+    if not isinstance(doc, dict):
+        raise MembershipError(f"{where}: not a JSON object")
+    missing = [k for k in ("received", "observer", "source", "env", "stdin_b64")
+               if k not in doc]
+    if missing:
+        raise MembershipError(f"{where}: missing {', '.join(missing)}")
+    source, observer, env = doc["source"], doc["observer"], doc["env"]
+    if source not in (SOURCE_SERF, SOURCE_CATALOG):
+        raise MembershipError(f"{where}: source must be serf or catalog, not {source!r:.40}")
+    if not isinstance(observer, str):
+        raise MembershipError(f"{where}: observer must be a string")
+    if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and "=" not in k
+            and "\0" not in k and "\0" not in v for k, v in env.items()):
+        raise MembershipError(f"{where}: env must be an object of variable names to strings")
+    try:
+        stdin = base64.b64decode(doc["stdin_b64"], validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise MembershipError(f"{where}: stdin_b64 is not base64") from None
+    return (_received(doc["received"], where), text_of(observer), source, encode_env(env), stdin)
+
+
+def import_(settings: Settings, lines, progress=None) -> Imported:
+    """Append exported events (an iterable of lines) to the node store ``settings`` names, in
+    order, through the handler's append path, then bring everything derived (the live file
+    included) up to date. One transaction: a bad line stops the import with its line number
+    and nothing of it is kept. The store computes the chain; the input's seq and hash are
+    not trusted."""
+    path = settings.sqlite_path
+    if path is None:
+        raise MembershipError("import loads a node's SQLite store; --db names a central store")
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        from .admin import init
+
+        init(settings, record_catalog=False)
+    store = nodestore.NodeStore(path)
+    try:
+        if store.role_of() != nodestore.ROLE_NODE:
+            raise MembershipError(f"{path} is a central store; import loads node stores")
+        first = last = None
+        appended = 0
+        with store.write():
+            batch: list = []
+            for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                batch.append(parse_line(line, f"line {n}"))
+                if len(batch) >= IMPORT_BATCH:
+                    seqs = store.append(batch)
+                    first = first or seqs[0]
+                    last = seqs[-1]
+                    appended += len(batch)
+                    batch = []
+                    if progress is not None:
+                        progress(appended, None)
+            if batch:
+                seqs = store.append(batch)
+                first = first or seqs[0]
+                last = seqs[-1]
+                appended += len(batch)
+        derive.catch_up(store, nodestore.NODE, settings.live_file, settings.live_format,
+                        progress=progress)
+        return Imported(appended, first, last)
+    finally:
+        store.close()
+
+
+def _rows_to_raws(rows) -> list[RawEvent]:
+    return [RawEvent(r[0], r[1], r[2], r[3], decode_env(bytes(r[4])), bytes(r[5]), bytes(r[6]))
+            for r in rows]
+
+
+def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) -> Shipped:
+    """Copy this node's new events to the central store at ``to``, batch by batch; each
+    batch and the derived rows it gives are one transaction.
+
+    Idempotent and resumable: the central store's last event of this node says where to go
+    on, and a second shipper of the same node waits for the first (then finds its events
+    there). The central copy must continue the local hash chain, or nothing is shipped."""
+    from .centralstore import CentralStore
+
+    if settings.sqlite_path is None:
+        raise MembershipError("ship copies a node's SQLite store; --db names a central store")
+    local = nodestore.NodeStore(settings.sqlite_path)
+    try:
+        origin = local.origin_name()
+        if origin is None:
+            raise MembershipError(f"store {settings.sqlite_path} has no event with an observer "
+                                  f"yet: nothing identifies the node to ship as")
+        central = CentralStore(to)
+        try:
+            local_head, _ = local.head()
+            copied = 0
+            total = None
+            while True:
+                with central.write():
+                    central.lock_origin(origin)
+                    c_head, c_hash = central.head(origin)
+                    _check_continues(local, origin, c_head, c_hash, local_head)
+                    if total is None:
+                        total = local_head - c_head
+                        if progress is not None:
+                            progress(0, total)
+                    rows = local.stored_rows(c_head, batch)
+                    if not rows:
+                        return Shipped(origin, copied, c_head)
+                    central.append_rows(origin, rows)
+                    derive.advance(central, origin, _rows_to_raws(rows))
+                copied += len(rows)
+                if progress is not None:
+                    progress(copied, total)
+        finally:
+            central.close()
+    finally:
+        local.close()
+
+
+def _check_continues(local, origin: str, c_head: int, c_hash: bytes | None,
+                     local_head: int) -> None:
+    if c_head > local_head:
+        raise MembershipError(f"the central store holds {c_head} events of {origin}, the local log "
+                         f"only {local_head}: they are not the same log")
+    anchor = local.anchor()
+    if anchor is not None and c_head < anchor.seq:
+        raise MembershipError(f"events {c_head + 1}..{anchor.seq} of {origin} were compacted here "
+                         f"before they were shipped; the central store cannot have them (ship "
+                         f"before compacting: membership compact --require-shipped URL)")
+    if c_head:
+        mine = anchor.hash if anchor is not None and anchor.seq == c_head else None
+        if mine is None:
+            rows = local.hashes(c_head, c_head)
+            mine = bytes(rows[0][1]) if rows else None
+        if mine != c_hash:
+            raise MembershipError(f"the central copy of {origin} diverges from the local log "
+                                  f"at event {c_head}; refusing to ship")
+
+
+def follow(settings: Settings, to: str, interval: float, say, progress_factory=None,
+           sleep=time.sleep, max_backoff: float = 30.0) -> None:
+    """``ship --follow``: ship, wait ``interval``, ship again, until interrupted. An outage
+    of the central store (or of this store) is reported once when it begins and once when it
+    ends, and retried with backoff (doubling up to ``max_backoff`` seconds), never fatal."""
+    backoff = interval
+    down: str | None = None
+    while True:
+        try:
+            if progress_factory is not None:
+                with progress_factory() as progress:
+                    r = ship(settings, to, progress)
+            else:
+                r = ship(settings, to)
+            if down is not None:
+                say(f"{safe_url(to)} reachable again; shipping resumed")
+                down = None
+            backoff = interval
+            if r.copied:
+                say(f"shipped {r.copied} event(s) of {r.origin}: the central store holds its "
+                    f"events up to {r.central_head}")
+            sleep(interval)
+        except StoreError as e:
+            if down is None:
+                say(f"{e}; retrying with backoff until it answers")
+            down = str(e)
+            sleep(backoff)
+            backoff = min(max_backoff, backoff * 2)

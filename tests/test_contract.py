@@ -1,0 +1,225 @@
+"""One contract, every store: the reader protocol and the history API behave the same on a
+node store (SQLite, stdlib) and on the central store (SQLAlchemy, on SQLite and on the real
+PostgreSQL). The same log goes into each; every answer must agree (as eventsourcing runs one
+recorder test case over every backend)."""
+
+import marshal
+
+import pytest
+
+from membership_log import admin, derive, history, incidents, project, settings, transfer
+from membership_log.nodestore import NODE, NodeStore
+from membership_log.raw import encode_env
+from membership_log.synthetic import make_store
+from membership_log.timespec import Point
+
+N_EVENTS = 3_000
+START = 1_700_000_000_000_000
+
+
+def _extra_events(s):
+    """Marks out of Lamport order, a redelivery, and an agent restart, on top of the
+    synthetic log."""
+    at = START + (N_EVENTS + 10) * 1000
+
+    def env(**kw):
+        return encode_env({"SERF_SELF_NAME": "node0", **{f"SERF_{k}": v for k, v in kw.items()}})
+
+    items = [
+        (at + 1, "node0", "serf", env(EVENT="user", USER_EVENT="membership-up",
+                                      USER_LTIME="6"), b"node1\n"),
+        (at + 2, "node0", "serf", env(EVENT="user", USER_EVENT="membership-down",
+                                      USER_LTIME="5"), b"node1\n"),
+        (at + 3, "node0", "serf", env(EVENT="user", USER_EVENT="membership-down",
+                                      USER_LTIME="7"), b"node2\n"),
+        (at + 4, "node0", "serf", env(EVENT="user", USER_EVENT="membership-down",
+                                      USER_LTIME="7"), b"node2\n"),
+        (at + 5_000_000, "node0", "serf", env(EVENT="member-join"),
+         b"node0\t192.168.0.1\t\t\n"),
+        (at + 5_000_001, "node0", "serf", env(EVENT="user", USER_EVENT="membership-up",
+                                              USER_LTIME="1"), b"node2\n"),
+    ]
+    with NodeStore(s.sqlite_path) as store:
+        with store.write():
+            store.append(items)
+        derive.catch_up(store, NODE, s.live_file)
+
+
+@pytest.fixture(scope="module")
+def node_log(tmp_path_factory):
+    base = tmp_path_factory.mktemp("contract") / "node0"
+    s = make_store(str(base), "node0", N_EVENTS, START, flap_rate=0.05)
+    _extra_events(s)
+    return s
+
+
+def _central_url(kind, tmp_path, request):
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'central.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(params=["node", "central-sqlite", pytest.param("central-postgres",
+                                                                  marks=pytest.mark.postgres)])
+def store(request, node_log, tmp_path):
+    """(store, origin) holding the same log, in each role."""
+    if request.param == "node":
+        st = history.open_store(node_log.db_url)
+        yield st, NODE
+        st.close()
+        return
+    url = _central_url(request.param.split("-")[1], tmp_path, request)
+    admin.upgrade(url, "central")
+    # Shipped in small batches, so the derived tables are kept across many transactions.
+    transfer.ship(node_log, url, batch=700)
+    st = history.open_store(url)
+    assert st.role == "central"
+    yield st, "node0"
+    st.close()
+
+
+@pytest.fixture(scope="module")
+def reference(node_log):
+    """The node store's answers, computed by a plain fold of every event."""
+    with NodeStore(node_log.sqlite_path) as st:
+        raws = list(st.events(NODE, 0))
+    return raws
+
+
+def test_the_log_reads_back_the_same(store, reference):
+    st, origin = store
+    assert st.head_seq(origin) == len(reference)
+    assert st.first_seq(origin) == 1
+    got = list(st.events(origin, 10, 20))
+    assert [r.seq for r in got] == list(range(11, 21))
+    assert got == reference[10:20]
+    assert st.received_at(origin, 15) == reference[14].received_us
+    assert [s for s, _ in st.times_after(origin, len(reference) - 3)] == \
+        [r.seq for r in reference[-3:]]
+
+
+def test_checkpoints_hold_the_fold_of_their_prefix(store, reference):
+    st, origin = store
+    point = st.checkpoint_at_or_before(origin, 2_600)
+    assert point is not None and 2_000 <= point[0] <= 2_600
+    seq, max_at, state = point
+    fresh = project.fold(derive.parse(r) for r in reference[:seq])
+    assert state == fresh
+    assert max_at == max(r.received_us for r in reference[:seq])
+
+
+@pytest.mark.parametrize("seq", [0, 1, 999, 1000, 2_345, N_EVENTS + 3])
+def test_state_at_any_event_equals_a_fold_of_the_prefix(store, reference, seq):
+    st, origin = store
+    observer = origin or None
+    got = history.state_at(st, Point(f"@{seq}", None, seq), observer)
+    fresh = project.fold(derive.parse(r) for r in reference[:seq])
+    assert got.seq == seq
+    assert got.nodes == fresh.nodes
+
+
+def test_state_at_a_time_is_the_prefix_received_by_then(store, reference):
+    st, origin = store
+    t = reference[1_500].received_us
+    got = history.state_at(st, Point("t", t, None), origin or None)
+    assert got.seq == 1_501
+
+
+def test_marks_by_lamport_time_and_sessions_survive_every_store(store, reference):
+    st, origin = store
+    now = history.state_at(st, None, origin or None)
+    fresh = project.fold(derive.parse(r) for r in reference)
+    assert now.nodes == fresh.nodes
+    # membership-up ltime 6 beats the later-arriving down ltime 5: node1's mark is up.
+    assert not fresh.nodes["node1"].marked
+    # node2: down at ltime 7 (then redelivered), the agent restarted, then up at ltime 1.
+    assert not fresh.nodes["node2"].marked
+    replayed = list(history.replay(st, Point("@", None, N_EVENTS + 3), None, None,
+                                   origin or None))
+    assert [r.redelivery for r in replayed[:2]] == [False, True]
+    sessions = st.sessions(origin)
+    assert sessions and sessions[-1][0] == N_EVENTS + 5
+
+
+def test_incidents_are_those_of_a_full_fold(store, reference):
+    st, origin = store
+    fresh = project.State()
+    rows = []
+    reducer = incidents.Reducer()
+    for raw in reference:
+        event = derive.parse(raw)
+        effect = fresh.apply(event)
+        opened, _ = reducer.feed(event, effect.changes, fresh.nodes)
+        rows += opened
+    want = sorted(tuple(r) for r in rows)
+    assert sorted(tuple(r) for r in st.incidents(origin)) == want
+    assert len(want) > 20
+
+
+def test_replay_since_until_agrees_with_the_full_replay(store, reference):
+    st, origin = store
+    observer = origin or None
+    whole = list(history.replay(st, None, None, None, observer))
+    part = list(history.replay(st, Point("@", None, 1_234), Point("@", None, 2_345), None,
+                               observer))
+    assert [(r.raw.seq, r.changes, r.redelivery) for r in part] == \
+        [(r.raw.seq, r.changes, r.redelivery) for r in whole[1_233:2_345]]
+
+
+def test_audit_agrees_across_stores(store, node_log):
+    st, origin = store
+    until = Point("t", START + 10 * N_EVENTS * 1000, None)
+    got = history.audit(st, None, until, None, origin or None)
+    with history.open_store(node_log.db_url) as node:
+        want = history.audit(node, None, until)
+    assert got == want
+    assert any(n["incidents"] for n in got["nodes"].values())
+
+
+def test_refolding_the_derived_tables_gives_the_same_rows(store):
+    st, origin = store
+    def rows():
+        # marshal's bytes depend on object sharing, not only values: compare what they say
+        cps = [(s, m, f, marshal.loads(b)) for s, m, f, b in st.checkpoints(origin)]
+        snap = st.snapshot(origin)
+        return ([tuple(r) for r in st.incidents(origin)], [tuple(r) for r in st.sessions(origin)],
+                cps, (snap[0], snap[1], marshal.loads(bytes(snap[2])), bytes(snap[3])))
+
+    before = rows()
+    with st.write():
+        st.truncate_derived(origin, 0)
+    derive.catch_up(st, origin, chunk=800)
+    assert rows() == before
+
+
+def test_central_merge_of_two_observers_equals_the_union_of_their_incidents(node_log,
+                                                                           tmp_path):
+    """Two nodes shipped to one central store: the merged audit's incidents are the union of
+    each observer's, merged where they overlap."""
+    other = make_store(str(tmp_path / "node9"), "node9", 2_000, START + 500, flap_rate=0.05)
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    admin.upgrade(url, "central")
+    transfer.ship(node_log, url)
+    transfer.ship(other, url)
+    until = Point("t", START + 10 * N_EVENTS * 1000, None)
+    with history.open_store(url) as st:
+        merged = history.audit(st, None, until)
+        per = [history.audit(st, None, until, None, o) for o in ("node0", "node9")]
+        assert set(st.origins()) == {"node0", "node9"}
+    for node, n in merged["nodes"].items():
+        spans = [(i["down_at"], i["up_at"] or "~") for p in per
+                 for i in p["nodes"].get(node, {"incidents": []})["incidents"]]
+        for inc in n["incidents"]:
+            # every merged incident starts with some observer's and ends with some observer's
+            assert any(s == inc["down_at"] for s, _ in spans)
+            assert any(u == (inc["up_at"] or "~") for _, u in spans)
+        assert len(n["incidents"]) <= len(spans)
+
+
+def test_settings_roles_are_recorded_not_guessed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    admin.upgrade(url, "central")
+    assert admin.store_role(url) == "central"
+    s = settings.resolve(str(tmp_path / "n"))
+    admin.init(s)
+    assert admin.store_role(s.db_url) == "node"
