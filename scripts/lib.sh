@@ -45,3 +45,44 @@ ensure_postgres() {
 }
 
 ensure_chromium() { ensure_apt chromium chromium "the timeline's browser test"; }
+
+# Prometheus, promtool and Alertmanager for the operations tests. Debian names Alertmanager's
+# binary prometheus-alertmanager (upstream: alertmanager). The tests start their own
+# instances on free loopback ports. Installing the packages may start system daemons
+# (prometheus on 9090, alertmanager on 9093/9094, the node exporter pulled in as a
+# recommendation on 9100): those are stopped and disabled again, by pid, and only those this
+# install caused: daemons running before, and other users' test instances, are left alone.
+ensure_prometheus() {
+    local before pid
+    if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 \
+        && { command -v alertmanager || command -v prometheus-alertmanager; } >/dev/null 2>&1
+    then
+        return 0
+    fi
+    before=" $(_prometheus_daemons | tr '\n' ' ') "
+    ensure_apt prometheus prometheus "the metrics tests' real Prometheus and promtool"
+    ensure_apt prometheus-alertmanager prometheus-alertmanager "the alerts tests"
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus prometheus-alertmanager prometheus-node-exporter \
+            >/dev/null 2>&1 || true
+    fi
+    for pid in $(_prometheus_daemons); do
+        case "$before" in *" $pid "*) continue ;; esac
+        echo "stopping $(readlink "/proc/$pid/exe") (pid $pid): started by its install" >&2
+        kill "$pid" 2>/dev/null || true
+    done
+}
+
+# The pids of the system's Prometheus, Alertmanager and node exporter daemons: Debian runs
+# them as the user prometheus. Matched on the executable, as pkill -x would miss two of them
+# (/proc/PID/comm cuts names to 15 characters).
+_prometheus_daemons() {
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(stat -c %U "$p" 2>/dev/null)" = prometheus ] || continue
+        case "$(readlink "$p/exe" 2>/dev/null)" in
+            */prometheus | */prometheus-alertmanager | */prometheus-node-exporter)
+                echo "${p#/proc/}" ;;
+        esac
+    done
+}

@@ -1,0 +1,186 @@
+"""The example operations files: Prometheus rules and config (checked and unit-tested by the
+real promtool) and the systemd units (systemd-analyze verify, or a parse without it)."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from realservers import require
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+RULES = EXAMPLES / "prometheus-rules.yml"
+
+# promtool's rule unit test: synthetic series sampled each minute, alerts expected at given
+# times. Labels as Prometheus adds them when scraping `membership serve`.
+SCRAPED = 'job="membership",instance="node0:9137"'
+EXPECTED = 'job: membership, instance: "node0:9137"'  # the same, as a YAML flow mapping
+RULE_TESTS = f"""
+rule_files:
+  - {RULES}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'membership_node_up{{{SCRAPED},node="node1"}}'
+        values: '1 1 0 0 0'
+      - series: 'membership_node_incidents_total{{{SCRAPED},node="node2",cause="failed"}}'
+        values: '0 1 1 2 2'
+      - series: 'membership_node_incidents_total{{{SCRAPED},node="node2",cause="operator"}}'
+        values: '0 0 0 1 1'
+      - series: 'membership_node_flapping{{{SCRAPED},node="node3"}}'
+        values: '0 0 1 1 1'
+      - series: 'membership_last_event_timestamp_seconds{{{SCRAPED},observer="node0"}}'
+        values: '0x61'
+      - series: 'up{{{SCRAPED}}}'
+        values: '1 1 0x10'
+    alert_rule_test:
+      # node1 dead from 2m: pending at 2m, firing once it has been dead for 1m.
+      - eval_time: 2m
+        alertname: MembershipNodeDead
+        exp_alerts: []
+      - eval_time: 3m
+        alertname: MembershipNodeDead
+        exp_alerts:
+          - exp_labels: {{{EXPECTED}, node: node1, severity: critical}}
+            exp_annotations:
+              summary: "node1 is down (seen by node0:9137)"
+              description: >-
+                membership-log on node0:9137 has had node1 dead for more than a minute. `membership
+                audit --node node1` says why (failed, left or an operator mark) and since when.
+      # node2: a third incident (of any cause) within 10 minutes at 3m; node3 flags itself.
+      - eval_time: 2m
+        alertname: MembershipNodeFlapping
+        exp_alerts:
+          - exp_labels: {{{EXPECTED}, node: node3, severity: warning}}
+            exp_annotations: &flap3
+              summary: "node3 is flapping"
+              description: >-
+                node3 went down at least 3 times within 10 minutes (seen by node0:9137). Live sets
+                that change this often make the engine reroute again and again; `membership audit
+                --node node3` lists the incidents.
+      - eval_time: 3m
+        alertname: MembershipNodeFlapping
+        exp_alerts:
+          - exp_labels: {{{EXPECTED}, node: node2, severity: warning}}
+            exp_annotations:
+              summary: "node2 is flapping"
+              description: >-
+                node2 went down at least 3 times within 10 minutes (seen by node0:9137). Live sets
+                that change this often make the engine reroute again and again; `membership audit
+                --node node2` lists the incidents.
+          - exp_labels: {{{EXPECTED}, node: node3, severity: warning}}
+            exp_annotations: *flap3
+      # The last event at t=0: silent "for over an hour" only after 3600 s.
+      - eval_time: 60m
+        alertname: MembershipObserverSilent
+        exp_alerts: []
+      - eval_time: 61m
+        alertname: MembershipObserverSilent
+        exp_alerts:
+          - exp_labels: {{{EXPECTED}, observer: node0, severity: warning}}
+            exp_annotations:
+              summary: "no membership event from node0 for over an hour"
+              description: >-
+                The log on node0:9137 has recorded nothing from observer node0 for 1h 1m 0s. Its
+                Serf agent or its event handler may be down: membership changes it should see are
+                lost.
+      # The scrape fails from 2m: firing after 5 minutes of it.
+      - eval_time: 6m
+        alertname: MembershipMetricsDown
+        exp_alerts: []
+      - eval_time: 7m
+        alertname: MembershipMetricsDown
+        exp_alerts:
+          - exp_labels: {{{EXPECTED}, severity: warning}}
+            exp_annotations:
+              summary: "membership serve on node0:9137 does not answer"
+              description: >-
+                Prometheus has failed to scrape node0:9137 for 5 minutes, so the membership alerts
+                above cannot fire for it.
+"""
+
+
+def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([require("promtool"), *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_rules_check():
+    r = promtool("check", "rules", str(RULES))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS: 4 rules found" in r.stdout
+
+
+def test_rules_fire_as_documented(tmp_path):
+    tests = tmp_path / "rules-test.yml"
+    tests.write_text(RULE_TESTS)
+    r = promtool("test", "rules", str(tests))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_prometheus_config_check():
+    # Run from elsewhere: rule_files are relative to the config file, not the cwd.
+    r = promtool("check", "config", str(EXAMPLES / "prometheus.yml"), cwd=Path("/"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 rule files found" in r.stdout
+    text = (EXAMPLES / "prometheus.yml").read_text()
+    assert "scrape_interval: 15s" in text and '"127.0.0.1:9137"' in text
+
+
+UNITS = sorted((EXAMPLES / "systemd").glob("*.service"))
+REQUIRED = {"User", "ExecStart", "ReadWritePaths", "NoNewPrivileges", "ProtectSystem",
+            "PrivateTmp", "Restart"}
+
+
+def test_both_units_exist():
+    assert [u.name for u in UNITS] == ["membership-serve.service", "membership-ship.service"]
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_unit_is_hardened_and_valid(unit, tmp_path):
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # systemd keys are case-sensitive
+    parser.read_string(unit.read_text())
+    service = parser["Service"]
+    assert REQUIRED <= set(service), REQUIRED - set(service)
+    assert service["User"] not in ("", "root")
+    assert service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict"
+    assert service["PrivateTmp"] == "yes"
+    assert service["Restart"] == "on-failure"
+    assert service["ReadWritePaths"] == "/var/lib/droonga"
+    command = service["ExecStart"].split()
+    assert command[0].endswith("/membership") and "--base-dir" in command
+    if unit.name == "membership-ship.service":
+        assert command[1] == "ship" and "--follow" in command and "--to" in command
+        target = command[command.index("--to") + 1]
+        assert target.startswith("postgresql://") and ":" not in target[13:].split("@")[0]
+    else:
+        assert command[1] == "serve"
+    assert parser["Install"]["WantedBy"] == "multi-user.target"
+    verify(unit, tmp_path)
+
+
+def verify(unit: Path, tmp_path: Path) -> None:
+    """``systemd-analyze verify`` when systemd's tools are installed (they are not needed for
+    anything else, so the parse above stands alone without them)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return
+    # verify insists that ExecStart's program exists: point it at a stand-in, nothing else
+    # changes.
+    program = tmp_path / "membership"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    text = unit.read_text()
+    assert text.count("/opt/membership-log/bin/membership ") == 1
+    copy = tmp_path / unit.name
+    copy.write_text(text.replace("/opt/membership-log/bin/membership ", f"{program} "))
+    r = subprocess.run([analyze, "verify", "--man=no", str(copy)], capture_output=True,
+                       text=True, timeout=60)
+    # Unknown keys and bad values are only warnings ("..., ignoring"): any output fails.
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
