@@ -33,6 +33,19 @@ class _Group(TyperGroup):
         except MembershipError as e:
             typer.echo(f"membership: {render.printable(str(e))}", err=True)
             raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug: still one line, the trace on request
+            import os
+
+            if os.environ.get("MEMBERSHIP_DEBUG"):
+                raise
+            if hasattr(e, "exit_code") and hasattr(e, "show"):  # Click's own: usage errors
+                raise
+            typer.echo(f"membership: internal error: {type(e).__name__}: "
+                       f"{render.printable(str(e))[:300]} (run again with MEMBERSHIP_DEBUG=1 "
+                       f"for the traceback, and report it)", err=True)
+            raise typer.Exit(1) from None
 
 
 _APP = {"cls": _Group, "rich_markup_mode": None, "pretty_exceptions_enable": False,
@@ -158,6 +171,7 @@ def init(s: settings.Settings) -> None:
 
     Example:
 
+    \b
         membership init --base-dir /var/lib/droonga
     """
     from . import admin
@@ -190,6 +204,12 @@ def handle(s: settings.Settings) -> None:
         event_handlers = ["membership handle --base-dir /var/lib/droonga"]
 
     Operator marks: `serf event membership-down NODE...` / `serf event membership-up NODE...`.
+
+    Example:
+
+    \b
+        printf 'node1\\t192.168.100.51\\t\\t\\n' | SERF_EVENT=member-failed SERF_SELF_NAME=node0 \\
+            membership handle --base-dir /var/lib/droonga
     """
     from .handler import main as handle_main
 
@@ -217,6 +237,7 @@ def state(s: settings.Settings, at: At = None, observer: ObserverOpt = None,
 
     Example:
 
+    \b
         membership state --base-dir /var/lib/droonga
         membership state --at '2026-11-25T03:12:00' --json
         membership state --at @42 --as-live-file > live-nodes.json
@@ -253,16 +274,19 @@ def replay(s: settings.Settings, since: Since = None, until: Until = None,
 
     Example:
 
+    \b
         membership replay --base-dir /var/lib/droonga --since '2h ago'
         membership replay --node node1 --json | jq 'select(.changes != [])'
     """
     from . import history
 
     with _store(s) as store:
-        records = history.replay(store, since, until, node, observer)
         if json_out:
-            render.write_json_lines(sys.stdout, (render.replay_record(r) for r in records))
+            from . import bulk
+
+            bulk.replay_json(s.db_url, store, sys.stdout, since, until, node, observer)
             return
+        records = history.replay(store, since, until, node, observer)
         rows = [render.replay_row(r, observer) for r in records]
     _out(render.table(["SEQ", "AT (UTC)", "OBSERVER", "EVENT", "DETAIL", "CHANGES"], rows)
          if rows else "no events match")
@@ -305,6 +329,7 @@ def audit(s: settings.Settings, since: Since = None, until: Until = None,
 
     Example:
 
+    \b
         membership audit --base-dir /var/lib/droonga --since '1d ago'
         membership audit --node 192.168.100.51:10031/droonga --json
         membership audit --flap-window 10m --flap-threshold 3 --detection-delay 5
@@ -312,12 +337,15 @@ def audit(s: settings.Settings, since: Since = None, until: Until = None,
     from . import history
 
     window = _seconds(flap_window, "--flap-window")
+    options = {"flap_window_s": window, "flap_threshold": flap_threshold,
+               "detection_delay_s": detection_delay}
     with _store(s) as store:
-        doc = history.audit(store, since, until, node, observer, flap_window_s=window,
-                            flap_threshold=flap_threshold, detection_delay_s=detection_delay)
-    if json_out:
-        _out(render.json_doc(doc))
-        return
+        if json_out:
+            from . import bulk
+
+            _out(bulk.audit_json(s.db_url, store, since, until, node, observer, **options))
+            return
+        doc = history.audit(store, since, until, node, observer, **options)
     _out(render.audit_text(doc))
 
 
@@ -337,6 +365,7 @@ def timeline(s: settings.Settings, since: Since = None, until: Until = None,
 
     Example:
 
+    \b
         membership timeline --base-dir /var/lib/droonga --since '1d ago' -o last-day.html
     """
     from . import history, livefile
@@ -369,6 +398,7 @@ def export(s: settings.Settings, since: Since = None, until: Until = None,
 
     Example:
 
+    \b
         membership export --base-dir /var/lib/droonga > node0.jsonl
         membership export --since '1d ago' | gzip > last-day.jsonl.gz
     """
@@ -393,6 +423,7 @@ def import_(s: settings.Settings,
 
     Example:
 
+    \b
         membership import --base-dir /srv/restore node0.jsonl
         zcat last-day.jsonl.gz | membership import --base-dir /srv/copy
     """
@@ -431,6 +462,7 @@ def verify(s: settings.Settings) -> None:
 
     Example:
 
+    \b
         membership verify --base-dir /var/lib/droonga
     """
     from . import integrity
@@ -462,6 +494,7 @@ def rebuild(s: settings.Settings) -> None:
 
     Example:
 
+    \b
         membership rebuild --base-dir /var/lib/droonga
     """
     from . import derive
@@ -504,6 +537,7 @@ def compact(s: settings.Settings,
 
     Example:
 
+    \b
         membership compact --base-dir /var/lib/droonga --before '90d ago' \\
             --require-shipped postgresql://membership@db/central
     """
@@ -539,6 +573,7 @@ def ship(s: settings.Settings,
 
     Example:
 
+    \b
         membership ship --base-dir /var/lib/droonga --to postgresql://membership@db/central
         membership ship --to postgresql://membership@db/central --follow
     """
@@ -581,6 +616,7 @@ def watch(s: settings.Settings, json_out: Json = False,
 
     Example:
 
+    \b
         membership watch --base-dir /var/lib/droonga
         membership watch --live-file /var/lib/droonga/live-nodes.json --json
     """
@@ -626,6 +662,7 @@ def route(s: settings.Settings,
 
     Example:
 
+    \b
         membership route --base-dir /var/lib/droonga
         membership route --dataset Default --json
     """
@@ -663,6 +700,7 @@ def db_upgrade(s: settings.Settings,
 
     Example:
 
+    \b
         membership db upgrade --db postgresql://membership@db.example/membership
     """
     from . import admin
@@ -675,6 +713,175 @@ def db_upgrade(s: settings.Settings,
         _out(f"store already at schema {after}")
     else:
         _out(f"store upgraded: {before or 'empty'} -> {after}")
+
+
+# -- operations: metrics, the dashboard, alerts (membership_log.serve, .alerts) -----------------
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (systemctl stop) ends a long-running command as Ctrl-C does: cleanly, exit 0."""
+    import signal
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
+@command()
+def metrics(s: settings.Settings,
+            output: Annotated[str | None, typer.Option(
+                "-o", "--output", metavar="FILE", help="Write to FILE atomically instead of "
+                "stdout (node_exporter's textfile collector reads *.prom files).")] = None,
+            observer: ObserverOpt = None) -> None:
+    """Prometheus metrics of the log, in the text exposition format (0.0.4).
+
+    Per node: membership_node_up, membership_node_marked_down,
+    membership_node_incidents_total{cause}, membership_node_downtime_seconds_total (open
+    incidents counted up to now), membership_node_last_change_timestamp_seconds; and
+    membership_live_nodes, membership_catalog_nodes, membership_events_total{observer,event},
+    membership_last_event_timestamp_seconds{observer}. The counters come from the log, so
+    they never reset. On a central store the figures merge every node's log (a node is down
+    while any observer sees it down) unless --observer picks one. `membership serve` serves
+    the same at /metrics.
+
+    Example:
+
+    \b
+        membership metrics --base-dir /var/lib/droonga
+        membership metrics -o /var/lib/prometheus/node-exporter/membership.prom
+    """
+    from . import livefile
+    from .serve import metrics_text
+
+    with _store(s) as store:
+        data = metrics_text(store, observer)
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        livefile.write_atomic(output, data)
+    except OSError as e:
+        raise MembershipError(f"cannot write {output}: {e.strerror or e}") from None
+
+
+@command()
+def serve(s: settings.Settings,
+          listen: Annotated[str, typer.Option(
+              "--listen", metavar="HOST:PORT", help="Where to listen. The default answers "
+              "this machine only; 0.0.0.0:9137 opens the log to the network (put a firewall "
+              "or an authenticating proxy in front).")] = "127.0.0.1:9137",
+          observer: ObserverOpt = None) -> None:
+    """Serve /metrics for Prometheus, the dashboard (/) and a JSON API over the log.
+
+    GET /metrics is `membership metrics`, fresh at each scrape (?observer= on a central
+    store). GET / is the dashboard: the cluster now, the timeline, the incidents, the state
+    at any chosen moment; it updates itself within about a second of a change. The API
+    answers with the commands' own JSON: /api/state?at=T, /api/audit?since=T&until=T&node=N,
+    /api/replay?since=T&until=T&node=N (JSON lines, streamed), /api/heads (a change token),
+    /api/timeline.svg?since=T&until=T. A bad parameter is HTTP 400, an unknown path 404, a
+    store that cannot be read 503 (so Prometheus's `up` says so) while serving goes on.
+    Each request opens the store and closes it: the handler is never held up. Runs until
+    interrupted (Ctrl-C or SIGTERM), then exits 0.
+
+    Example:
+
+    \b
+        membership serve --base-dir /var/lib/droonga
+        membership serve --db postgresql://membership@db/central
+        membership serve --base-dir /var/lib/droonga --listen 0.0.0.0:9137
+    """
+    from . import serve as _serve
+
+    try:
+        _serve.parse_listen(listen)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--listen") from None
+    _stop_on_sigterm()
+    try:
+        _serve.serve(s.db_url, listen, observer)
+    except KeyboardInterrupt:
+        return
+
+
+def _alert_seconds(text: str, option: str, zero: bool) -> float:
+    t = text.strip()
+    if zero and t in ("0", "0s", "0.0"):
+        return 0.0
+    return _seconds(t, option)
+
+
+@command()
+def alerts(s: settings.Settings,
+           to: Annotated[str, typer.Option(
+               "--to", metavar="URL", help="Alertmanager's base URL (http://HOST:9093); "
+               "http://USER:PASSWORD@HOST:9093 for basic auth.")] = ...,
+           follow: Annotated[bool, typer.Option(
+               "--follow", help="Keep sending as the log changes, until interrupted; an "
+               "unreachable Alertmanager is retried for ever.")] = False,
+           min_duration: Annotated[str, typer.Option(
+               "--min-duration", metavar="S", help="Only incidents that lasted (or have "
+               "lasted so far) at least this long, like a rule's for: (seconds, or 90s, "
+               "5m).")] = "0",
+           resend: Annotated[str, typer.Option(
+               "--resend", metavar="S", help="Re-send open alerts this often, well within "
+               "Alertmanager's resolve_timeout (5m by default), so they keep firing.")] = "60",
+           observer: ObserverOpt = None,
+           interval: Annotated[float, typer.Option(
+               "--interval", min=0.1, help="With --follow: seconds between looks at the "
+               "log.")] = 1.0) -> None:
+    """Send incidents to Alertmanager (API v2) with their exact start and end times.
+
+    Each incident is alert MembershipNodeDown with labels node, cause (failed, left,
+    operator) and, for one node's view, observer; startsAt is the receive time of the event
+    that took the node down, endsAt (once it is back) that of the event that brought it
+    back. Open alerts are re-sent every --resend seconds. What was delivered is kept in the
+    store (table alert_delivery), so a restart neither loses nor repeats an incident. On a
+    central store without --observer, the cluster-wide incidents are sent (no observer
+    label). Without --follow: one pass; exit 0 once everything due was delivered, else exit 1
+    after a few retries. With --follow, Alertmanager being down, or answering an error, is
+    reported once per outage and retried with backoff for ever; Ctrl-C or SIGTERM stops it
+    (exit 0).
+
+    Example:
+
+    \b
+        membership alerts --base-dir /var/lib/droonga --to http://127.0.0.1:9093
+        membership alerts --to http://am:9093 --follow --min-duration 60
+    """
+    from . import alerts as _alerts
+
+    min_s = _alert_seconds(min_duration, "--min-duration", zero=True)
+    resend_s = _alert_seconds(resend, "--resend", zero=False)
+    sender = _alerts.Sender(s.db_url, to, observer, min_s, resend_s)
+
+    def say(line: str) -> None:
+        typer.echo(render.printable(line))
+
+    def warn(line: str) -> None:
+        typer.echo(f"membership alerts: {render.printable(line)}", err=True)
+
+    if not follow:
+        out = _alerts.once(sender)
+        shown = [x for x in out.delivered if x.kind != _alerts.RESEND]
+        for x in shown[:20]:
+            say(_alerts.describe(x))
+        if len(shown) > 20:
+            say(f"... and {len(shown) - 20} more")
+        kinds = [x.kind for x in out.delivered]
+        say(f"{len(kinds)} alert(s) delivered to {sender.target}: "
+            f"{kinds.count(_alerts.FIRING)} firing, {kinds.count(_alerts.RESEND)} re-sent "
+            f"(still open), {kinds.count(_alerts.RESOLVED)} resolved")
+        return
+    _stop_on_sigterm()
+    warn(f"sending the incidents of {s.sqlite_path or settings.safe_url(s.db_url)} to "
+         f"{sender.target} "
+         f"(--min-duration {min_s:g}s, --resend {resend_s:g}s); Ctrl-C stops")
+    try:
+        _alerts.follow(sender, interval, say=say, warn=warn)
+    except KeyboardInterrupt:
+        return
 
 
 def _version(value: bool) -> None:

@@ -110,13 +110,40 @@ def test_foreign_store_is_one_line(tmp_path):
     assert "not a membership-log store" in r.output
 
 
-@pytest.mark.parametrize("command", [["init"], ["handle"], ["state"], ["replay"],
-                                     ["db", "upgrade"]])
+def _commands():
+    """Every command the CLI has, found from the app itself: a new command without help
+    or an example fails here."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    out = []
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            out += [[name, sub] for sub in cmd.commands]
+        else:
+            out.append([name])
+    return sorted(out)
+
+
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
 def test_every_command_has_help_with_an_example(command):
     r = invoke(*command, "--help")
     assert r.exit_code == 0
     assert "Example" in r.output or "event_handlers" in r.output
+    # Where things live: shown by every command that reads the store (watch and route read
+    # files only, and show just those).
     assert "--base-dir" in r.output and "MEMBERSHIP_BASE_DIR" in r.output
+    # The example lines stay lines (Click would otherwise run them together).
+    example = r.output.split("Example:")[-1].split("Options:")[0].split("Arguments:")[0]
+    assert all(line.count("membership ") <= 1 for line in example.splitlines()), example
+
+
+def test_the_readme_shows_every_command():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for command in _commands():
+        assert f"membership {' '.join(command)}" in readme, command
 
 
 @pytest.mark.postgres

@@ -131,13 +131,16 @@ def test_prometheus_config_check():
     assert "scrape_interval: 15s" in text and '"127.0.0.1:9137"' in text
 
 
-UNITS = sorted((EXAMPLES / "systemd").glob("*.service"))
+# The long-running services; membership-compact.service (a oneshot run by its timer) is not
+# one of them.
+UNITS = [EXAMPLES / "systemd" / f"membership-{name}.service" for name in ("alerts", "serve",
+                                                                          "ship")]
 REQUIRED = {"User", "ExecStart", "ReadWritePaths", "NoNewPrivileges", "ProtectSystem",
             "PrivateTmp", "Restart"}
 
 
-def test_both_units_exist():
-    assert [u.name for u in UNITS] == ["membership-serve.service", "membership-ship.service"]
+def test_the_units_exist():
+    assert all(u.is_file() for u in UNITS)
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
@@ -159,6 +162,8 @@ def test_unit_is_hardened_and_valid(unit, tmp_path):
         assert command[1] == "ship" and "--follow" in command and "--to" in command
         target = command[command.index("--to") + 1]
         assert target.startswith("postgresql://") and ":" not in target[13:].split("@")[0]
+    elif unit.name == "membership-alerts.service":
+        assert command[1] == "alerts" and "--follow" in command and "--to" in command
     else:
         assert command[1] == "serve"
     assert parser["Install"]["WantedBy"] == "multi-user.target"
@@ -183,4 +188,38 @@ def verify(unit: Path, tmp_path: Path) -> None:
     r = subprocess.run([analyze, "verify", "--man=no", str(copy)], capture_output=True,
                        text=True, timeout=60)
     # Unknown keys and bad values are only warnings ("..., ignoring"): any output fails.
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+
+
+def test_the_daily_ship_and_compact_unit_and_its_timer(tmp_path):
+    """membership-compact.service ships, then compacts behind --require-shipped, once a day
+    (membership-compact.timer); both verify with systemd-analyze where it is installed."""
+    service = EXAMPLES / "systemd" / "membership-compact.service"
+    timer = EXAMPLES / "systemd" / "membership-compact.timer"
+    text = service.read_text()
+    commands = [line.split("=", 1)[1].split() for line in text.splitlines()
+                if line.startswith("ExecStart=")]
+    assert [c[1] for c in commands] == ["ship", "compact"], "ship first, then compact"
+    compact = commands[1]
+    assert "--require-shipped" in compact and "--before" in compact
+    assert compact[compact.index("--require-shipped") + 1] == commands[0][
+        commands[0].index("--to") + 1], "only what reached that same central store is dropped"
+    assert "Type=oneshot" in text and "User=membership" in text
+    assert "NoNewPrivileges=yes" in text and "ProtectSystem=strict" in text
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str
+    parser.read_string(timer.read_text())
+    assert parser["Timer"]["OnCalendar"] and parser["Timer"]["Persistent"] == "true"
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return
+    program = tmp_path / "membership"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    (tmp_path / service.name).write_text(
+        text.replace("/opt/membership-log/bin/membership ", f"{program} "))
+    (tmp_path / timer.name).write_text(timer.read_text())
+    r = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / timer.name),
+                        str(tmp_path / service.name)], capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr

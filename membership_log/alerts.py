@@ -1,0 +1,384 @@
+"""``membership alerts``: every incident of the log sent to Alertmanager, with its exact times.
+
+Two halves. :func:`plan` is pure: incidents, what was delivered, the clock and the options
+in; what to post out. :class:`Sender` and :func:`follow` do the I/O: read the store, post
+with :func:`membership_log.alertmanager.post_alerts`, keep the delivery progress in the
+store's ``alert_delivery`` table, retry with backoff.
+
+Each incident is alert ``MembershipNodeDown`` with labels ``node``, ``cause`` and, for one
+node's view (a node store, or ``--observer`` on the central store), ``observer``.
+``startsAt`` is the receive time of the event that took the node down, ``endsAt`` that of the
+event that brought it back: exact to the microsecond, not "when someone noticed".
+
+What is sent, and when (:func:`plan`):
+
+- an open incident is sent firing once it has lasted ``--min-duration``, then re-sent every
+  ``--resend`` seconds: without ``endsAt`` Alertmanager resolves an alert by itself after its
+  ``resolve_timeout`` (5 min), and a restarted Alertmanager knows no alert at all;
+- a closed incident is sent resolved once, if it lasted ``--min-duration`` or was ever sent
+  firing (so a resolution is never held back);
+- Alertmanager keys alerts by their labels, and the same node and cause go down again and
+  again: the alerts of one label set are posted oldest first, ending with its current open
+  incident, so that an old resolution posted late never overwrites a newer firing alert.
+
+Identity (the key kept in ``alert_delivery``, with the target, the Alertmanager URL with its
+password masked):
+
+- a node store: ``("", node, down_seq)``, the event that began the incident;
+- the central store with ``--observer O``: ``(O, node, down_seq)`` in O's log;
+- the central store merged: ``("", node, down_at)``. A cluster-wide incident (a node is down
+  while any observer sees it down) has no event number of its own, so its start, the first
+  report's receive time in microseconds, stands in the ``down_seq`` column: merged incidents
+  of one node never overlap, so no two share a start. ``""`` is never the name of a shipped
+  log. If a log shipped late reports the same outage earlier, the merged incident gets a new,
+  earlier start: it is sent as new (same labels, so Alertmanager updates the one alert) and
+  the old key is simply never sent again.
+
+Delivery is recorded after Alertmanager accepted the post: a crash between the two re-sends
+that batch once (Alertmanager treats an equal alert as an update: no new notification). So a
+restart neither loses an incident nor repeats one already delivered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from . import alertmanager
+from .alertmanager import AlertmanagerError, Backoff, OutageLog
+from .errors import MembershipError, StoreError
+
+#: Alerts per POST: Alertmanager takes any number, but a first run on a long history would
+#: otherwise post tens of thousands in one body.
+BATCH = 500
+
+FIRING = "firing"      # first delivery of an open incident
+RESEND = "resend"      # an open incident again, so that Alertmanager keeps it firing
+RESOLVED = "resolved"  # a closed incident, with its endsAt
+
+#: ``(origin, node, id)``: ``id`` is the down event's seq, or the start time (µs) when merged.
+Key = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An incident as alerts sees it. ``observer`` is the ``observer`` label (None in the
+    central store's merged view); ``seen_by`` the observers that reported it."""
+
+    key: Key
+    node: str
+    cause: str
+    observer: str | None
+    down_at: int
+    up_at: int | None
+    seen_by: tuple[str, ...] = ()
+
+    @property
+    def labels(self) -> tuple[str, str, str | None]:
+        return (self.node, self.cause, self.observer)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One ``alert_delivery`` row: when the incident was first delivered, and when its
+    resolution was (None while only its firing alert was)."""
+
+    firing_at: int
+    resolved_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Send:
+    incident: Incident
+    kind: str  # FIRING, RESEND or RESOLVED
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to post now, in order, and when a pass is next due even if the log does not
+    change (µs; None: only a change can make anything due)."""
+
+    sends: list[Send]
+    wake_at: int | None
+
+
+def plan(incidents: Iterable[Incident], delivered: Mapping[Key, Delivery],
+         last_sent: Mapping[Key, int], now: int, min_duration_us: int = 0,
+         resend_us: int = 60_000_000) -> Plan:
+    """The alerts due at ``now`` (µs). ``delivered``: the store's record; ``last_sent``: when
+    this process last posted each open incident (empty after a restart, so every open
+    incident is re-sent at once: Alertmanager may have restarted too)."""
+    sends: dict[Key, Send] = {}
+    wake: list[int] = []
+    newest: dict[tuple, Incident] = {}
+    for inc in incidents:
+        current = newest.get(inc.labels)
+        if current is None or inc.down_at >= current.down_at:
+            newest[inc.labels] = inc
+        d = delivered.get(inc.key)
+        if inc.up_at is not None:
+            if d is not None and d.resolved_at is not None:
+                continue  # delivered, over: never again
+            if d is None and inc.up_at - inc.down_at < min_duration_us:
+                continue  # too short to alert on, and never announced
+            sends[inc.key] = Send(inc, RESOLVED)
+        elif d is None or d.resolved_at is not None:
+            # Never delivered (or, after a rebuild that reopened it, delivered as over).
+            due = inc.down_at + min_duration_us
+            if now >= due:
+                sends[inc.key] = Send(inc, FIRING if d is None else RESEND)
+            else:
+                wake.append(due)
+        else:
+            last = last_sent.get(inc.key)
+            if last is None or now - last >= resend_us:
+                sends[inc.key] = Send(inc, RESEND)
+            else:
+                wake.append(last + resend_us)
+    # End each label set with its current open incident, already announced (see the module
+    # docstring): Alertmanager keeps one alert per label set.
+    for labels in {s.incident.labels for s in sends.values()}:
+        inc = newest[labels]
+        d = delivered.get(inc.key)
+        if (inc.up_at is None and inc.key not in sends and d is not None
+                and d.resolved_at is None):
+            sends[inc.key] = Send(inc, RESEND)
+    ordered = sorted(sends.values(), key=lambda s: (s.incident.down_at, s.incident.key))
+    return Plan(ordered, min(wake) if wake else None)
+
+
+def recorded(sends: Iterable[Send], delivered: Mapping[Key, Delivery],
+             now: int) -> dict[Key, Delivery]:
+    """The ``alert_delivery`` rows once ``sends`` were accepted at ``now``."""
+    out = {}
+    for s in sends:
+        d = delivered.get(s.incident.key)
+        firing_at = d.firing_at if d is not None else now
+        out[s.incident.key] = Delivery(firing_at, now if s.kind == RESOLVED else None)
+    return out
+
+
+def alert(send: Send) -> dict:
+    """The Alertmanager API v2 alert of one send (an open incident: no ``endsAt``)."""
+    inc = send.incident
+    up = inc.up_at if send.kind == RESOLVED else None
+    return alertmanager.alert_for({"node": inc.node, "cause": inc.cause,
+                                   "down_at_us": inc.down_at, "up_at_us": up,
+                                   "observer": ", ".join(inc.seen_by)}, inc.observer)
+
+
+# -- reading the store -------------------------------------------------------------------------
+
+
+def read_incidents(store, observer: str | None = None) -> tuple[str, list[Incident]]:
+    """The origin under which deliveries are kept, and every incident of the view: the same
+    incidents ``audit`` reports (:func:`membership_log.history.incidents_of`)."""
+    from . import history
+    from .nodestore import NODE, ROLE_CENTRAL
+
+    found = history.incidents_of(store, observer)
+    if store.role != ROLE_CENTRAL:
+        me = store.origin_name()
+        return NODE, [Incident((NODE, i.node, i.down_seq), i.node, i.cause,
+                               i.observers[0] if i.observers else (me or None), i.down_at,
+                               i.up_at, i.observers) for i in found]
+    if observer is not None:
+        return observer, [Incident((observer, i.node, i.down_seq), i.node, i.cause, observer,
+                                   i.down_at, i.up_at, i.observers) for i in found]
+    return "", [Incident(("", i.node, i.down_at), i.node, i.cause, None, i.down_at, i.up_at,
+                         i.observers) for i in found]
+
+
+def target_of(url: str) -> str:
+    """How a target is named in ``alert_delivery``: its URL, password masked (the store is
+    not the place for it)."""
+    return alertmanager.mask_url(url).rstrip("/")
+
+
+# -- the I/O -----------------------------------------------------------------------------------
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class Outcome:
+    """One pass: the sends delivered (in order) and when the next is due."""
+
+    delivered: list[Send] = field(default_factory=list)
+    wake_at: int | None = None
+
+
+class Sender:
+    """Passes over one store for one Alertmanager. Each pass opens the store, reads, closes;
+    posts; then records what was accepted (a short write transaction per batch)."""
+
+    def __init__(self, db_url: str, to: str, observer: str | None = None,
+                 min_duration_s: float = 0.0, resend_s: float = 60.0,
+                 post: Callable[[str, list], None] = alertmanager.post_alerts,
+                 clock: Callable[[], int] = now_us) -> None:
+        alertmanager._endpoint(to)  # a bad URL is an error before anything else
+        self.db_url, self.to, self.observer = db_url, to, observer
+        self.target = target_of(to)
+        self.min_duration_us = int(min_duration_s * 1e6)
+        self.resend_us = int(resend_s * 1e6)
+        self.post, self.clock = post, clock
+        #: When this process last posted each open incident (µs).
+        self.last_sent: dict[Key, int] = {}
+
+    def _open(self):
+        from . import history
+
+        return history.open_store(self.db_url)
+
+    def heads(self) -> dict[str, int]:
+        """The store's change token (see :func:`membership_log.history.heads`)."""
+        from . import history
+
+        with self._open() as store:
+            return history.heads(store)
+
+    def run_pass(self, on_sent: Callable[[list[Send]], None] | None = None) -> Outcome:
+        """Post everything due. Raises :class:`AlertmanagerError` (what was accepted before
+        the failure is recorded) or :class:`StoreError`."""
+        with self._open() as store:
+            origin, incs = read_incidents(store, self.observer)
+            delivered = {(origin, node, ident): Delivery(f, r) for (node, ident), (f, r)
+                         in store.alert_deliveries(self.target, origin).items()}
+        p = plan(incs, delivered, self.last_sent, self.clock(), self.min_duration_us,
+                 self.resend_us)
+        out = Outcome(wake_at=p.wake_at)
+        for i in range(0, len(p.sends), BATCH):
+            chunk = p.sends[i:i + BATCH]
+            self.post(self.to, [alert(s) for s in chunk])
+            at = self.clock()
+            rows = recorded(chunk, delivered, at)
+            with self._open() as store:
+                store.record_alert_deliveries(self.target, origin, [
+                    (key[1], key[2], d.firing_at, d.resolved_at) for key, d in rows.items()])
+            for s in chunk:
+                if s.kind == RESOLVED:
+                    self.last_sent.pop(s.incident.key, None)
+                else:
+                    self.last_sent[s.incident.key] = at
+            out.delivered.extend(chunk)
+            if on_sent is not None:
+                on_sent(chunk)
+        if out.delivered:
+            # An open incident posted now is next due one --resend later.
+            soonest = min((self.last_sent[s.incident.key] + self.resend_us
+                           for s in out.delivered if s.kind != RESOLVED), default=None)
+            if soonest is not None:
+                out.wake_at = soonest if out.wake_at is None else min(out.wake_at, soonest)
+        return out
+
+
+def describe(send: Send) -> str:
+    """One line for the operator's log about a delivered alert (resends are not logged)."""
+    from .render import printable
+    from .timespec import duration, iso
+
+    inc = send.incident
+    who = printable(inc.node)
+    if send.kind == RESOLVED:
+        return (f"{who} {inc.cause}: resolved (down {iso(inc.down_at)} to "
+                f"{iso(inc.up_at)}, {duration((inc.up_at - inc.down_at) / 1e6)})")
+    again = " (again: the log still has it open)" if send.kind == RESEND else ""
+    return f"{who} {inc.cause}: firing since {iso(inc.down_at)}{again}"
+
+
+def once(sender: Sender, retries: int = 4, backoff: Backoff | None = None,
+         sleep: Callable[[float], None] = time.sleep) -> Outcome:
+    """One pass, retried ``retries`` times with backoff if Alertmanager fails; then the last
+    error (one line, with how long it was tried and how many alerts wait)."""
+    backoff = backoff or Backoff(initial=0.5, cap=8.0)
+    waited = 0.0
+    done: list[Send] = []
+    for attempt in range(retries + 1):
+        try:
+            out = sender.run_pass(on_sent=done.extend)
+            out.delivered = done
+            return out
+        except AlertmanagerError as e:
+            if attempt == retries:
+                raise AlertmanagerError(
+                    f"{e} ({attempt + 1} attempts over {waited:.1f} s; "
+                    f"{len(done)} alert(s) delivered before it failed)") from None
+            delay = backoff.next()
+            waited += delay
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class _StoreTrouble:
+    """Says once that the store cannot be read, and once that it can again."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+        self.down = False
+
+    def failed(self, e: Exception) -> None:
+        if not self.down:
+            self.down = True
+            self.write(f"{e} (retrying; reported again once it works)")
+
+    def succeeded(self) -> None:
+        if self.down:
+            self.down = False
+            self.write("the store is readable again")
+
+
+def follow(sender: Sender, interval: float = 1.0, say: Callable[[str], None] = print,
+           warn: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep,
+           stop: Callable[[], bool] = lambda: False) -> None:
+    """Keep sending until ``stop()`` (or an interrupt): a pass whenever the log changes (its
+    heads, looked at every ``interval`` s) or something falls due (a resend, an incident
+    reaching --min-duration). Alertmanager and store failures are reported once per outage
+    and retried with backoff, for ever."""
+    outage = OutageLog(warn)
+    store = _StoreTrouble(warn)
+    # A store that cannot be read (not set up yet, being restored) is looked at again within
+    # 10 s: that costs nothing, and a new store is then noticed soon.
+    am_backoff, store_backoff = Backoff(), Backoff(1.0, 10.0)
+    seen: dict | None = None
+    wake_at: int | None = None
+    retry = False
+
+    def show(chunk: list[Send]) -> None:
+        from .timespec import iso
+
+        for s in chunk:
+            if s.kind != RESEND:  # a resend every --resend s would bury everything else
+                say(f"{iso(now_us())} {describe(s)}")
+
+    while not stop():
+        try:
+            heads = sender.heads()
+            store.succeeded()
+            store_backoff.reset()
+        except StoreError as e:
+            store.failed(e)
+            sleep(store_backoff.next())
+            continue
+        if retry or heads != seen or (wake_at is not None and sender.clock() >= wake_at):
+            try:
+                out = sender.run_pass(on_sent=show)
+            except AlertmanagerError as e:
+                outage.failed(e)
+                retry = True
+                sleep(am_backoff.next())
+                continue
+            except StoreError as e:
+                store.failed(e)
+                retry = True
+                sleep(store_backoff.next())
+                continue
+            outage.succeeded()
+            am_backoff.reset()
+            retry, seen, wake_at = False, heads, out.wake_at
+        delay = interval
+        if wake_at is not None:
+            delay = min(delay, max(0.0, (wake_at - sender.clock()) / 1e6))
+        sleep(max(delay, 0.01))
