@@ -53,9 +53,12 @@ class CentralStore:
         self._conn = None
         try:
             with self.engine.connect() as conn:
-                from alembic.runtime.migration import MigrationContext
-
-                revision = MigrationContext.configure(conn).get_current_revision()
+                # Read the revision directly: importing Alembic costs a read command more
+                # than its whole query.
+                revision = None
+                if self.engine.dialect.has_table(conn, "alembic_version"):
+                    revision = conn.execute(text("SELECT version_num FROM alembic_version")
+                                            ).scalar()
                 role = None
                 if revision == SCHEMA_REVISION:
                     role = conn.execute(select(store_info.c.value)
@@ -247,6 +250,19 @@ class CentralStore:
             q = q.where((i.c.up_at.is_(None)) | (i.c.up_at >= since_us))
         return [tuple(r) for r in self._all(q.order_by(i.c.down_at, i.c.node))]
 
+    def incident_spans(self, origin: str, since_us: int | None = None,
+                       until_us: int | None = None) -> list[tuple]:
+        """:meth:`incidents` as audits read them, ``(node, down_at, up_at, cause, observer,
+        down_seq, up_seq)``, sorted by down_at then node."""
+        i = incident
+        q = select(i.c.node, i.c.down_at, i.c.up_at, i.c.cause, i.c.observer, i.c.down_seq,
+                   i.c.up_seq).where(i.c.origin == origin)
+        if until_us is not None:
+            q = q.where(i.c.down_at <= until_us)
+        if since_us is not None:
+            q = q.where((i.c.up_at.is_(None)) | (i.c.up_at >= since_us))
+        return [tuple(r) for r in self._all(q.order_by(i.c.down_at, i.c.node))]
+
     def incident_totals(self, origin: str, now_us: int) -> list[tuple]:
         """Per node and cause: ``(node, cause, incidents, downtime µs, last change µs)``,
         open incidents counted up to ``now_us`` (metrics)."""
@@ -257,9 +273,10 @@ class CentralStore:
         last = func.max(func.greatest(i.c.down_at, func.coalesce(i.c.up_at, i.c.down_at))) \
             if self.postgres else func.max(func.max(i.c.down_at,
                                                     func.coalesce(i.c.up_at, i.c.down_at)))
-        return [tuple(r) for r in self._all(
-            select(i.c.node, i.c.cause, func.count(), down, last).where(i.c.origin == origin)
-            .group_by(i.c.node, i.c.cause))]
+        # PostgreSQL sums bigints as numeric (Decimal): back to int.
+        return [(n, c, int(k), int(d or 0), None if la is None else int(la)) for n, c, k, d, la
+                in self._all(select(i.c.node, i.c.cause, func.count(), down, last)
+                             .where(i.c.origin == origin).group_by(i.c.node, i.c.cause))]
 
     def open_incidents(self, origin: str) -> list[tuple]:
         i = incident
@@ -296,18 +313,18 @@ class CentralStore:
             self._upsert(conn, checkpoint, [
                 {"origin": origin, "seq": s, "max_at": m, "format": STATE_FORMAT, "state": b}
                 for s, m, b in batch.checkpoints])
+            if batch.closed:  # first: the batch's own new incidents are open too
+                i = incident
+                conn.execute(
+                    i.update().where(i.c.origin == bindparam("o"), i.c.node == bindparam("n"),
+                                     i.c.up_seq.is_(None))
+                    .values(up_seq=bindparam("us"), up_at=bindparam("ua")),
+                    [{"o": origin, "n": n, "us": us, "ua": ua} for n, us, ua in batch.closed])
+            # after closing: the batch's own new incidents are open too
             self._upsert(conn, incident, [
                 dict(zip(("origin", "node", "down_seq", "down_at", "cause", "observer",
                           "up_seq", "up_at"), (origin, *row), strict=True))
                 for row in batch.incidents])
-            if batch.closed:
-                i = incident
-                conn.execute(
-                    i.update().where(i.c.origin == bindparam("o"), i.c.node == bindparam("n"),
-                                     i.c.down_seq == bindparam("ds"))
-                    .values(up_seq=bindparam("us"), up_at=bindparam("ua")),
-                    [{"o": origin, "n": n, "ds": ds, "us": us, "ua": ua}
-                     for n, ds, us, ua in batch.closed])
             self._upsert(conn, observer_session, [
                 dict(zip(("origin", "seq", "observer", "started_at", "gap_from"),
                          (origin, *row), strict=True)) for row in batch.sessions])
@@ -376,3 +393,38 @@ class CentralStore:
         except Exception as e:  # psycopg's own errors, raised through COPY
             raise StoreError(f"cannot write store {safe_url(self.url)}: "
                              f"{first_line(e, self.url)}") from None
+
+    # -- membership alerts: delivery progress (alert_delivery) ------------------------------
+    # Kept apart from the log's own tables: see membership_log/alerts.py for what the rows
+    # mean. ``ident`` is the incident's down_seq (or its start time when merged).
+
+    def alert_deliveries(self, target: str, origin: str) -> dict[tuple, tuple]:
+        """``(node, ident) -> (firing_at, resolved_at)`` of what was delivered to ``target``."""
+        from .schema import alert_delivery as d
+
+        rows = self._all(select(d.c.node, d.c.down_seq, d.c.firing_at, d.c.resolved_at)
+                         .where(d.c.target == target, d.c.origin == origin))
+        return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+    def record_alert_deliveries(self, target: str, origin: str, rows: list[tuple]) -> None:
+        """Record ``(node, ident, firing_at, resolved_at)`` rows in one transaction; a row
+        already there keeps its first ``firing_at``."""
+        from .schema import alert_delivery as d
+
+        if not rows:
+            return
+        if self.postgres:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(d)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["target", "origin", "node", "down_seq"],
+            set_={"resolved_at": stmt.excluded.resolved_at})
+        with self.write() as conn:
+            try:
+                conn.execute(stmt, [{"target": target, "origin": origin, "node": n,
+                                     "down_seq": i, "firing_at": f, "resolved_at": r}
+                                    for n, i, f, r in rows])
+            except SQLAlchemyError as e:
+                raise self._fail(e, "write") from None

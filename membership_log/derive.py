@@ -10,7 +10,7 @@ the head snapshot) for whichever store is being kept, through the store's
 
 A store here is anything with the reader protocol (``events``, ``checkpoint_at_or_before``,
 ``checkpoint_by_time``, ``times_after``, ``head_seq``, ``first_seq``, ``anchor``,
-``incidents``, ``open_incidents``, ``snapshot``, ``sessions``): a node store
+``incidents``, ``snapshot``, ``sessions``): a node store
 (:mod:`membership_log.nodestore`) or a central one (:mod:`membership_log.centralstore`).
 
 This module is on the handler's hot path: stdlib and the pure core only.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import marshal
 
-from . import events, incidents, livefile, project
+from . import events, livefile, project
 from .errors import MembershipError
 
 #: A checkpoint of the fold's state after every this-many events: closer together while the
@@ -141,9 +141,9 @@ def point_seq(store, origin: str, point) -> int:
 class Batch:
     """Derived rows to write for one log: ``checkpoints`` ``(seq, max_at, state blob)``;
     ``incidents`` rows to insert or replace ``(node, down_seq, down_at, cause, observer,
-    up_seq, up_at)``; ``closed`` ``(node, down_seq, up_seq, up_at)`` of incidents stored open
-    earlier; ``sessions`` ``(seq, observer, started_at, gap_from)``; ``snapshot`` ``(seq,
-    state blob, live bytes)`` or None."""
+    up_seq, up_at)``; ``closed`` ``(node, up_seq, up_at)``: the node's open incident, stored
+    earlier, ended; ``sessions`` ``(seq, observer, started_at, gap_from)``; ``snapshot``
+    ``(seq, state blob, live bytes)`` or None."""
 
     __slots__ = ("checkpoints", "incidents", "closed", "sessions", "snapshot")
 
@@ -159,39 +159,35 @@ class Keeper:
     """Keeps one log's derived rows while its steps go by (:meth:`see`), handing them over in
     batches (:meth:`take`)."""
 
-    def __init__(self, open_rows=()) -> None:
-        self.reducer = incidents.Reducer(open_rows)
-        # Incidents already stored open: closing them is an UPDATE, not an insert.
-        self.stored = {r[0]: r[1] for r in open_rows}
+    def __init__(self) -> None:
+        self.reducer = None  # made at the first liveness change: most events have none
         self.batch = Batch()
         self.opened: dict = {}
 
     def see(self, state: project.State, raw, event, effect) -> None:
         if effect.changes:
+            if self.reducer is None:
+                from .incidents import Reducer
+
+                self.reducer = Reducer()
             opened, closed = self.reducer.feed(event, effect.changes, state.nodes)
             for row in opened:
                 self.opened[(row[0], row[1])] = row
             for row in closed:
-                key = (row[0], row[1])
-                if key not in self.opened and self.stored.get(row[0]) == row[1]:
-                    self.batch.closed.append((row[0], row[1], row[5], row[6]))
-                    del self.stored[row[0]]
+                if (row[0], row[1]) not in self.opened:  # opened before this batch
+                    self.batch.closed.append((row[0], row[5], row[6]))
         if effect.restart is not None:
             observer, gap_from = effect.restart
             self.batch.sessions.append((raw.seq, observer, raw.received_us, gap_from))
         seq = raw.seq
         if seq % CHECKPOINT_EVERY_SMALL == 0 and (
                 seq % CHECKPOINT_EVERY == 0 or len(state.members) < SMALL_STATE_MEMBERS):
-            self.batch.checkpoints.append(
-                (seq, state.max_at, encode_state(state)))
+            self.batch.checkpoints.append((seq, state.max_at, encode_state(state)))
 
     def take(self, state: project.State | None = None, live: bytes | None = None) -> Batch:
         """The rows gathered since the last take (and, with ``state``, the head snapshot)."""
         batch = self.batch
-        for row in self.opened.values():
-            batch.incidents.append(tuple(row))
-            if row[5] is None:
-                self.stored[row[0]] = row[1]
+        batch.incidents.extend(tuple(row) for row in self.opened.values())
         self.opened = {}
         if state is not None:
             if live is None:
@@ -224,7 +220,7 @@ def advance(store, origin: str, raws: list) -> project.State:
     together). If the derived state lags, the stored events before ``raws`` are folded
     first."""
     state, _ = resume(store, origin)
-    keeper = Keeper(store.open_incidents(origin))
+    keeper = Keeper()
     first = raws[0].seq if raws else state.seq + 1
     if state.seq < first - 1:
         for raw, event, effect in forward(state, store.events(origin, state.seq, first - 1)):
@@ -253,7 +249,7 @@ def catch_up(store, origin: str, live_file: str | None = None, fmt: str = "droon
             head = store.head_seq(origin)
             stop = min(head, state.seq + chunk)
             total = head - state.seq + done
-            keeper = Keeper(store.open_incidents(origin))
+            keeper = Keeper()
             moved = stop > state.seq
             for raw, event, effect in forward(state, store.events(origin, state.seq, stop)):
                 keeper.see(state, raw, event, effect)

@@ -245,25 +245,54 @@ def _resolve_time(store, origins, point: Point | None, default: int) -> int:
     return at
 
 
-def _log_incidents(store, origin: str, since_us: int, until_us: int) -> list:
-    """A log's incidents touching the window: the derived table, plus those of events
-    recorded but not yet folded (a handler killed between the two), folded here in memory."""
-    rows = store.incidents(origin, since_us, until_us)
+def _log_incidents(store, origin: str, since_us: int, until_us: int,
+                   whole: bool = False) -> list:
+    """A log's incidents touching the window, as ``(node, down_at, up_at, cause, observer,
+    down_seq, up_seq)``: the derived table, plus those of events recorded but not yet folded
+    (a handler killed between the two), folded here in memory. ``whole``: the window starts
+    at the log's first event."""
+    rows = store.incident_spans(origin, None if whole else since_us, until_us)
     snap = store.snapshot(origin)
     head = store.head_seq(origin)
     if snap is None or snap[0] < head:
         folded = snap[0] if snap is not None else 0
         state = derive.start(store, origin, folded)
-        keeper = derive.Keeper(store.open_incidents(origin))
+        keeper = derive.Keeper()
         for raw, event, effect in derive.forward(state, store.events(origin, state.seq, head)):
             keeper.see(state, raw, event, effect)
         batch = keeper.take()
-        closed = {(n, ds): (us, ua) for n, ds, us, ua in batch.closed}
-        rows = [r if (r[0], r[1]) not in closed else (*r[:5], *closed[(r[0], r[1])])
+        closed = {n: (us, ua) for n, us, ua in batch.closed}
+        rows = [r if r[2] is not None or r[0] not in closed
+                else (r[0], r[1], closed[r[0]][1], r[3], r[4], r[5], closed[r[0]][0])
                 for r in rows]
-        rows += [r for r in batch.incidents if r[2] <= until_us
-                 and (r[6] is None or r[6] >= since_us)]
-    return [incidents.row_to_incident(r) for r in rows]
+        rows += [(r[0], r[2], r[6], r[3], r[4], r[1], r[5]) for r in batch.incidents
+                 if r[2] <= until_us and (r[6] is None or r[6] >= since_us)]
+        rows.sort(key=lambda r: (r[1], r[0]))
+    return rows
+
+
+def incidents_of(store, observer: str | None = None, since_us: int | None = None,
+                 until_us: int | None = None) -> list:
+    """Every incident of a view as :data:`~membership_log.incidents.Incident` records, in
+    the order they began: a node store's (only those ``observer`` saw, if given), one log of
+    a central store (``observer``), or the cluster-wide merge of all its logs. Events
+    recorded but not yet folded are included."""
+    from .timespec import MAX_US, MIN_US
+
+    lo = MIN_US if since_us is None else since_us
+    hi = MAX_US if until_us is None else until_us
+
+    def log(origin: str) -> list:
+        return [incidents.Incident(n, d, u, c, (ob,) if ob else (), ds, us)
+                for n, d, u, c, ob, ds, us in _log_incidents(store, origin, lo, hi,
+                                                             since_us is None)]
+
+    if not _central(store):
+        found = log(NODE)
+        return found if observer is None else [i for i in found if observer in i.observers]
+    origins = _origins(store, observer)
+    return log(origins[0]) if observer is not None else incidents.merge(
+        [log(o) for o in origins])
 
 
 def _observer_sessions(store, origin: str) -> list[tuple]:
@@ -274,10 +303,12 @@ def _observer_sessions(store, origin: str) -> list[tuple]:
 def audit(store, since: Point | None = None, until: Point | None = None,
           node: str | None = None, observer: str | None = None,
           flap_window_s: float = 600, flap_threshold: int = 3,
-          detection_delay_s: float | None = None, now: int | None = None) -> dict:
+          detection_delay_s: float | None = None, now: int | None = None,
+          part: tuple[int, int] | None = None) -> dict:
     """Incidents per node and figures over a window (SPEC "Replay and audit JSON"), read
     from the derived incident tables. The window runs from the first event kept (or
-    ``since``) to now (or ``until``)."""
+    ``since``) to now (or ``until``). ``part=(i, k)``: only the nodes of the i-th of k
+    shares (:mod:`membership_log.bulk` computes the shares on every core)."""
     _needs_one_log(store, observer, since, until)
     check_window(since, until)
     origins = _origins(store, observer)
@@ -293,9 +324,9 @@ def audit(store, since: Point | None = None, until: Point | None = None,
     sessions_doc: dict[str, dict] = {}
     nodes: set[str] = set()
     for o in log_origins:
-        incs = _log_incidents(store, o, since_us, until_us)
+        incs = _log_incidents(store, o, since_us, until_us, since is None)
         if not _central(store) and observer is not None:
-            incs = [i for i in incs if observer in i.observers]
+            incs = [i for i in incs if i[4] == observer]
         per_log.append(incs)
         sess = _observer_sessions(store, o)
         if not _central(store) and observer is not None:
@@ -311,12 +342,22 @@ def audit(store, since: Point | None = None, until: Point | None = None,
         except derive.OutOfRange:
             state = project.State()
         nodes.update(n for n, v in state.nodes.items() if v.in_catalog)
-    merged = incidents.merge(per_log) if len(per_log) > 1 else per_log[0]
+    if len(per_log) > 1:
+        merged = incidents.merge([[incidents.Incident(n, d, u, c, (o,) if o else (), ds, us)
+                                   for n, d, u, c, o, ds, us in incs] for incs in per_log])
+    else:
+        merged = per_log[0]
     gaps = intersect(gap_lists) if len(gap_lists) > 1 else gap_lists[0]
-    nodes |= {i.node for i in merged}
+    nodes |= {i[0] for i in merged}
     if node is not None:
-        merged = [i for i in merged if i.node == node]
+        merged = [i for i in merged if i[0] == node]
         nodes = {n for n in nodes if n == node}
+    if part is not None:
+        from .bulk import _in_part
+
+        share = {n for n in nodes if _in_part(n, part)}
+        merged = [i for i in merged if i[0] in share]
+        nodes = share
     return report(merged, nodes, since_us, until_us, iso, gaps, sessions_doc,
                   flap_window_us=int(flap_window_s * 1e6), flap_threshold=flap_threshold,
                   detection_delay_us=(None if detection_delay_s is None
@@ -394,7 +435,8 @@ def metrics(store, observer: str | None = None, now: int | None = None,
                        "last_change_s": None, "flapping": False}
     if len(origins) > 1:  # cluster-wide: overlapping reports of one outage count once
         merged = incidents.merge([
-            [incidents.row_to_incident(r) for r in store.incidents(o)] for o in origins])
+            [incidents.Incident(n, d, u, c, (ob,) if ob else (), ds, us)
+             for n, d, u, c, ob, ds, us in store.incident_spans(o)] for o in origins])
         totals: dict[tuple, list] = {}
         for i in merged:
             t = totals.setdefault((i.node, i.cause), [0, 0, None])
@@ -407,8 +449,8 @@ def metrics(store, observer: str | None = None, now: int | None = None,
     else:
         rows = store.incident_totals(origins[0], now)
         since = now - int(flap_window_s * 1e6)
-        starts = [(r[0], r[2]) for r in store.incidents(origins[0], since, now)
-                  if r[2] >= since]
+        starts = [(r[0], r[1]) for r in store.incident_spans(origins[0], since, now)
+                  if r[1] >= since]
     for node, cause, count, downtime, last in rows:
         n = nodes.setdefault(node, {"up": False, "marked": False,
                                     "incidents": {c: 0 for c in incidents.CAUSES},

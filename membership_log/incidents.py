@@ -50,14 +50,18 @@ def row_to_incident(row) -> Incident:
 class Reducer:
     """Opens and closes incidents from one log's steps.
 
-    ``open`` maps node -> the row (a list) of its open incident. :meth:`feed` returns the rows
-    it opened and the ``(row, was_open_before)`` pairs it closed, so a caller can write them.
+    ``open`` maps node -> the row (a list, in storage order ``[node, down_seq, down_at,
+    cause, observer, up_seq, up_at]``) of the incidents it opened and has not closed.
+    :meth:`feed` returns the rows it opened and the rows it closed; a node that goes live
+    again with no open row here had its incident opened before this reducer started (every
+    dead node has an open incident): that row comes back with ``down_seq`` None, to be
+    closed where it is stored. So no caller has to load the open incidents first.
     """
 
     __slots__ = ("open",)
 
-    def __init__(self, open_rows=()) -> None:
-        self.open: dict[str, list] = {r[0]: list(r) for r in open_rows}
+    def __init__(self) -> None:
+        self.open: dict[str, list] = {}
 
     def feed(self, event, changes, nodes: dict) -> tuple[list, list]:
         opened: list = []
@@ -68,8 +72,9 @@ class Reducer:
                        event.observer, None, None]
                 self.open[c.node] = row
                 opened.append(row)
-            elif c.node in self.open:  # live again, or gone from the catalog
-                row = self.open.pop(c.node)
+            elif c.before == "dead":  # live again, or gone from the catalog
+                row = self.open.pop(c.node, None) or [c.node, None, None, None, None, None,
+                                                      None]
                 row[5], row[6] = event.seq, event.at
                 closed.append(row)
         return opened, closed

@@ -14,7 +14,6 @@ There is one fold and one keeper: verify compares the store with them, never wit
 from __future__ import annotations
 
 import marshal
-import os
 from collections import namedtuple
 
 from . import derive, livefile, project
@@ -55,49 +54,6 @@ def check_chain(rows, first: int, prev: bytes, last: int) -> tuple[int, Problem 
     return expected - first, None
 
 
-#: Below this many events the chain is checked in-process; above, in a forked child while
-#: this process folds (two cores: about half the time on a long log).
-FORK_ABOVE = 20_000
-
-
-def _chain_in_child(url: str, origin: str, first: int, prev: bytes, last: int):
-    """Start :func:`check_chain` in a forked child; returns a function that waits for it."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its own connection, never the parent's
-        try:
-            os.close(read_end)
-            from .admin import open_store
-
-            with open_store(url) as store:
-                count, problem = check_chain(store.rows(origin, first - 1), first, prev, last)
-            data = marshal.dumps((count, tuple(problem) if problem else None))
-        except BaseException as e:  # noqa: BLE001 - reported by the parent
-            data = marshal.dumps((-1, (None, f"the chain check failed: {e}")))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(write_end, view):]
-        os._exit(0)
-    os.close(write_end)
-
-    def wait() -> tuple[int, Problem | None]:
-        chunks = []
-        while True:
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(read_end)
-        os.waitpid(pid, 0)
-        try:
-            count, problem = marshal.loads(b"".join(chunks))
-        except Exception:  # noqa: BLE001
-            return -1, Problem(None, "the chain check ended without an answer")
-        return count, Problem(*problem) if problem else None
-
-    return wait
-
-
 def _plain(blob: bytes):
     try:
         return marshal.loads(blob)
@@ -105,9 +61,50 @@ def _plain(blob: bytes):
         return None
 
 
+def _segment(job: tuple) -> dict:
+    """Check and fold one stretch of a log: events ``start+1..end``, from the state right
+    after ``start`` (a checkpoint's, the anchor's or the empty state). In a worker process
+    the store is opened anew (``job[0]`` is its URL); in this one it is passed in."""
+    (store, origin, start, end, state_blob, prev, derived_seq, live_fmt) = job
+    own = isinstance(store, str)
+    if own:
+        from .admin import open_store
+
+        store = open_store(store)
+    try:
+        state = project.from_plain(marshal.loads(state_blob)) if state_blob else \
+            project.State()
+        keeper = derive.Keeper()
+        out = {"count": 0, "at_snapshot": None, "lag": set(), "problem": None}
+        if derived_seq == start:
+            out["at_snapshot"] = project.to_plain(state)
+        count, problem = check_chain(store.rows(origin, start), start + 1, prev, end)
+        out["problem"] = problem and tuple(problem)
+        if problem is not None:
+            return out
+        for raw, event, effect in derive.forward(state, store.events(origin, start, end)):
+            keeper.see(state, raw, event, effect)
+            if raw.seq == derived_seq:
+                out["at_snapshot"] = project.to_plain(state)
+            if live_fmt is not None and derived_seq is not None and raw.seq >= derived_seq:
+                out["lag"].add(livefile.render_view(state.nodes, live_fmt))
+        batch = keeper.take()
+        out.update(count=count, seq=state.seq, end_plain=project.to_plain(state),
+                   checkpoints={q: b for q, _, b in batch.checkpoints},
+                   incidents=batch.incidents, closed=batch.closed, sessions=batch.sessions)
+        return out
+    finally:
+        if own:
+            store.close()
+
+
 def verify_log(store, origin: str, label: str, live_path: str | None = None,
                fmt: str = "droonga", progress=None, url: str | None = None) -> Report:
-    """Verify one log of a store (see the module's docstring)."""
+    """Verify one log of a store (see the module's docstring). A long log is cut at its
+    checkpoints and the stretches checked on every core (:mod:`membership_log.parallel`):
+    each starts from a stored checkpoint, which the stretch before it checks."""
+    from . import parallel
+
     ok: list[str] = []
     notes: list[str] = []
     problems: list[Problem] = []
@@ -119,51 +116,44 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
         stored_incidents = sorted(tuple(r) for r in store.incidents(origin))
         stored_sessions = [tuple(r) for r in store.sessions(origin)]
         if anchor is not None:
-            state = decode_state(anchor.format, anchor.state)
-            if state is None:
+            if decode_state(anchor.format, anchor.state) is None:
                 return Report(ok, notes, [Problem(anchor.seq + 1, f"{label}the retention "
                               f"anchor's state cannot be read (format {anchor.format})")])
-            first, prev = anchor.seq + 1, anchor.hash
-            open_rows = [r for r in stored_incidents
-                         if r[1] <= anchor.seq and (r[5] is None or r[5] > anchor.seq)]
+            first, prev, start_blob = anchor.seq + 1, anchor.hash, anchor.state
             # Incidents that began before the anchor are kept, as the store kept them.
             kept = [list(r) for r in stored_incidents if r[1] <= anchor.seq]
         else:
-            state, first, prev, open_rows, kept = project.State(), 1, GENESIS, [], []
+            first, prev, start_blob, kept = 1, GENESIS, None, []
         derived_seq = snap[0] if snap is not None else None
-        keeper = derive.Keeper([(*r[:5], None, None) for r in open_rows])
-        fresh_cps: dict[int, bytes] = {}
-        lag_renders: set[bytes] = set()
-        at_snapshot = None
-        if derived_seq is not None and derived_seq == state.seq:
-            at_snapshot = state.copy()
-        count = 0
-        chain = None
-        if head - first + 1 > FORK_ABOVE and hasattr(os, "fork") and url is not None:
-            chain = _chain_in_child(url, origin, first, prev, head)
-        for raw, event, effect in derive.forward(state, store.events(origin, first - 1, head)):
-            keeper.see(state, raw, event, effect)
-            count += 1
-            if raw.seq == derived_seq:
-                at_snapshot = state.copy()
-            if live_path is not None and derived_seq is not None and raw.seq >= derived_seq:
-                lag_renders.add(livefile.render_view(state.nodes, fmt))
-            if progress is not None and count % 10_000 == 0:
-                progress(count, head - first + 1)
-        batch = keeper.take()
-        fresh_cps = {s: b for s, _, b in batch.checkpoints}
-        if chain is None:
-            checked, problem = check_chain(store.rows(origin, first - 1), first, prev, head)
-        else:
-            checked, problem = chain()
+        bounds = [first - 1, head]
+        if url is not None:
+            bounds = parallel.split_at_checkpoints(store, origin, first, head,
+                                                   parallel.workers())
+        jobs = []
+        for k in range(len(bounds) - 1):
+            lo, hi = bounds[k], bounds[k + 1]
+            if k:
+                cp = stored_cps[lo]
+                blob, (_, prev_hash) = bytes(cp[3]), store.hashes(lo, lo)[0]
+            else:
+                blob, prev_hash = start_blob, prev
+            jobs.append((store if k == 0 else url, origin, lo, hi, blob, bytes(prev_hash),
+                         derived_seq, fmt if live_path is not None else None))
+        parts = parallel.fork_map(_segment, jobs)
+    problem = next((Problem(*p["problem"]) for p in parts if p["problem"]), None)
+    count = sum(p["count"] for p in parts)
+    if problem is None and parts[-1].get("seq") != head:
+        problem = Problem(head, f"the log ends at event {parts[-1].get('seq')}, but its head "
+                                f"says {head}")
+    fresh_cps = {q: b for p in parts for q, b in p.get("checkpoints", {}).items()}
+    at_snapshot = next((p["at_snapshot"] for p in parts if p["at_snapshot"] is not None), None)
+    at_snapshot = project.from_plain(at_snapshot) if at_snapshot is not None else None
+    lag_renders = set().union(*(p["lag"] for p in parts))
+    state = project.from_plain(parts[-1]["end_plain"]) if problem is None else None
     if problem is not None:
         return Report(ok, notes, [problem._replace(what=label + problem.what)])
     ok.append(f"{label}{count} events, hash chain intact"
               + (f" from the retention anchor at event {first - 1}" if anchor else ""))
-    if state.seq != head:
-        problems.append(Problem(state.seq + 1, f"{label}the log ends at event {state.seq}, "
-                                               f"but its head says {head}"))
-        return Report(ok, notes, problems)
     rebuild = " (run: membership rebuild)"
 
     # Derived state must say what the fold knew at the snapshot (derived_seq).
@@ -207,11 +197,14 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
             problems.append(Problem(seq, f"{label}the checkpoint at event {seq} differs from "
                                          f"a fresh fold{rebuild}"))
             break
-    fresh_incidents = kept + [list(r) for r in batch.incidents]
-    for n, ds, us, ua in batch.closed:
-        for r in fresh_incidents:
-            if r[0] == n and r[1] == ds:
+    fresh_incidents = kept[:]
+    for p in parts:
+        still_open = {r[0]: r for r in fresh_incidents if r[5] is None}
+        for n, us, ua in p["closed"]:  # a node's open incident, from an earlier part
+            r = still_open.pop(n, None)
+            if r is not None:
                 r[5], r[6] = us, ua
+        fresh_incidents += [list(r) for r in p["incidents"]]
     as_of = []
     for r in fresh_incidents:
         if r[1] > derived_seq:
@@ -224,7 +217,7 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
         diff = sorted(set(as_of) ^ set(stored_incidents), key=lambda r: r[1])
         problems.append(Problem(diff[0][1], f"{label}the derived incidents differ from a fresh "
                                             f"fold from event {diff[0][1]} on{rebuild}"))
-    fresh_sessions = [s for s in batch.sessions if s[0] <= derived_seq]
+    fresh_sessions = [s for p in parts for s in p["sessions"] if s[0] <= derived_seq]
     old_sessions = [s for s in stored_sessions if s[0] <= first - 1]
     if old_sessions + fresh_sessions != stored_sessions:
         problems.append(Problem(None, f"{label}the observer sessions differ from a fresh "

@@ -463,19 +463,6 @@ def fold(events, state: State | None = None) -> State:
     return s
 
 
-#: One event folded, for callers that want the whole story: the event, the view after it
-#: (a copy), its changes and whether it was a redelivery.
-Step = namedtuple("Step", "event view changes redelivery")
-
-
-def steps(events, state: State | None = None):
-    """Fold ``events`` one by one, yielding a :data:`Step` for each (tests, small logs)."""
-    s = state.copy() if state is not None else State()
-    for event in events:
-        effect = s.apply(event)
-        yield Step(event, dict(s.nodes), list(effect.changes), effect.redelivery)
-
-
 def view(state: State) -> dict[str, NodeView]:
     """Every known node, by name, with its liveness (a copy)."""
     return dict(state.nodes)

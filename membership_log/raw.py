@@ -76,6 +76,19 @@ def encode_env(env: dict[str, str]) -> bytes:
 
 
 _DECODED: dict[bytes, dict[str, str]] = {}
+_CANONICAL: dict[bytes, bytes] = {}
+
+
+def canonical_env(blob: bytes) -> bytes:
+    """The environment block as :func:`encode_env` writes it (variables sorted): what the
+    hash covers, whoever built the block. Cached like :func:`decode_env`."""
+    canon = _CANONICAL.get(blob)
+    if canon is None:
+        canon = encode_env(decode_env(blob))
+        if len(_CANONICAL) >= 4096:
+            _CANONICAL.clear()
+        _CANONICAL[blob] = canon
+    return canon
 
 
 def decode_env(blob: bytes) -> dict[str, str]:

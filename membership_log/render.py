@@ -5,10 +5,14 @@ events and catalogs said: anyone who can join the cluster chooses a member name.
 ``evil\\x1b[2K\\r127.0.0.201:10031/droonga  live`` would erase the line it is printed on and
 draw a fake row. So every character that could move the cursor, change colours, reorder text
 or hide itself is shown as a visible escape, and the backslash itself is escaped, so that
-what is printed maps back to exactly one string. Pure; imports nothing.
+what is printed maps back to exactly one string. Pure.
+
+And the one JSON convention every command writes (see :func:`json_doc`).
 """
 
 from __future__ import annotations
+
+from .timespec import iso
 
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -110,14 +114,7 @@ def write_json_lines(out, records) -> None:
 
 
 def _iso(us):
-    return _fmt(us) if us is not None else None
-
-
-def _fmt(us):
-    global _fmt
-    from .timespec import iso as _fmt
-
-    return _fmt(us)
+    return iso(us) if us is not None else None
 
 
 def state_record(now) -> dict:

@@ -1,0 +1,91 @@
+"""The long jobs on every core give the same bytes as the plain path: replay --json, audit
+--json and verify, cut at checkpoints or by node (the cut-off is lowered so small logs are
+cut too)."""
+
+import io
+import sqlite3
+
+import pytest
+
+from membership_log import admin, bulk, history, integrity, parallel, render, transfer
+from membership_log.synthetic import make_store
+from membership_log.timespec import Point
+
+START = 1_700_000_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def cut_small_logs(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 1_000)
+    monkeypatch.setattr(parallel, "workers", lambda: 3)
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory):
+    return make_store(str(tmp_path_factory.mktemp("bulk") / "n"), "node0", 12_000, START,
+                      members=30, flap_rate=0.2)
+
+
+def _plain_replay(store, *args):
+    out = io.StringIO()
+    render.write_json_lines(out, (render.replay_record(r) for r in history.replay(store, *args)))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("window", [(None, None), (Point("@", None, 2_345), None),
+                                    (Point("@", None, 10), Point("@", None, 11_111))])
+def test_replay_json_on_every_core_equals_the_plain_replay(log, window):
+    with history.open_store(log.db_url) as st:
+        out = io.StringIO()
+        bulk.replay_json(log.db_url, st, out, *window)
+        assert out.getvalue() == _plain_replay(st, *window)
+        assert out.getvalue().count("\n") > 5_000 or window[0] is not None
+
+
+def test_replay_json_of_one_log_of_a_central_store(log, tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    admin.upgrade(url, "central")
+    transfer.ship(log, url)
+    with history.open_store(url) as st:
+        out = io.StringIO()
+        bulk.replay_json(url, st, out, None, None, None, "node0")
+        assert out.getvalue() == _plain_replay(st, None, None, None, "node0")
+
+
+@pytest.mark.parametrize("options", [{}, {"detection_delay_s": 2.5},
+                                     {"flap_window_s": 5, "flap_threshold": 2}])
+def test_audit_json_on_every_core_equals_the_plain_audit(log, options):
+    until = Point("u", START + 13_000 * 1000, None)
+    with history.open_store(log.db_url) as st:
+        got = bulk.audit_json(log.db_url, st, None, until, now=1, **options)
+        want = render.json_doc(history.audit(st, None, until, now=1, **options))
+    assert got == want
+    assert got.count('"down_at"') > 1_000
+
+
+def test_verify_in_parts_finds_tampering_in_any_part(log, tmp_path):
+    import shutil
+
+    from membership_log import settings
+
+    base = tmp_path / "copy"
+    base.mkdir()
+    shutil.copy(log.sqlite_path, base / "membership.db")
+    shutil.copy(log.live_file, base / "live-nodes.json")
+    s = settings.resolve(str(base))
+    assert integrity.verify(s).problems == []
+    with sqlite3.connect(base / "membership.db") as c:
+        c.execute("DROP TRIGGER event_no_update")
+        (original,) = c.execute("SELECT stdin FROM event WHERE seq = 9000").fetchone()
+        c.execute("UPDATE event SET stdin = x'00' WHERE seq = 9000")
+    problems = integrity.verify(s).problems
+    assert problems and problems[0].seq == 9_000
+    with sqlite3.connect(base / "membership.db") as c:
+        c.execute("UPDATE event SET stdin = ? WHERE seq = 9000", (original,))
+    assert integrity.verify(s).problems == []
+    # A checkpoint at a cut point, replaced by another: the part before it says so.
+    with sqlite3.connect(base / "membership.db") as c:
+        c.execute("UPDATE checkpoint SET state = (SELECT state FROM checkpoint WHERE seq = "
+                  "1000) WHERE seq = 4000")
+    problems = integrity.verify(s).problems
+    assert any("checkpoint at event 4000 differs" in p.what for p in problems), problems
