@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 from . import alertmanager
 from .alertmanager import AlertmanagerError, Backoff, OutageLog
-from .errors import MembershipError, StoreError
+from .errors import StoreError
 
 #: Alerts per POST: Alertmanager takes any number, but a first run on a long history would
 #: otherwise post tens of thousands in one body.

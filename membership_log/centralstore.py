@@ -222,16 +222,16 @@ class CentralStore:
         return None
 
     def checkpoint_at_or_before(self, origin: str, seq: int):
-        c = checkpoint
-        return self._decode(self._all(
-            select(c.c.seq, c.c.max_at, c.c.format, c.c.state)
-            .where(c.c.origin == origin, c.c.seq <= seq).order_by(c.c.seq.desc()).limit(3)))
+        return self._checkpoint(origin, checkpoint.c.seq, seq)
 
     def checkpoint_by_time(self, origin: str, us: int):
+        return self._checkpoint(origin, checkpoint.c.max_at, us)
+
+    def _checkpoint(self, origin: str, column, bound: int):
         c = checkpoint
         return self._decode(self._all(
             select(c.c.seq, c.c.max_at, c.c.format, c.c.state)
-            .where(c.c.origin == origin, c.c.max_at <= us).order_by(c.c.seq.desc()).limit(3)))
+            .where(c.c.origin == origin, column <= bound).order_by(c.c.seq.desc()).limit(3)))
 
     def checkpoints(self, origin: str) -> list[tuple]:
         c = checkpoint

@@ -324,26 +324,27 @@ class NodeStore:
     def checkpoint_at_or_before(self, origin: str, seq: int) -> tuple | None:
         """``(seq, max_at, State)`` of the latest usable checkpoint (or the anchor) at or
         before ``seq``; None if there is none."""
-        rows = self._all("SELECT seq, max_at, format, state FROM checkpoint WHERE origin = ? "
-                         "AND seq <= ? ORDER BY seq DESC LIMIT 3", (origin, seq))
-        for r in rows:
-            state = decode_state(r[2], r[3])
-            if state is not None and state.seq == r[0]:
-                return r[0], r[1], state
-        return self._anchor_point(seq)
+        return self._checkpoint(origin, "seq", seq) or self._anchor_point(seq)
 
     def checkpoint_by_time(self, origin: str, us: int) -> tuple | None:
         """``(seq, max_at, State)`` of the latest usable checkpoint whose events were all
         received at or before ``us``."""
-        rows = self._all("SELECT seq, max_at, format, state FROM checkpoint WHERE origin = ? "
-                         "AND max_at <= ? ORDER BY seq DESC LIMIT 3", (origin, us))
+        found = self._checkpoint(origin, "max_at", us)
+        if found is None:
+            a = self.anchor()
+            if a is not None and a.max_at <= us:
+                return self._anchor_point(a.seq)
+        return found
+
+    def _checkpoint(self, origin: str, column: str, bound: int) -> tuple | None:
+        # Both columns grow with seq: the latest rows at or below the bound, newest first
+        # (a damaged one is skipped: a cache is refolded, never trusted).
+        rows = self._all(f"SELECT seq, max_at, format, state FROM checkpoint WHERE origin = ? "
+                         f"AND {column} <= ? ORDER BY seq DESC LIMIT 3", (origin, bound))
         for r in rows:
             state = decode_state(r[2], r[3])
             if state is not None and state.seq == r[0]:
                 return r[0], r[1], state
-        a = self.anchor()
-        if a is not None and a.max_at <= us:
-            return self._anchor_point(a.seq)
         return None
 
     def checkpoints(self, origin: str = NODE) -> list[tuple]:

@@ -210,21 +210,21 @@ def audit_text(doc: dict) -> str:
                      str(n["flaps"]), flapping])
     lines.append(table(["NODE", "INCIDENTS", "DOWNTIME", "AVAILABILITY", "MTTR", "FLAPS",
                         "FLAPPING"], rows))
+    incidents = [(name, i) for name, n in doc["nodes"].items() for i in n["incidents"]]
+    blind = any("unobserved_s" in i for _, i in incidents)
+    estimated = any("est_down_at" in i for _, i in incidents)
+    headers = ["NODE", "DOWN AT (UTC)", "UP AT (UTC)", "DURATION", "CAUSE", "OBSERVERS"]
+    headers += ["UNOBSERVED"] * blind + ["EST. DOWN AT"] * estimated
     detail = []
-    for name, n in doc["nodes"].items():
-        for i in n["incidents"]:
-            row = [name, i["down_at"][:23], (i["up_at"] or "still down")[:23],
-                   duration(i["duration_s"]), i["cause"], ",".join(i["observers"]) or "-",
-                   duration(i["unobserved_s"]) if "unobserved_s" in i else ""]
-            if "est_down_at" in i:
-                row.append(i["est_down_at"][:23])
-            detail.append(row)
+    for name, i in incidents:
+        row = [name, i["down_at"][:23], (i["up_at"] or "still down")[:23],
+               duration(i["duration_s"]), i["cause"], ",".join(i["observers"]) or "-"]
+        if blind:
+            row.append(duration(i["unobserved_s"]) if "unobserved_s" in i else "")
+        if estimated:
+            row.append(i["est_down_at"][:23] if "est_down_at" in i else "")
+        detail.append(row)
     if detail:
-        headers = ["NODE", "DOWN AT (UTC)", "UP AT (UTC)", "DURATION", "CAUSE", "OBSERVERS",
-                   "UNOBSERVED"]
-        if any(len(r) > 7 for r in detail):
-            headers.append("EST. DOWN AT")
-            detail = [r + [""] * (8 - len(r)) for r in detail]
         lines += ["", table(headers, sorted(detail, key=lambda r: r[1]))]
     gaps = [(obs, g) for obs, d in doc.get("observers", {}).items() for g in d["unobserved"]]
     if gaps:

@@ -19,19 +19,28 @@ Addresses 127.0.0.150-158 are used by no other test.
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
-import subprocess
 import time
 
 import pytest
+from serfhelpers import (
+    TIMEOUT,
+    audit,
+    export,
+    listed,
+    names,
+    node_ids,
+    now_us,
+    replay,
+    run,
+    running_cluster,
+    us,
+)
 
-from membership_log.localcluster import Cluster, catalog_for, wait_until
-from membership_log.timespec import iso, parse
+from membership_log.localcluster import wait_until
+from membership_log.timespec import iso
 
 pytestmark = pytest.mark.serf
 
-TIMEOUT = 45
 
 
 class Precondition(Exception):
@@ -41,63 +50,6 @@ class Precondition(Exception):
 def require(ok, what: str) -> None:
     if not ok:
         raise Precondition(what)
-
-
-def node_ids(first_ip: int) -> list[str]:
-    return [f"127.0.0.{first_ip + i}:10031/droonga" for i in range(3)]
-
-
-@contextlib.contextmanager
-def running_cluster(tmp_path, first_ip: int):
-    """Three agents ``node0``.. on 127.0.0.<first_ip>.., each with the catalog of the three;
-    every agent is stopped by pid on leaving, whatever happened."""
-    ips = [f"127.0.0.{first_ip + i}" for i in range(3)]
-    c = Cluster(tmp_path, 3, first_ip, catalog=catalog_for(ips))
-    try:
-        c.start()
-        nodes = node_ids(first_ip)
-        for a in c.agents:
-            assert wait_until(lambda a=a: sorted(a.live()) == nodes, TIMEOUT), a.name
-        yield c
-    finally:
-        c.stop()
-    assert not any(a.running() for a in c.agents), "every agent the test started is stopped"
-
-
-def run(membership, *args) -> str:
-    return subprocess.run([membership, *args], capture_output=True, text=True, check=True,
-                          timeout=60).stdout
-
-
-def replay(membership, agent) -> list[dict]:
-    out = run(membership, "replay", "--json", "--base-dir", str(agent.base_dir))
-    return [json.loads(line) for line in out.splitlines()]
-
-
-def export(membership, agent) -> list[dict]:
-    out = run(membership, "export", "--base-dir", str(agent.base_dir))
-    return [json.loads(line) for line in out.splitlines()]
-
-
-def audit(membership, agent, *args) -> dict:
-    return json.loads(run(membership, "audit", "--json", "--base-dir", str(agent.base_dir),
-                          *args))
-
-
-def us(text: str) -> int:
-    return parse(text, 0).us
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def names(line: dict) -> list[str]:
-    return [m["name"] for m in line["members"]]
-
-
-def listed(agent, node: str, live: bool = True) -> bool:
-    return wait_until(lambda: (node in agent.live()) == live, TIMEOUT)
 
 
 def self_joins(lines: list[dict], name: str) -> list[dict]:
