@@ -176,6 +176,26 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _make_dirs(directory: str) -> None:
+    """Create a base dir (and its parents) 0755 whatever the umask: Serf's handler may run
+    with umask 0, and a world-writable base dir would let anyone plant files in it. One
+    line, not a traceback, if it cannot be done."""
+    try:
+        os.makedirs(directory or ".", mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create {directory}: {e.strerror or e}") from None
+
+
+def _lock_file(path: str) -> int:
+    """The store's set-up lock (``<store>.lock``), opened safely (see
+    :func:`files.open_lock`); a refusal (a planted symlink, another user's file) is one
+    line."""
+    try:
+        return files.open_lock(path + ".lock")
+    except OSError as e:
+        raise StoreError(e.strerror or str(e)) from None
+
+
 def _remove_leftovers(path: str) -> None:
     """Temporary stores of set-ups killed before their rename."""
     directory = os.path.dirname(path) or "."
@@ -209,16 +229,16 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
 
     Concurrent callers (handlers set up on the spot) are serialised by a lock file beside the
     SQLite store."""
-    os.makedirs(settings.base_dir, exist_ok=True)
+    _make_dirs(settings.base_dir)
     path = settings.sqlite_path
     if path is None:
         before, after = upgrade(settings.db_url)
         refold_central(settings.db_url, progress)
         return {"store": safe_url(settings.db_url), "from": before, "to": after}
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    _make_dirs(os.path.dirname(path))
     import fcntl
 
-    lock = files.open_lock(path + ".lock")
+    lock = _lock_file(path)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _remove_leftovers(path)
@@ -239,11 +259,11 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
             raise StoreError(f"{path} is a central store; init makes node stores")
         warnings: list[str] = []
         if record_catalog:
-            from .handler import CATALOG_LIMIT, _catalog_item
+            from .handler import CATALOG_LIMIT
 
             data, problem = files.read_regular(settings.catalog, CATALOG_LIMIT)
             with store.write():
-                item = _catalog_item(store, data, problem, received_us, observer)
+                item = nodestore.catalog_item(store, data, received_us, observer, problem)
                 if item is not None:
                     store.append([item])
                     if problem:
@@ -305,10 +325,10 @@ def upgrade_store(settings: Settings, role: str | None = None, progress=None) ->
     an upgraded store would report an audit without its history). Returns (from, to)."""
     path = settings.sqlite_path
     if path is not None and _needs_creating(path) and role != nodestore.ROLE_CENTRAL:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        _make_dirs(os.path.dirname(path))
         import fcntl
 
-        lock = files.open_lock(path + ".lock")
+        lock = _lock_file(path)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if _needs_creating(path):
@@ -318,8 +338,12 @@ def upgrade_store(settings: Settings, role: str | None = None, progress=None) ->
             os.close(lock)
     if path is not None and not os.path.exists(path):
         # Created 0600 before SQLite opens it: the log may name hosts and payloads.
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        _make_dirs(os.path.dirname(path))
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o600))
+        except OSError as e:
+            raise StoreError(f"cannot create store {path}: {e.strerror or e}") from None
     before, after = upgrade(settings.db_url, role)
     if path is not None:
         os.chmod(path, 0o600)

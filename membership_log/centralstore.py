@@ -189,7 +189,8 @@ class CentralStore:
         except SQLAlchemyError as e:
             raise self._fail(e) from None
 
-    def stored_rows(self, origin: str, first: int, last: int) -> list[tuple]:
+    def hashes(self, origin: str, first: int, last: int) -> list[tuple[int, bytes]]:
+        """``(seq, hash)`` of one log's events first..last."""
         t = cluster_event
         return self._all(select(t.c.seq, t.c.hash).where(
             t.c.origin == origin, t.c.seq >= first, t.c.seq <= last).order_by(t.c.seq))

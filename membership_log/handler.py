@@ -27,7 +27,7 @@ from . import derive, files, nodestore
 from .errors import MembershipError, NotInitialised
 from .events import QUERY, clean_event_name
 from .livefile import json_string, render_compact
-from .raw import SOURCE_CATALOG, SOURCE_SERF, encode_env, serf_env, text_of
+from .raw import SOURCE_SERF, encode_env, serf_env, text_of
 from .settings import parse_handler_args
 
 LIVE_QUERY = "membership-live"
@@ -83,25 +83,11 @@ def _open(settings, item: tuple, warnings: list[str]) -> nodestore.NodeStore:
     return nodestore.NodeStore(path)
 
 
-def _catalog_item(store, data: bytes | None, problem: str | None, at: int, observer: str):
-    """The catalog event to record just before ``at``'s event, if the file's bytes differ
-    from the last catalog recorded (called inside the write transaction, with bytes read
-    before it). A catalog that goes missing or unreadable after one was recorded is recorded
-    once as empty: the log shows when, and the fold keeps the last good one."""
-    last = store.last_catalog()
-    if data is None:
-        if not last:  # never had one (allowed: members are the nodes), or already noted
-            return None
-        data = b""
-    if data == last:
-        return None
-    return (at, observer, SOURCE_CATALOG, b"", data)
-
-
 def _record(store, settings, item: tuple, catalog: tuple, warnings: list[str]) -> list[int]:
     """In one transaction: spooled events not yet taken in, then a changed catalog, then
     ``item``. Returns the seqs appended, ``item``'s last."""
     spooled: list = []
+    bad: list = []
     lock = None
     if os.path.isdir(settings.spool_dir):
         import fcntl
@@ -110,14 +96,14 @@ def _record(store, settings, item: tuple, catalog: tuple, warnings: list[str]) -
 
         lock = files.open_lock(os.path.join(settings.spool_dir, ".lock"))
         fcntl.flock(lock, fcntl.LOCK_EX)
-        spooled = spool.pending(settings.spool_dir)
+        spooled, bad = spool.scan(settings.spool_dir)
     try:
         with store.write():
             names = [os.path.basename(p) for p, _ in spooled]
             done = store.taken_in(names) if names else set()
             fresh = [(n, it) for n, (_, it) in zip(names, spooled, strict=True)
                      if n not in done]
-            extra = _catalog_item(store, catalog[0], catalog[1], item[0], item[1])
+            extra = nodestore.catalog_item(store, catalog[0], item[0], item[1], catalog[1])
             if extra is not None and catalog[1]:
                 warnings.append(catalog[1])
             seqs = store.append([it for _, it in fresh] + ([extra] if extra else []) + [item])
@@ -125,19 +111,43 @@ def _record(store, settings, item: tuple, catalog: tuple, warnings: list[str]) -
                 # The files' identity goes in with their events, so a crash before they are
                 # deleted cannot take them in twice.
                 store.record_intake([(n, s) for (n, _), s in zip(fresh, seqs, strict=False)])
-        if spooled:
-            from . import spool
-
-            spool.remove([p for p, _ in spooled])
-            bad = spool.unreadable(settings.spool_dir)
-            if bad:
-                kept = spool.quarantine(settings.spool_dir, bad)
-                warnings.append(f"{len(kept)} spool file(s) could not be read; kept in "
-                                f"{os.path.join(settings.spool_dir, 'unreadable')}")
+        if spooled or bad:
+            _tidy_spool(settings.spool_dir, [p for p, _ in spooled], bad, warnings)
         return seqs
     finally:
         if lock is not None:
             os.close(lock)
+
+
+def _tidy_spool(directory: str, taken: list[str], bad: list[str], warnings: list[str]) -> None:
+    """After the commit: delete the spool files taken in, move the unreadable ones aside.
+
+    Never raises: the event is durable by now, and an exception would make the caller spool
+    it a second time. A file that cannot be deleted is harmless (its name is recorded in
+    ``spool_intake``, so no run takes it in twice). An unreadable file is moved to
+    ``unreadable/`` whether or not anything else was spooled: left in place it would be
+    skipped by every run, in silence."""
+    from . import spool
+
+    try:
+        spool.remove(taken)
+    except OSError as e:
+        warnings.append(f"spool files taken in could not be deleted ({e.strerror or e}); "
+                        f"they will not be taken in again")
+    if not bad:
+        return
+    names = ", ".join(os.path.basename(p) for p in bad[:3]) + (
+        f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+    target = os.path.join(directory, spool.UNREADABLE)
+    try:
+        kept = spool.quarantine(directory, bad)
+    except OSError as e:
+        warnings.append(f"{len(bad)} spool file(s) cannot be read ({names}) and could not be "
+                        f"moved to {target}: {e.strerror or e}")
+        return
+    if kept:
+        warnings.append(f"{len(kept)} spool file(s) cannot be read ({names}); moved to "
+                        f"{target} for inspection")
 
 
 def main(argv: list[str]) -> int:

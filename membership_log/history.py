@@ -316,7 +316,10 @@ def audit(store, since: Point | None = None, until: Point | None = None,
     until_us = _resolve_time(store, log_origins, until, now if now is not None else now_us())
     firsts = [store.received_at(o, store.first_seq(o)) for o in log_origins]
     firsts = [f for f in firsts if f is not None]
-    since_us = _resolve_time(store, log_origins, since, min(firsts) if firsts else until_us)
+    # A log begun while the clock was ahead starts "after now": the window starts no later
+    # than it ends.
+    since_us = _resolve_time(store, log_origins, since,
+                             min(min(firsts), until_us) if firsts else until_us)
     if since_us > until_us:
         raise MembershipError(f"--since {iso(since_us)} is after --until {iso(until_us)}")
     per_log = []

@@ -289,7 +289,8 @@ class NodeStore:
         return self._all(f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? ORDER BY seq LIMIT ?",
                          (after, limit))
 
-    def hashes(self, first: int, last: int) -> list[tuple[int, bytes]]:
+    def hashes(self, origin: str, first: int, last: int) -> list[tuple[int, bytes]]:
+        """``(seq, hash)`` of events first..last (the reader protocol; origin is NODE)."""
         return self._all("SELECT seq, hash FROM event WHERE seq >= ? AND seq <= ? ORDER BY seq",
                          (first, last))
 
@@ -467,7 +468,8 @@ class NodeStore:
                      state: project.State) -> int:
         """Move the anchor to event ``seq`` and drop the events up to it (inside a write
         transaction: the delete guard lets only events at or below the anchor go). Derived
-        incidents and sessions stay: counters and audits of later times must not change.
+        incidents and sessions stay: counters and audits of later times must not change;
+        so do the names of spool files taken in (a leftover file is never taken in twice).
         Returns how many events were dropped."""
         c = self.conn
         try:
@@ -477,7 +479,6 @@ class NodeStore:
             dropped = c.execute("DELETE FROM event WHERE seq <= ?", (seq,)).rowcount
             c.execute("DELETE FROM event_note WHERE seq <= ?", (seq,))
             c.execute("DELETE FROM checkpoint WHERE origin = ? AND seq <= ?", (NODE, seq))
-            c.execute("DELETE FROM spool_intake WHERE seq <= ?", (seq,))
             return dropped
         except sqlite3.Error as e:
             raise self._fail(e, "write") from e
@@ -506,14 +507,21 @@ class NodeStore:
                 raise self._fail(e, "write") from e
 
 
-def catalog_item(store: NodeStore, data: bytes | None, at: int, observer: str):
+def catalog_item(store: NodeStore, data: bytes | None, at: int, observer: str,
+                 problem: str | None = None):
     """The catalog event to record just before the event received at ``at``, if the file's
-    bytes (read before the write transaction) differ from the last catalog recorded; call
-    inside the transaction. A catalog that goes missing or unreadable after one was
-    recorded is recorded once as empty: the log shows when, and the fold keeps the last good
-    one. Without any catalog ever, members are the nodes."""
+    bytes (read before the write transaction, with ``files.read_regular``: ``problem`` says
+    why there are none) differ from the last catalog recorded; call inside the transaction.
+
+    A catalog that goes missing or unusable after one was recorded is recorded once as
+    empty: the log shows when, and the fold keeps the last good one. A missing file with no
+    catalog ever is allowed (members are the nodes) and records nothing; but something
+    unusable at the path (a FIFO, a device, a file over the size limit) is recorded once,
+    as empty, so the log and its one warning say so."""
     last = store.last_catalog()
     if data is None:
+        if last is None and problem:
+            return (at, observer, SOURCE_CATALOG, b"", b"")
         if not last:
             return None
         data = b""

@@ -19,6 +19,7 @@ from collections import namedtuple
 
 from . import derive, nodestore
 from .errors import MembershipError
+from .nodestore import NODE
 from .settings import Settings
 from .timespec import Point
 
@@ -46,8 +47,8 @@ def _require_shipped(store, url: str, first: int, last: int, progress=None) -> N
     with CentralStore(url) as central:
         for lo in range(first, last + 1, COMPARE_BATCH):
             hi = min(last, lo + COMPARE_BATCH - 1)
-            mine = [(s, bytes(h)) for s, h in store.hashes(lo, hi)]
-            theirs = [(s, bytes(h)) for s, h in central.stored_rows(origin, lo, hi)]
+            mine = [(s, bytes(h)) for s, h in store.hashes(NODE, lo, hi)]
+            theirs = [(s, bytes(h)) for s, h in central.hashes(origin, lo, hi)]
             if mine != theirs:
                 have = dict(theirs)
                 bad = next((s for s, h in mine if have.get(s) != h), lo)
@@ -88,7 +89,7 @@ def compact(settings: Settings, before: Point, require_shipped: str | None = Non
         while end < last:
             end = min(last, end + CHUNK)
             state = derive.start(store, nodestore.NODE, end)
-            (seq, hash_), = store.hashes(end, end)
+            (seq, hash_), = store.hashes(NODE, end, end)
             received = store.received_at(nodestore.NODE, end)
             with store.write():
                 dropped += store.drop_through(end, bytes(hash_), received, state)

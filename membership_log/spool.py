@@ -158,6 +158,12 @@ def _scan(directory: str) -> tuple[list[tuple[str, tuple]], list[str]]:
     return good, bad
 
 
+def scan(directory: str) -> tuple[list[tuple[str, tuple]], list[str]]:
+    """Both at once, reading each file once: ``(pending, unreadable)`` as
+    :func:`pending` and :func:`unreadable` give them."""
+    return _scan(directory)
+
+
 def pending(directory: str) -> list[tuple[str, tuple]]:
     """Spooled events in arrival order, as ``(path, item)``. Unreadable files are skipped
     here (see :func:`unreadable`), never deleted."""

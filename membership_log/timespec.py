@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import namedtuple
 from datetime import date, datetime, timezone
 
+from .errors import MembershipError
+
 #: ``seq`` is set for ``@N`` (and ``us`` is None); otherwise ``us`` is UTC microseconds.
 Point = namedtuple("Point", "text us seq")
 
@@ -141,9 +143,16 @@ def _parse(text: str, now_us: int) -> Point:
     return _in_range(text, to_us(dt))
 
 
+class WindowError(MembershipError, ValueError):
+    """``--since`` after ``--until``. A :class:`MembershipError`, so that wherever it is
+    raised (the window is checked by the library, after option parsing) the CLI prints one
+    line instead of a traceback; a ValueError, as the pure functions here raise."""
+
+
 def check_window(since: Point | None, until: Point | None) -> None:
-    """ValueError if ``--since`` is after ``--until``: such a window is always empty, which
-    is far more likely a swapped pair of options than a question worth an empty answer.
+    """:class:`WindowError` (a ValueError) if ``--since`` is after ``--until``: such a window
+    is always empty, which is far more likely a swapped pair of options than a question
+    worth an empty answer.
 
     Only like is compared with like (two times, or two ``@N``): a time and an event number
     cannot be ordered without the log.
@@ -151,10 +160,10 @@ def check_window(since: Point | None, until: Point | None) -> None:
     if since is None or until is None:
         return
     if since.us is not None and until.us is not None and since.us > until.us:
-        raise ValueError(f"--since {_q(since.text)} ({iso(since.us)}) is after --until "
-                         f"{_q(until.text)} ({iso(until.us)})")
+        raise WindowError(f"--since {_q(since.text)} ({iso(since.us)}) is after --until "
+                          f"{_q(until.text)} ({iso(until.us)})")
     if since.seq is not None and until.seq is not None and since.seq > until.seq:
-        raise ValueError(f"--since {_q(since.text)} is after --until {_q(until.text)}")
+        raise WindowError(f"--since {_q(since.text)} is after --until {_q(until.text)}")
 
 
 def reached(point: Point | None, seq: int, received_us: int) -> bool:

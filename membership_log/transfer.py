@@ -19,7 +19,7 @@ from . import derive, nodestore
 from .errors import MembershipError, StoreError
 from .raw import SOURCE_CATALOG, SOURCE_SERF, RawEvent, decode_env, encode_env, text_of
 from .settings import Settings, safe_url
-from .timespec import to_us
+from .timespec import MAX_US, MIN_US, to_us
 
 #: What an import did: events appended, the seqs they got, the log's head after it.
 Imported = namedtuple("Imported", "appended first last")
@@ -31,14 +31,38 @@ IMPORT_BATCH = 10_000
 SHIP_BATCH = 5_000
 
 
+_DAYS: dict[str, int] = {}
+
+
 def _received(value: object, where: str) -> int:
+    # The form export writes, YYYY-MM-DDTHH:MM:SS.ffffffZ, read without datetime (a third
+    # of an import's parsing time otherwise); anything else goes the general way.
+    if (isinstance(value, str) and len(value) == 27 and value[10] == "T" and value[19] == "."
+            and value[26] == "Z" and value[11:19].replace(":", "").isdigit()
+            and value[20:26].isdigit() and value[13] == value[16] == ":"):
+        day = _DAYS.get(value[:10])
+        if day is None:
+            day = _general_received(value[:10] + "T00:00:00.000000Z", where)
+            if len(_DAYS) > 4096:
+                _DAYS.clear()
+            _DAYS[value[:10]] = day
+        h, m, sec = int(value[11:13]), int(value[14:16]), int(value[17:19])
+        if h < 24 and m < 60 and sec < 60:
+            return day + ((h * 60 + m) * 60 + sec) * 1_000_000 + int(value[20:26])
+    return _general_received(value, where)
+
+
+def _general_received(value: object, where: str) -> int:
     if not isinstance(value, str) or not value.endswith("Z"):
         raise MembershipError(f"{where}: received must be ISO 8601 UTC ending in Z, like "
                               f"2026-11-25T03:12:00.123456Z")
     try:
-        return to_us(datetime.fromisoformat(value[:-1] + "+00:00"))
+        us = to_us(datetime.fromisoformat(value[:-1] + "+00:00"))
     except (ValueError, OverflowError):
         raise MembershipError(f"{where}: received {value[:40]!r} is not a time") from None
+    if not MIN_US <= us <= MAX_US:
+        raise MembershipError(f"{where}: received {value[:40]!r} is out of range")
+    return us
 
 
 def parse_line(line: bytes | str, where: str) -> tuple:
@@ -59,15 +83,27 @@ def parse_line(line: bytes | str, where: str) -> tuple:
         raise MembershipError(f"{where}: source must be serf or catalog, not {source!r:.40}")
     if not isinstance(observer, str):
         raise MembershipError(f"{where}: observer must be a string")
-    if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and k and "=" not in k
-            and "\0" not in k and "\0" not in v for k, v in env.items()):
+    if not isinstance(env, dict):
         raise MembershipError(f"{where}: env must be an object of variable names to strings")
+    key = tuple(env.items())
+    blob = _ENVS.get(key)
+    if blob is None:  # most lines of a log carry one of a few environments
+        if not all(isinstance(k, str) and isinstance(v, str) and k and "=" not in k
+                   and "\0" not in k and "\0" not in v for k, v in key):
+            raise MembershipError(f"{where}: env must be an object of variable names to "
+                                  f"strings")
+        blob = encode_env(env)
+        if len(_ENVS) >= 4096:
+            _ENVS.clear()
+        _ENVS[key] = blob
     try:
         stdin = base64.b64decode(doc["stdin_b64"], validate=True)
     except (binascii.Error, TypeError, ValueError):
         raise MembershipError(f"{where}: stdin_b64 is not base64") from None
-    return (_received(doc["received"], where), text_of(observer), source, encode_env(env), stdin)
+    return (_received(doc["received"], where), text_of(observer), source, blob, stdin)
+
+
+_ENVS: dict[tuple, bytes] = {}
 
 
 def import_(settings: Settings, lines, progress=None) -> Imported:
@@ -96,23 +132,27 @@ def import_(settings: Settings, lines, progress=None) -> Imported:
                     continue
                 batch.append(parse_line(line, f"line {n}"))
                 if len(batch) >= IMPORT_BATCH:
-                    seqs = store.append(batch)
-                    first = first or seqs[0]
-                    last = seqs[-1]
+                    first, last = _append_and_fold(store, batch, first)
                     appended += len(batch)
                     batch = []
                     if progress is not None:
                         progress(appended, None)
             if batch:
-                seqs = store.append(batch)
-                first = first or seqs[0]
-                last = seqs[-1]
+                first, last = _append_and_fold(store, batch, first)
                 appended += len(batch)
         derive.catch_up(store, nodestore.NODE, settings.live_file, settings.live_format,
                         progress=progress)
         return Imported(appended, first, last)
     finally:
         store.close()
+
+
+def _append_and_fold(store, batch: list, first: int | None) -> tuple[int, int]:
+    """Append a batch and fold it at once (same transaction): the events are in hand, so
+    they are not read back."""
+    raws = store.append_raws(batch)
+    derive.advance(store, nodestore.NODE, raws)
+    return first or raws[0].seq, raws[-1].seq
 
 
 def _rows_to_raws(rows) -> list[RawEvent]:
@@ -139,19 +179,26 @@ def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) ->
                                   f"yet: nothing identifies the node to ship as")
         central = CentralStore(to)
         try:
-            local_head, _ = local.head()
+            # What this run copies: the log as it stands now. Handlers keep appending
+            # meanwhile (and another shipper may take the copy further than this run would),
+            # so every check of "does the central copy continue the local log?" reads the
+            # local head afresh: a stale one made a copy that had moved past it look like a
+            # different log (ship --follow then exited after an outage).
+            target, _ = local.head()
             copied = 0
             total = None
             while True:
                 with central.write():
                     central.lock_origin(origin)
                     c_head, c_hash = central.head(origin)
-                    _check_continues(local, origin, c_head, c_hash, local_head)
+                    _check_continues(local, origin, c_head, c_hash, local.head()[0])
                     if total is None:
-                        total = local_head - c_head
+                        total = max(0, target - c_head)
                         if progress is not None:
                             progress(0, total)
-                    rows = local.stored_rows(c_head, batch)
+                    if c_head >= target:
+                        return Shipped(origin, copied, c_head)
+                    rows = local.stored_rows(c_head, min(batch, target - c_head))
                     if not rows:
                         return Shipped(origin, copied, c_head)
                     central.append_rows(origin, rows)
@@ -178,7 +225,7 @@ def _check_continues(local, origin: str, c_head: int, c_hash: bytes | None,
     if c_head:
         mine = anchor.hash if anchor is not None and anchor.seq == c_head else None
         if mine is None:
-            rows = local.hashes(c_head, c_head)
+            rows = local.hashes(nodestore.NODE, c_head, c_head)
             mine = bytes(rows[0][1]) if rows else None
         if mine != c_hash:
             raise MembershipError(f"the central copy of {origin} diverges from the local log "
@@ -189,7 +236,14 @@ def follow(settings: Settings, to: str, interval: float, say, progress_factory=N
            sleep=time.sleep, max_backoff: float = 30.0) -> None:
     """``ship --follow``: ship, wait ``interval``, ship again, until interrupted. An outage
     of the central store (or of this store) is reported once when it begins and once when it
-    ends, and retried with backoff (doubling up to ``max_backoff`` seconds), never fatal."""
+    ends, and retried with backoff (doubling up to ``max_backoff`` seconds), never fatal.
+    A URL that can never work (malformed, an unknown kind of database, a driver that is not
+    installed) is not an outage: it is refused at once, in one line."""
+    if settings.sqlite_path is None:
+        raise MembershipError("ship copies a node's SQLite store; --db names a central store")
+    from .admin import engine_for
+
+    engine_for(to).dispose()  # parses the URL and loads the driver; connects to nothing
     backoff = interval
     down: str | None = None
     while True:

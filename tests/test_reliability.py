@@ -17,8 +17,9 @@ import pytest
 from samples import NODES
 from typer.testing import CliRunner
 
-from membership_log import events, livefile, project
+from membership_log import derive, livefile, project
 from membership_log.cli import app
+from membership_log.nodestore import NODE, NodeStore
 from membership_log.raw import decode_env
 
 runner = CliRunner()
@@ -36,10 +37,11 @@ def serf_env(**kw) -> dict:
 
 
 def fresh_fold_live(base) -> bytes:
-    from membership_log.store import Store
-
-    with Store(f"sqlite:///{base / 'membership.db'}") as st:
-        state = project.fold(events.parse(r) for r in st.raw_events())
+    """The live file a fold of the whole raw log from scratch gives (no derived state used)."""
+    state = project.State()
+    with NodeStore(str(base / "membership.db")) as st:
+        for _ in derive.forward(state, st.events(NODE, 0)):
+            pass
     return livefile.render(project.live_nodes(state))
 
 
@@ -375,23 +377,23 @@ def test_verify_accepts_a_live_file_left_between_the_snapshot_and_the_head(handl
     """Two kills in a row: one after writing the live file for event N but before its fold
     committed (snapshot at N-1), the next after recording N+1 (not folded). The live file
     then shows event N: lagging, not corrupt."""
-    from membership_log import journal, settings
+    from membership_log import events, settings
     from membership_log.raw import encode_env
-    from membership_log.store import Store
 
     assert handle("member-join", b"node1\t192.168.100.51\t\t\n").returncode == 0
     s = settings.resolve(str(base))
-    j = journal.Journal(s.sqlite_path)
+    store = NodeStore(s.sqlite_path)
     try:
-        with j.write():
-            j.append([(10**15 + i, "node0", "serf", encode_env({"SERF_EVENT": kind}),
-                       b"node1\t192.168.100.51\t\t\n")
-                      for i, kind in enumerate(["member-failed", "member-join"])])
-        snapshot_state, _ = j.load_snapshot()
+        with store.write():
+            store.append([(10**15 + i, "node0", "serf", encode_env({"SERF_EVENT": kind}),
+                           b"node1\t192.168.100.51\t\t\n")
+                          for i, kind in enumerate(["member-failed", "member-join"])])
+        snap = store.snapshot(NODE)
+        snapshot_state = derive.decode_state(snap[1], bytes(snap[2]))
+        event_n = events.parse(list(store.events(NODE, 0))[-2])
     finally:
-        j.close()
-    with Store(s.db_url) as store:
-        event_n = events.parse(list(store.raw_events())[-2])
+        store.close()
+    assert snapshot_state is not None and snapshot_state.seq == event_n.seq - 1
     after_n = project.fold([event_n], snapshot_state)
     livefile.write_atomic(s.live_file, livefile.render_state(after_n))  # event N's file
     r = verify(base)
