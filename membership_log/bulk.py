@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import zlib
 
 from . import derive, history, parallel, render
 from .timespec import Point
@@ -86,10 +85,6 @@ def replay_json(url: str, store, out, since=None, until=None, node=None, observe
                 pass
 
 
-def _in_part(name: str, part: tuple[int, int]) -> bool:
-    return zlib.crc32(name.encode("utf-8", "surrogatepass")) % part[1] == part[0]
-
-
 def _audit_part(job: tuple) -> tuple[dict, list]:
     store, part, args, kw = job
     own = isinstance(store, str)
@@ -118,8 +113,14 @@ def audit_json(url: str, store, since=None, until=None, node=None, observer=None
     k = parallel.workers()
     if node is not None or k < 2 or size < parallel.MIN_PARALLEL:
         return render.json_doc(history.audit(store, *args, **kw))
-    parts = parallel.fork_map(_audit_part, [(store if i == 0 else url, (i, k), args, kw)
-                                            for i in range(k)])
+    # Shares by name: ranges of the incident table's key, cut where the nodes known now
+    # would split evenly (any cut is correct; an even one is fast).
+    names = sorted(history.state_at(store, None, observer).nodes)
+    cuts = sorted({names[len(names) * i // k] for i in range(1, k)} if names else set())
+    bounds = [None, *cuts, None]
+    shares = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    parts = parallel.fork_map(_audit_part, [(store if i == 0 else url, share, args, kw)
+                                            for i, share in enumerate(shares)])
     head = parts[0][0]
     nodes = sorted((e for _, encoded in parts for e in encoded), key=lambda e: e[0])
     out = render.json_doc(head)

@@ -252,12 +252,16 @@ class CentralStore:
         return [tuple(r) for r in self._all(q.order_by(i.c.down_at, i.c.node))]
 
     def incident_spans(self, origin: str, since_us: int | None = None,
-                       until_us: int | None = None) -> list[tuple]:
+                       until_us: int | None = None, nodes: tuple = (None, None)) -> list[tuple]:
         """:meth:`incidents` as audits read them, ``(node, down_at, up_at, cause, observer,
-        down_seq, up_seq)``, sorted by down_at then node."""
+        down_seq, up_seq)``, sorted by down_at then node; ``nodes``: names in [lo, hi)."""
         i = incident
         q = select(i.c.node, i.c.down_at, i.c.up_at, i.c.cause, i.c.observer, i.c.down_seq,
                    i.c.up_seq).where(i.c.origin == origin)
+        if nodes[0] is not None:
+            q = q.where(i.c.node >= nodes[0])
+        if nodes[1] is not None:
+            q = q.where(i.c.node < nodes[1])
         if until_us is not None:
             q = q.where(i.c.down_at <= until_us)
         if since_us is not None:

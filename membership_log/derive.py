@@ -264,7 +264,7 @@ def catch_up(store, origin: str, live_file: str | None = None, fmt: str = "droon
             finished = stop >= head
             if finished and live_file is not None:
                 data = live if fmt == "droonga" else livefile.render_view(state.nodes, fmt)
-                livefile.write_atomic(live_file, data)
+                livefile.write_atomic(live_file, data, sweep=True)
         if finished:
             if progress is not None:
                 progress(done, done)

@@ -246,12 +246,12 @@ def _resolve_time(store, origins, point: Point | None, default: int) -> int:
 
 
 def _log_incidents(store, origin: str, since_us: int, until_us: int,
-                   whole: bool = False) -> list:
+                   whole: bool = False, nodes: tuple = (None, None)) -> list:
     """A log's incidents touching the window, as ``(node, down_at, up_at, cause, observer,
     down_seq, up_seq)``: the derived table, plus those of events recorded but not yet folded
     (a handler killed between the two), folded here in memory. ``whole``: the window starts
     at the log's first event."""
-    rows = store.incident_spans(origin, None if whole else since_us, until_us)
+    rows = store.incident_spans(origin, None if whole else since_us, until_us, nodes)
     snap = store.snapshot(origin)
     head = store.head_seq(origin)
     if snap is None or snap[0] < head:
@@ -266,9 +266,15 @@ def _log_incidents(store, origin: str, since_us: int, until_us: int,
                 else (r[0], r[1], closed[r[0]][1], r[3], r[4], r[5], closed[r[0]][0])
                 for r in rows]
         rows += [(r[0], r[2], r[6], r[3], r[4], r[1], r[5]) for r in batch.incidents
-                 if r[2] <= until_us and (r[6] is None or r[6] >= since_us)]
+                 if r[2] <= until_us and (r[6] is None or r[6] >= since_us)
+                 and _in_range(r[0], nodes)]
         rows.sort(key=lambda r: (r[1], r[0]))
     return rows
+
+
+def _in_range(name: str, nodes: tuple) -> bool:
+    lo, hi = nodes
+    return (lo is None or name >= lo) and (hi is None or name < hi)
 
 
 def incidents_of(store, observer: str | None = None, since_us: int | None = None,
@@ -304,11 +310,11 @@ def audit(store, since: Point | None = None, until: Point | None = None,
           node: str | None = None, observer: str | None = None,
           flap_window_s: float = 600, flap_threshold: int = 3,
           detection_delay_s: float | None = None, now: int | None = None,
-          part: tuple[int, int] | None = None) -> dict:
+          part: tuple = (None, None)) -> dict:
     """Incidents per node and figures over a window (SPEC "Replay and audit JSON"), read
     from the derived incident tables. The window runs from the first event kept (or
-    ``since``) to now (or ``until``). ``part=(i, k)``: only the nodes of the i-th of k
-    shares (:mod:`membership_log.bulk` computes the shares on every core)."""
+    ``since``) to now (or ``until``). ``part=(lo, hi)``: only the nodes named in [lo, hi)
+    (None: open), so that :mod:`membership_log.bulk` can compute shares on every core."""
     _needs_one_log(store, observer, since, until)
     check_window(since, until)
     origins = _origins(store, observer)
@@ -327,7 +333,7 @@ def audit(store, since: Point | None = None, until: Point | None = None,
     sessions_doc: dict[str, dict] = {}
     nodes: set[str] = set()
     for o in log_origins:
-        incs = _log_incidents(store, o, since_us, until_us, since is None)
+        incs = _log_incidents(store, o, since_us, until_us, since is None, part)
         if not _central(store) and observer is not None:
             incs = [i for i in incs if i[4] == observer]
         per_log.append(incs)
@@ -355,12 +361,8 @@ def audit(store, since: Point | None = None, until: Point | None = None,
     if node is not None:
         merged = [i for i in merged if i[0] == node]
         nodes = {n for n in nodes if n == node}
-    if part is not None:
-        from .bulk import _in_part
-
-        share = {n for n in nodes if _in_part(n, part)}
-        merged = [i for i in merged if i[0] in share]
-        nodes = share
+    if part != (None, None):
+        nodes = {n for n in nodes if _in_range(n, part)}
     return report(merged, nodes, since_us, until_us, iso, gaps, sessions_doc,
                   flap_window_us=int(flap_window_s * 1e6), flap_threshold=flap_threshold,
                   detection_delay_us=(None if detection_delay_s is None

@@ -99,17 +99,35 @@ def read(path: str) -> bytes | None:
         return None
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> bool:
+def _sweep(directory: str, base: str) -> None:
+    prefix = f".{base}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp") and len(name) == len(prefix) + 20:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644, sweep: bool = False) -> bool:
     """Replace ``path`` with ``data`` atomically and durably; skip if it already holds them.
 
     Temporary file in the same directory (an unpredictable name, created exclusively, never
     through a symlink), fsync, ``os.replace``, fsync of the directory. Returns whether it
-    wrote. Every rewrite makes every engine reload, hence the skip.
+    wrote. Every rewrite makes every engine reload, hence the skip. ``sweep``: the caller
+    is the only possible writer right now (it holds the store's write lock), so any
+    temporary file of this path is a leftover of a writer killed mid-way: remove it.
     """
     if read(path) == data:
         return False
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
+    if sweep:
+        _sweep(directory, base)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     tmp = os.path.join(directory, f".{base}.{os.urandom(8).hex()}.tmp")
     fd = os.open(tmp, flags, mode)

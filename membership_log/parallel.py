@@ -15,7 +15,7 @@ import pickle
 from .errors import MembershipError
 
 #: Below this many events a job is not worth a second process.
-MIN_PARALLEL = 150_000
+MIN_PARALLEL = 50_000
 
 
 def workers() -> int:

@@ -70,9 +70,18 @@ def iso(us: int) -> str:
     ValueError outside years 0001-9999, which no ISO 8601 basic year can show.
     """
     secs, frac = divmod(us, 1_000_000)
-    days, sod = divmod(secs, 86400)
-    minute, sec = divmod(sod, 60)
-    return f"{_DAYS.get(days) or _day(days)}{_HM[minute]}{_SS[sec]}{frac:06d}Z"
+    head = _SECONDS.get(secs)
+    if head is None:  # events come in bursts: most times share their second with another
+        days, sod = divmod(secs, 86400)
+        minute, sec = divmod(sod, 60)
+        head = f"{_DAYS.get(days) or _day(days)}{_HM[minute]}{_SS[sec]}"
+        if len(_SECONDS) >= 65_536:
+            _SECONDS.clear()
+        _SECONDS[secs] = head
+    return f"{head}{frac:06d}Z"
+
+
+_SECONDS: dict[int, str] = {}
 
 
 def duration(seconds: float | None) -> str:

@@ -61,3 +61,19 @@ def test_write_atomic_replaces_a_symlink_instead_of_writing_through_it(tmp_path)
     write_atomic(str(link), b"{}\n")
     assert victim.read_bytes() == b"keep"
     assert not link.is_symlink() and link.read_bytes() == b"{}\n"
+
+
+def test_a_writer_holding_the_lock_sweeps_temporary_files_left_by_killed_writers(tmp_path):
+    """A handler killed between creating its temporary live file and renaming it leaves
+    `.live-nodes.json.<random>.tmp`; the next writer under the store's lock removes it, and
+    nothing else."""
+    target = tmp_path / "live-nodes.json"
+    left = tmp_path / f".live-nodes.json.{'ab' * 8}.tmp"
+    left.write_text("half")
+    other = tmp_path / ".other.json.0000000000000000.tmp"
+    other.write_text("not ours")
+    write_atomic(str(target), b"{}\n")
+    assert left.exists(), "without sweep nothing else is touched"
+    write_atomic(str(target), b'{"a": 1}\n', sweep=True)
+    assert not left.exists() and other.exists()
+    assert target.read_bytes() == b'{"a": 1}\n'
