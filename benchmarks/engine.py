@@ -204,7 +204,7 @@ def main() -> int:
                         action="append", help="run only these sections")
     args = parser.parse_args()
     m = membership_command()
-    scale = 50 if args.quick else 1
+    scale = 100 if args.quick else 1
     work = Path(tempfile.mkdtemp(prefix="membership-engine-bench-"))
     rows: list = []
     sections = args.only or ["node", "cluster-size", "busy", "central"]

@@ -23,7 +23,6 @@ from . import derive
 from .admin import engine_for, first_line
 from .derive import STATE_FORMAT, decode_state
 from .errors import SchemaMismatch, StoreError
-from .incidents import row_to_incident  # noqa: F401  (re-exported for readers)
 from .nodestore import ROLE_CENTRAL, Anchor, schema_message
 from .raw import RawEvent, decode_env
 from .schema import (
@@ -283,12 +282,6 @@ class CentralStore:
                 in self._all(select(i.c.node, i.c.cause, func.count(), down, last)
                              .where(i.c.origin == origin).group_by(i.c.node, i.c.cause))]
 
-    def open_incidents(self, origin: str) -> list[tuple]:
-        i = incident
-        return [tuple(r) for r in self._all(
-            select(i.c.node, i.c.down_seq, i.c.down_at, i.c.cause, i.c.observer, i.c.up_seq,
-                   i.c.up_at).where(i.c.origin == origin, i.c.up_seq.is_(None)))]
-
     def sessions(self, origin: str) -> list[tuple]:
         s = observer_session
         return [tuple(r) for r in self._all(
@@ -354,14 +347,6 @@ class CentralStore:
                          .values(up_seq=None, up_at=None))
             conn.execute(observer_session.delete().where(observer_session.c.origin == origin,
                                                          observer_session.c.seq > seq))
-        except SQLAlchemyError as e:
-            raise self._fail(e, "write") from None
-
-    def forget_derived(self, origin: str) -> None:
-        conn = self._conn
-        try:
-            for t in (snapshot, checkpoint, incident, observer_session):
-                conn.execute(t.delete().where(t.c.origin == origin))
         except SQLAlchemyError as e:
             raise self._fail(e, "write") from None
 

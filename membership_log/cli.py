@@ -242,16 +242,16 @@ def state(s: settings.Settings, at: At = None, observer: ObserverOpt = None,
         membership state --at '2026-11-25T03:12:00' --json
         membership state --at @42 --as-live-file > live-nodes.json
     """
-    from . import history, livefile
+    from . import history
 
     if json_out and as_live_file:
         raise typer.BadParameter("--json and --as-live-file exclude each other")
     with _store(s) as store:
+        if as_live_file:
+            sys.stdout.buffer.write(history.live_file_at(store, at, observer, s.live_format))
+            sys.stdout.buffer.flush()
+            return
         now = history.state_at(store, at, observer)
-    if as_live_file:
-        sys.stdout.buffer.write(livefile.render_view(now.nodes, s.live_format))
-        sys.stdout.buffer.flush()
-        return
     if json_out:
         _out(render.json_doc(render.state_record(now)))
         return

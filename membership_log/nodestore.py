@@ -48,7 +48,6 @@ COLUMNS = {
     "anchor": ("origin", "seq", "hash", "received_us", "max_at", "format", "state"),
     "spool_intake": ("name", "seq"),
 }
-DERIVED = ("snapshot", "checkpoint", "incident", "observer_session")
 
 
 def _insert(table: str, verb: str = "INSERT") -> str:
@@ -410,10 +409,6 @@ class NodeStore:
             "max(max(down_at, coalesce(up_at, down_at))) FROM incident WHERE origin = ? "
             "GROUP BY node, cause", (now_us, origin))
 
-    def open_incidents(self, origin: str = NODE) -> list[tuple]:
-        return self._all(f"SELECT {_INCIDENT_COLS} FROM incident WHERE origin = ? AND "
-                         f"up_seq IS NULL", (origin,))
-
     def sessions(self, origin: str = NODE) -> list[tuple]:
         """``(seq, observer, started_at, gap_from)`` of every observer session."""
         return self._all("SELECT seq, observer, started_at, gap_from FROM observer_session "
@@ -459,16 +454,6 @@ class NodeStore:
             c.execute("DELETE FROM observer_session WHERE origin = ? AND seq > ?", (origin, seq))
         except sqlite3.Error as e:
             raise self._fail(e, "write") from e
-
-    def forget_derived(self, origin: str = NODE) -> None:
-        """Drop everything derived (inside a write transaction); the raw log stays."""
-        try:
-            for table in DERIVED:
-                self.conn.execute(f"DELETE FROM {table} WHERE origin = ?", (origin,))
-        except sqlite3.Error as e:
-            raise self._fail(e, "write") from e
-
-    # -- retention --------------------------------------------------------------------------
 
     def drop_through(self, seq: int, hash_: bytes, received_us: int,
                      state: project.State) -> int:
