@@ -258,23 +258,14 @@ class NodeStore:
         else:
             sql, params = (f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? AND seq <= ? "
                            f"ORDER BY seq", (after, until))
+        for r in self._stream(sql, params):
+            yield RawEvent(r[0], r[1], r[2], r[3], decode_env(r[4]), r[5], r[6])
+
+    def _stream(self, sql: str, params: tuple):
+        """A query's rows, fetched in blocks: a log of a million events never sits in
+        memory at once."""
         try:
             cur = self.conn.execute(sql, params)
-            while True:
-                rows = cur.fetchmany(2000)
-                if not rows:
-                    return
-                for r in rows:
-                    yield RawEvent(r[0], r[1], r[2], r[3], decode_env(r[4]), r[5], r[6])
-        except sqlite3.Error as e:
-            raise self._fail(e) from e
-
-    def rows(self, origin: str = NODE, after: int = 0):
-        """Rows after ``after`` exactly as stored ``(seq, received_us, observer, source, env
-        blob, stdin, hash)``, streamed (verify checks the hash over the stored blob)."""
-        try:
-            cur = self.conn.execute(f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? "
-                                    f"ORDER BY seq", (after,))
             while True:
                 rows = cur.fetchmany(2000)
                 if not rows:
@@ -282,6 +273,12 @@ class NodeStore:
                 yield from rows
         except sqlite3.Error as e:
             raise self._fail(e) from e
+
+    def rows(self, origin: str = NODE, after: int = 0):
+        """Rows after ``after`` exactly as stored ``(seq, received_us, observer, source, env
+        blob, stdin, hash)``, streamed (verify checks the hash over the stored blob)."""
+        return self._stream(f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? ORDER BY seq",
+                            (after,))
 
     def stored_rows(self, after: int, limit: int) -> list[tuple]:
         """Up to ``limit`` rows after ``after`` exactly as stored (env still encoded)."""
@@ -303,16 +300,8 @@ class NodeStore:
 
     def times_after(self, origin: str, after: int):
         """``(seq, received_us)`` of events after ``after``, streamed (time searches)."""
-        try:
-            cur = self.conn.execute("SELECT seq, received_us FROM event WHERE seq > ? "
-                                    "ORDER BY seq", (after,))
-            while True:
-                rows = cur.fetchmany(1000)
-                if not rows:
-                    return
-                yield from rows
-        except sqlite3.Error as e:
-            raise self._fail(e) from e
+        return self._stream("SELECT seq, received_us FROM event WHERE seq > ? ORDER BY seq",
+                            (after,))
 
     # -- derived state ----------------------------------------------------------------------
 

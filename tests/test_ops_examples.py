@@ -170,9 +170,10 @@ def test_unit_is_hardened_and_valid(unit, tmp_path):
     verify(unit, tmp_path)
 
 
-def verify(unit: Path, tmp_path: Path) -> None:
-    """``systemd-analyze verify`` when systemd's tools are installed (they are not needed for
-    anything else, so the parse above stands alone without them)."""
+def verify(unit: Path, tmp_path: Path, *others: Path) -> None:
+    """``systemd-analyze verify`` of ``unit`` (and ``others``, e.g. its timer) when systemd's
+    tools are installed (they are not needed for anything else, so the parse above stands
+    alone without them)."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         return
@@ -181,11 +182,13 @@ def verify(unit: Path, tmp_path: Path) -> None:
     program = tmp_path / "membership"
     program.write_text("#!/bin/sh\n")
     program.chmod(0o755)
-    text = unit.read_text()
-    assert text.count("/opt/membership-log/bin/membership ") == 1
-    copy = tmp_path / unit.name
-    copy.write_text(text.replace("/opt/membership-log/bin/membership ", f"{program} "))
-    r = subprocess.run([analyze, "verify", "--man=no", str(copy)], capture_output=True,
+    copies = []
+    for u in (unit, *others):
+        copy = tmp_path / u.name
+        copy.write_text(u.read_text().replace("/opt/membership-log/bin/membership ",
+                                              f"{program} "))
+        copies.append(str(copy))
+    r = subprocess.run([analyze, "verify", "--man=no", *copies], capture_output=True,
                        text=True, timeout=60)
     # Unknown keys and bad values are only warnings ("..., ignoring"): any output fails.
     assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
@@ -210,16 +213,4 @@ def test_the_daily_ship_and_compact_unit_and_its_timer(tmp_path):
     parser.optionxform = str
     parser.read_string(timer.read_text())
     assert parser["Timer"]["OnCalendar"] and parser["Timer"]["Persistent"] == "true"
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        return
-    program = tmp_path / "membership"
-    program.write_text("#!/bin/sh\n")
-    program.chmod(0o755)
-    (tmp_path / service.name).write_text(
-        text.replace("/opt/membership-log/bin/membership ", f"{program} "))
-    (tmp_path / timer.name).write_text(timer.read_text())
-    r = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / timer.name),
-                        str(tmp_path / service.name)], capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+    verify(service, tmp_path, timer)
