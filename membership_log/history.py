@@ -29,7 +29,7 @@ from . import derive, events, incidents, livefile, project
 from .audit import intersect, report, unobserved
 from .errors import MembershipError
 from .nodestore import NODE, ROLE_CENTRAL
-from .timespec import Point, check_window, iso
+from .timespec import Point, check_window, iso, reached
 
 
 def now_us() -> int:
@@ -154,8 +154,7 @@ def _one_log(store, origin: str, since, until, node, observer, label):
     start = _start_seq(store, origin, since)
     state = derive.start(store, origin, start - 1)
     for raw, event, effect in derive.forward(state, store.events(origin, start - 1)):
-        if until is not None and not (raw.seq <= until.seq if until.seq is not None
-                                      else raw.received_us <= until.us):
+        if not reached(until, raw.seq, raw.received_us):
             return
         if observer is not None and raw.observer not in (observer, ""):
             continue
@@ -410,8 +409,7 @@ def export(store, since: Point | None = None, until: Point | None = None,
     origin = observer if _central(store) else NODE
     start = _start_seq(store, origin, since)
     for raw in store.events(origin, start - 1):
-        if until is not None and not (raw.seq <= until.seq if until.seq is not None
-                                      else raw.received_us <= until.us):
+        if not reached(until, raw.seq, raw.received_us):
             return
         if observer is not None and not _central(store) and raw.observer not in (observer, ""):
             continue

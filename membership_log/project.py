@@ -443,11 +443,6 @@ def _payload_key(payload: str | None) -> str:
 # -- the pure interface ------------------------------------------------------------------------
 
 
-def initial(catalog: Catalog | None = None) -> State:
-    """The state before any event."""
-    return State(catalog)
-
-
 def step(state: State, event) -> State:
     """The state after ``event`` (``state`` is left as it was)."""
     new = state.copy()
@@ -476,11 +471,6 @@ def live_of(nodes: dict[str, NodeView]) -> dict[str, str]:
 def live_nodes(state: State) -> dict[str, str]:
     """What the live file lists: live node -> its Serf address (catalog nodes only)."""
     return live_of(state.nodes)
-
-
-def resolve(state: State, word: str) -> list[str]:
-    """Node names an operator's word refers to (see :meth:`State._resolve`)."""
-    return list(state._resolve(word))
 
 
 # -- plain data, for checkpoints ---------------------------------------------------------------

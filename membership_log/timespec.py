@@ -184,15 +184,6 @@ def reached(point: Point | None, seq: int, received_us: int) -> bool:
     return received_us <= point.us
 
 
-def since_ok(point: Point | None, seq: int, received_us: int) -> bool:
-    """Whether an event is at or after ``point`` (``@N``: event N itself and later)."""
-    if point is None:
-        return True
-    if point.seq is not None:
-        return seq >= point.seq
-    return received_us >= point.us
-
-
 def parse_duration(text: str) -> float:
     """``90s``, ``10m``, ``2h``, ``1d``, ``1w`` or a plain number of seconds -> seconds;
     ValueError naming the accepted forms otherwise."""

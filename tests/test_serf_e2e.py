@@ -7,37 +7,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from serfhelpers import TIMEOUT, listed, node_ids, running_cluster
 
-from membership_log.localcluster import Cluster, catalog_for, wait_until
+from membership_log.localcluster import catalog_for, wait_until
 
 pytestmark = pytest.mark.serf
 
-TIMEOUT = 45
-
-
 def nodes_for(first_ip):
     ips = [f"127.0.0.{first_ip + i}" for i in range(3)]
-    return ips, [f"{ip}:10031/droonga" for ip in ips]
+    return ips, node_ids(first_ip)
 
 
 @pytest.fixture
 def cluster(request, serf, tmp_path):
-    first_ip = request.param
-    ips, _ = nodes_for(first_ip)
-    c = Cluster(tmp_path, 3, first_ip, catalog=catalog_for(ips))
-    try:
-        c.start()
-        _, nodes = nodes_for(first_ip)
-        for a in c.agents:
-            assert wait_until(lambda a=a: sorted(a.live()) == nodes, TIMEOUT), a.name
+    with running_cluster(tmp_path, request.param) as c:
         yield c
-    finally:
-        c.stop()
-    assert not any(a.running() for a in c.agents), "every agent the test started is stopped"
-
-
-def listed(agent, node, live=True):
-    return wait_until(lambda: (node in agent.live()) == live, TIMEOUT, 0.1)
 
 
 def replay(membership, base_dir):
