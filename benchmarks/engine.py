@@ -35,9 +35,9 @@ import time
 import uuid
 from pathlib import Path
 
-from membership_log.localcluster import membership_command
-from membership_log.synthetic import export_lines, member_events
-from membership_log.timespec import iso
+from membership_log.core.timespec import iso
+from membership_log.demo.localcluster import membership_command
+from membership_log.demo.synthetic import export_lines, member_events
 
 START = 1_700_000_000_000_000
 PG_ADMIN = os.environ.get("MEMBERSHIP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -152,7 +152,7 @@ def busy_section(m: str, work: Path, n: int, rows: list) -> None:
 def _pg_database() -> tuple[str, callable]:
     from sqlalchemy import create_engine, text
 
-    from membership_log.admin import driver_url
+    from membership_log.stores.setup import driver_url
 
     name = f"membership_bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(driver_url(PG_ADMIN), isolation_level="AUTOCOMMIT")

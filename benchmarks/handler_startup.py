@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from membership_log.localcluster import catalog_for, membership_command
+from membership_log.demo.localcluster import catalog_for, membership_command
 
 TARGET_RATIO = 2.5
 

@@ -2,7 +2,7 @@
 passes, and the latency from the handler to Alertmanager.
 
 - scrape, in-process: ``GET /metrics`` through ``membership serve``'s own request code
-  (:class:`membership_log.serve.Api`: open the store, compute, render, close), on a node
+  (:class:`membership_log.ops.serve.Api`: open the store, compute, render, close), on a node
   store of 1,000,000 synthetic events (target < 100 ms); the other API routes beside it;
 - scrape over HTTP: the same through a real ``membership serve`` process;
 - the handler (``membership handle``, a whole process) on that store, idle and while
@@ -15,7 +15,7 @@ passes, and the latency from the handler to Alertmanager.
 
     .venv/bin/python benchmarks/ops.py                    # 1,000,000 events (~30 s to build)
     .venv/bin/python benchmarks/ops.py --base-dir DIR     # reuse a store built before:
-        python -m membership_log.synthetic --base-dir DIR --events 1000000 --flap-rate 0.05
+        python -m membership_log.demo.synthetic --base-dir DIR --events 1000000 --flap-rate 0.05
     .venv/bin/python benchmarks/ops.py --quick            # 20,000 events, fewer rounds (CI)
 
 The handler rounds append events to the store they run on (member-update events).
@@ -38,10 +38,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from membership_log import alerts, history, settings
-from membership_log.localcluster import membership_command
-from membership_log.serve import Api
-from membership_log.synthetic import make_store
+from membership_log import settings
+from membership_log.demo.localcluster import membership_command
+from membership_log.demo.synthetic import make_store
+from membership_log.history import api as history
+from membership_log.ops import alerts
+from membership_log.ops.serve import Api
 
 ROWS: list[dict] = []
 

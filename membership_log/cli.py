@@ -1,7 +1,7 @@
-"""The ``membership`` command line: wiring around :mod:`membership_log.history`.
+"""The ``membership`` command line: wiring around :mod:`membership_log.history.api`.
 
 Each command parses its options, calls one library function and hands the records to
-:mod:`membership_log.render` (a table for people, JSON for machines). Where things live
+:mod:`membership_log.render.tables` (a table for people, JSON for machines). Where things live
 (``--base-dir``, ``--db``, ``--catalog``, ``--live-file``, ``--live-format``) is declared once,
 by :func:`command`: every command accepts all of them (SPEC), and shows in its ``--help`` only
 those it reads. Errors are one line (``membership: ...``) and exit 1; usage errors exit 2.
@@ -18,9 +18,11 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from . import render, settings, timespec
-from .errors import MembershipError
-from .timespec import iso
+from . import settings
+from .core import timespec
+from .core.errors import MembershipError
+from .core.timespec import iso
+from .render import tables as render
 from .version import __version__
 
 
@@ -126,7 +128,7 @@ Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output
 
 
 def _store(s: settings.Settings):
-    from . import history
+    from .history import api as history
 
     return history.open_store(s.db_url)
 
@@ -174,7 +176,7 @@ def init(s: settings.Settings) -> None:
     \b
         membership init --base-dir /var/lib/droonga
     """
-    from . import admin
+    from .stores import setup as admin
 
     with _progress("folding the log") as progress:
         result = admin.init(s, progress=progress)
@@ -242,7 +244,7 @@ def state(s: settings.Settings, at: At = None, observer: ObserverOpt = None,
         membership state --at '2026-11-25T03:12:00' --json
         membership state --at @42 --as-live-file > live-nodes.json
     """
-    from . import history
+    from .history import api as history
 
     if json_out and as_live_file:
         raise typer.BadParameter("--json and --as-live-file exclude each other")
@@ -278,11 +280,11 @@ def replay(s: settings.Settings, since: Since = None, until: Until = None,
         membership replay --base-dir /var/lib/droonga --since '2h ago'
         membership replay --node node1 --json | jq 'select(.changes != [])'
     """
-    from . import history
+    from .history import api as history
 
     with _store(s) as store:
         if json_out:
-            from . import bulk
+            from .history import bulk
 
             bulk.replay_json(s.db_url, store, sys.stdout, since, until, node, observer)
             return
@@ -334,14 +336,14 @@ def audit(s: settings.Settings, since: Since = None, until: Until = None,
         membership audit --node 192.168.100.51:10031/droonga --json
         membership audit --flap-window 10m --flap-threshold 3 --detection-delay 5
     """
-    from . import history
+    from .history import api as history
 
     window = _seconds(flap_window, "--flap-window")
     options = {"flap_window_s": window, "flap_threshold": flap_threshold,
                "detection_delay_s": detection_delay}
     with _store(s) as store:
         if json_out:
-            from . import bulk
+            from .history import bulk
 
             _out(bulk.audit_json(s.db_url, store, since, until, node, observer, **options))
             return
@@ -368,8 +370,9 @@ def timeline(s: settings.Settings, since: Since = None, until: Until = None,
     \b
         membership timeline --base-dir /var/lib/droonga --since '1d ago' -o last-day.html
     """
-    from . import history, livefile
-    from . import timeline as _timeline
+    from .history import api as history
+    from .render import livefile
+    from .render import timeline as _timeline
 
     if not output.endswith((".svg", ".html", ".htm")):
         raise typer.BadParameter(f"{output!r}: the file must end in .svg or .html",
@@ -402,7 +405,7 @@ def export(s: settings.Settings, since: Since = None, until: Until = None,
         membership export --base-dir /var/lib/droonga > node0.jsonl
         membership export --since '1d ago' | gzip > last-day.jsonl.gz
     """
-    from . import history
+    from .history import api as history
 
     with _store(s) as store:
         render.write_json_lines(sys.stdout, history.export(store, since, until, observer))
@@ -427,7 +430,7 @@ def import_(s: settings.Settings,
         membership import --base-dir /srv/restore node0.jsonl
         zcat last-day.jsonl.gz | membership import --base-dir /srv/copy
     """
-    from . import transfer
+    from .history import transfer
 
     try:
         stream = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
@@ -465,7 +468,7 @@ def verify(s: settings.Settings) -> None:
     \b
         membership verify --base-dir /var/lib/droonga
     """
-    from . import integrity
+    from .history import integrity
 
     with _progress("verifying") as progress:
         report = integrity.verify(s, progress)
@@ -497,8 +500,8 @@ def rebuild(s: settings.Settings) -> None:
     \b
         membership rebuild --base-dir /var/lib/droonga
     """
-    from . import derive
-    from .nodestore import NODE
+    from .history import driver as derive
+    from .stores.node import NODE
 
     with _store(s) as store:
         with _progress("folding the raw log") as progress:
@@ -512,7 +515,7 @@ def rebuild(s: settings.Settings) -> None:
             with store.write():
                 store.truncate_derived(NODE, store.first_seq() - 1)
             state, _, _ = derive.catch_up(store, NODE, s.live_file, s.live_format, progress)
-    from .project import live_nodes
+    from .core.fold import live_nodes
 
     _out(f"rebuilt from {state.seq} events: snapshot at event {state.seq}, live file "
          f"{s.live_file} with {len(live_nodes(state))} live node(s)")
@@ -541,7 +544,7 @@ def compact(s: settings.Settings,
         membership compact --base-dir /var/lib/droonga --before '90d ago' \\
             --require-shipped postgresql://membership@db/central
     """
-    from . import retention
+    from .history import retention
 
     with _progress("compacting") as progress:
         r = retention.compact(s, before, require_shipped, progress)
@@ -579,7 +582,7 @@ def ship(s: settings.Settings,
     """
     import signal
 
-    from . import transfer
+    from .history import transfer
 
     def terminate(signum, frame):
         raise KeyboardInterrupt
@@ -703,7 +706,7 @@ def db_upgrade(s: settings.Settings,
     \b
         membership db upgrade --db postgresql://membership@db.example/membership
     """
-    from . import admin
+    from .stores import setup as admin
 
     if role not in (None, "node", "central"):
         raise typer.BadParameter("--role must be node or central", param_hint="--role")
@@ -715,7 +718,7 @@ def db_upgrade(s: settings.Settings,
         _out(f"store upgraded: {before or 'empty'} -> {after}")
 
 
-# -- operations: metrics, the dashboard, alerts (membership_log.serve, .alerts) -----------------
+# -- operations: metrics, the dashboard, alerts (membership_log.ops) -------------------------------
 
 
 def _stop_on_sigterm() -> None:
@@ -751,8 +754,8 @@ def metrics(s: settings.Settings,
         membership metrics --base-dir /var/lib/droonga
         membership metrics -o /var/lib/prometheus/node-exporter/membership.prom
     """
-    from . import livefile
-    from .serve import metrics_text
+    from .ops.serve import metrics_text
+    from .render import livefile
 
     with _store(s) as store:
         data = metrics_text(store, observer)
@@ -792,7 +795,7 @@ def serve(s: settings.Settings,
         membership serve --db postgresql://membership@db/central
         membership serve --base-dir /var/lib/droonga --listen 0.0.0.0:9137
     """
-    from . import serve as _serve
+    from .ops import serve as _serve
 
     try:
         _serve.parse_listen(listen)
@@ -850,7 +853,7 @@ def alerts(s: settings.Settings,
         membership alerts --base-dir /var/lib/droonga --to http://127.0.0.1:9093
         membership alerts --to http://am:9093 --follow --min-duration 60
     """
-    from . import alerts as _alerts
+    from .ops import alerts as _alerts
 
     min_s = _alert_seconds(min_duration, "--min-duration", zero=True)
     resend_s = _alert_seconds(resend, "--resend", zero=False)

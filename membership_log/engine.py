@@ -26,8 +26,8 @@ import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator
 
-from . import catalog as _catalog
-from .errors import MembershipError
+from .core import catalog as _catalog
+from .core.errors import MembershipError
 
 #: A change of the live set: ``at`` (UTC microseconds), ``added`` / ``removed`` / ``live``
 #: (sorted tuples of node ids). The first change of a watch reports the initial set as added.

@@ -23,12 +23,14 @@ import os
 import sys
 import time
 
-from . import derive, files, nodestore
-from .errors import MembershipError, NotInitialised
-from .events import QUERY, clean_event_name
-from .livefile import json_string, render_compact
-from .raw import SOURCE_SERF, encode_env, serf_env, text_of
+from .core.errors import MembershipError, NotInitialised
+from .core.events import QUERY, clean_event_name
+from .core.raw import SOURCE_SERF, encode_env, serf_env, text_of
+from .history import driver as derive
+from .render.livefile import json_string, render_compact
 from .settings import parse_handler_args
+from .stores import files
+from .stores import node as nodestore
 
 LIVE_QUERY = "membership-live"
 #: Serf drops a query response over 1024 bytes.
@@ -58,7 +60,7 @@ def live_answer(observer: str, seq: int, live: list[str], live_bytes: bytes) -> 
     answer = render_compact({"observer": observer, "seq": seq, "live": live})
     if len(answer) <= MAX_ANSWER:
         return answer
-    from .raw import sha256
+    from .core.raw import sha256
 
     rest = render_compact({"seq": seq, "live_count": len(live),
                            "live_sha256": sha256(live_bytes).hexdigest()})
@@ -77,7 +79,7 @@ def _open(settings, item: tuple, warnings: list[str]) -> nodestore.NodeStore:
             return nodestore.NodeStore(path)
         except NotInitialised:
             pass  # an empty file (a set-up was interrupted before): finish it
-    from .admin import init  # slow path: SQLAlchemy + Alembic, once per store
+    from .stores.setup import init  # slow path: SQLAlchemy + Alembic, once per store
 
     warnings.extend(init(settings, observer=item[1], received_us=item[0])["warnings"])
     return nodestore.NodeStore(path)
@@ -92,7 +94,7 @@ def _record(store, settings, item: tuple, catalog: tuple, warnings: list[str]) -
     if os.path.isdir(settings.spool_dir):
         import fcntl
 
-        from . import spool
+        from .stores import spool
 
         lock = files.open_lock(os.path.join(settings.spool_dir, ".lock"))
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -127,7 +129,7 @@ def _tidy_spool(directory: str, taken: list[str], bad: list[str], warnings: list
     ``spool_intake``, so no run takes it in twice). An unreadable file is moved to
     ``unreadable/`` whether or not anything else was spooled: left in place it would be
     skipped by every run, in silence."""
-    from . import spool
+    from .stores import spool
 
     try:
         spool.remove(taken)
@@ -170,7 +172,7 @@ def main(argv: list[str]) -> int:
         say(str(e))
         return 2
     if settings.sqlite_path is None:
-        from . import spool
+        from .stores import spool
 
         spool.put(settings.spool_dir, item)
         scheme = settings.db_url.split(":", 1)[0]
@@ -200,7 +202,7 @@ def main(argv: list[str]) -> int:
             state, live_bytes = None, None
             warnings.append(f"recorded as event {seq}, but the live file was not updated: {e}")
         if is_query and env.get("SERF_QUERY_NAME") == LIVE_QUERY and state is not None:
-            from .project import live_nodes
+            from .core.fold import live_nodes
 
             sys.stdout.write(live_answer(observer, seq, sorted(live_nodes(state)), live_bytes))
             sys.stdout.flush()
@@ -218,7 +220,7 @@ def main(argv: list[str]) -> int:
 
 
 def _spooled(settings, item: tuple, error: Exception, say) -> int:
-    from . import spool
+    from .stores import spool
 
     try:
         path = spool.put(settings.spool_dir, item)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
-from .errors import MembershipError
+from .core.errors import MembershipError
 
 #: ``db_url`` is a SQLAlchemy URL; ``sqlite_path`` the file behind it if it is SQLite.
 Settings = namedtuple(

@@ -8,7 +8,7 @@ the URL comes from ``-x db=URL`` or alembic.ini.
 from alembic import context
 from sqlalchemy import create_engine
 
-from membership_log.schema import metadata
+from membership_log.stores.schema import metadata
 
 config = context.config
 

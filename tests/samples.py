@@ -3,8 +3,8 @@ builder of parsed events for tests of the pure core."""
 
 import json
 
-from membership_log import events as ev
-from membership_log.catalog import parse as parse_catalog
+from membership_log.core import events as ev
+from membership_log.core.catalog import parse as parse_catalog
 
 CATALOG_V2 = {
     "version": 2,

@@ -8,8 +8,8 @@ import json
 import subprocess
 import time
 
-from membership_log.localcluster import Cluster, catalog_for, wait_until
-from membership_log.timespec import parse
+from membership_log.core.timespec import parse
+from membership_log.demo.localcluster import Cluster, catalog_for, wait_until
 
 TIMEOUT = 45
 

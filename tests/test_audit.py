@@ -3,8 +3,10 @@ incident reducer reads its changes; the audit report only computes figures)."""
 
 from samples import NODES, Log
 
-from membership_log import audit, incidents, project
-from membership_log.timespec import iso
+from membership_log.core import figures as audit
+from membership_log.core import fold as project
+from membership_log.core import incidents
+from membership_log.core.timespec import iso
 
 N0, N1, N2 = NODES
 T0 = 1_700_000_000_000_000

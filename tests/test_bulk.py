@@ -7,9 +7,12 @@ import sqlite3
 
 import pytest
 
-from membership_log import admin, bulk, history, integrity, parallel, render, transfer
-from membership_log.synthetic import make_store
-from membership_log.timespec import Point
+from membership_log.core.timespec import Point
+from membership_log.demo.synthetic import make_store
+from membership_log.history import api as history
+from membership_log.history import bulk, integrity, parallel, transfer
+from membership_log.render import tables as render
+from membership_log.stores import setup as admin
 
 START = 1_700_000_000_000_000
 

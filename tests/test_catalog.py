@@ -4,7 +4,7 @@ import json
 
 from samples import CATALOG_V2, NODES
 
-from membership_log.catalog import parse, parse_node_id
+from membership_log.core.catalog import parse, parse_node_id
 
 
 def test_v2_catalog_from_the_droonga_reference():

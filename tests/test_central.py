@@ -11,11 +11,13 @@ from samples import NODES
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from membership_log import admin, derive, settings
+from membership_log import settings
 from membership_log.cli import app
-from membership_log.nodestore import NODE, NodeStore
-from membership_log.synthetic import make_store
-from membership_log.timespec import iso
+from membership_log.core.timespec import iso
+from membership_log.demo.synthetic import make_store
+from membership_log.history import driver as derive
+from membership_log.stores import setup as admin
+from membership_log.stores.node import NODE, NodeStore
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()
@@ -185,8 +187,8 @@ def test_ship_follow_keeps_shipping_until_terminated(handle, base, central, memb
 @pytest.mark.serf
 def test_real_cluster_shipped_to_postgres_audits_cluster_wide(serf, central, membership,
                                                                tmp_path):
-    from membership_log.localcluster import Cluster, catalog_for, wait_until
-    from membership_log.timespec import parse
+    from membership_log.core.timespec import parse
+    from membership_log.demo.localcluster import Cluster, catalog_for, wait_until
 
     ips = [f"127.0.0.{91 + i}" for i in range(3)]
     nodes = [f"{ip}:10031/droonga" for ip in ips]

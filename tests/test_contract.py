@@ -7,11 +7,17 @@ import marshal
 
 import pytest
 
-from membership_log import admin, derive, history, incidents, project, settings, transfer
-from membership_log.nodestore import NODE, NodeStore
-from membership_log.raw import encode_env
-from membership_log.synthetic import make_store
-from membership_log.timespec import Point
+from membership_log import settings
+from membership_log.core import fold as project
+from membership_log.core import incidents
+from membership_log.core.raw import encode_env
+from membership_log.core.timespec import Point
+from membership_log.demo.synthetic import make_store
+from membership_log.history import api as history
+from membership_log.history import driver as derive
+from membership_log.history import transfer
+from membership_log.stores import setup as admin
+from membership_log.stores.node import NODE, NodeStore
 
 N_EVENTS = 3_000
 START = 1_700_000_000_000_000

@@ -10,8 +10,8 @@ import time
 from typer.testing import CliRunner
 
 from membership_log import engine
-from membership_log.catalog import parse_datasets
 from membership_log.cli import app
+from membership_log.core.catalog import parse_datasets
 
 runner = CliRunner()
 A, B = "192.168.100.50:10031/droonga", "192.168.100.51:10031/droonga"

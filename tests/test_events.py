@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from membership_log import events as ev
-from membership_log.raw import RawEvent
+from membership_log.core import events as ev
+from membership_log.core.raw import RawEvent
 
 
 def raw(env: dict, stdin: bytes = b"", source: str = "serf", seq: int = 1) -> RawEvent:

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from samples import NODES
 
-from membership_log.raw import decode_env
+from membership_log.core.raw import decode_env
 from membership_log.version import SCHEMA_REVISION
 
 N0, N1, N2 = NODES

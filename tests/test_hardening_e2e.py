@@ -28,10 +28,14 @@ from samples import CATALOG_V2, NODES
 from test_reliability import ReadOnly
 from typer.testing import CliRunner
 
-from membership_log import admin, derive, project, settings, spool
+from membership_log import settings
 from membership_log.cli import app
-from membership_log.nodestore import NODE, NodeStore
-from membership_log.raw import chain_hash, encode_env
+from membership_log.core import fold as project
+from membership_log.core.raw import chain_hash, encode_env
+from membership_log.history import driver as derive
+from membership_log.stores import setup as admin
+from membership_log.stores import spool
+from membership_log.stores.node import NODE, NodeStore
 from membership_log.version import SCHEMA_REVISION
 
 runner = CliRunner()
@@ -528,7 +532,8 @@ def test_07_verify_accepts_a_live_file_written_by_a_handler_after_its_snapshot(m
                                                                              base, monkeypatch):
     """The race above, made deterministic: a real handler run lands exactly between verify's
     read transaction and its reading of the live file."""
-    from membership_log import integrity, livefile
+    from membership_log.history import integrity
+    from membership_log.render import livefile
 
     assert serf(membership, base, "member-join", NODE1).returncode == 0
     real_read = livefile.read
@@ -548,7 +553,7 @@ def test_07_verify_accepts_a_live_file_written_by_a_handler_after_its_snapshot(m
 def test_07_kill_9_during_rebuild_of_a_long_log_leaves_lag_never_failure(membership, tmp_path):
     """120,000 events: six chunks of the rebuild's 20,000, so a kill lands between them."""
     d = tmp_path / "big"
-    r = subprocess.run([sys.executable, "-m", "membership_log.synthetic", "--base-dir", str(d),
+    r = subprocess.run([sys.executable, "-m", "membership_log.demo.synthetic", "--base-dir", str(d),
                         "--events", "120000"], capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
     start = time.perf_counter()
@@ -965,7 +970,8 @@ def test_13_a_fifo_or_dev_zero_at_the_catalog_cannot_hang_or_bloat_the_handler(
 def test_13_the_catalog_is_never_read_while_the_store_is_write_locked(base, monkeypatch):
     """handler.py reads the catalog before it takes the store's write lock (and so does the
     set-up it runs in a fresh base dir): a slow catalog cannot stall other handlers."""
-    from membership_log import files, handler
+    from membership_log import handler
+    from membership_log.stores import files
 
     real = files.read_regular
     seen = []
@@ -1074,7 +1080,7 @@ def _central_seqs(url: str, origin: str) -> list[int]:
 
 @pytest.mark.postgres
 def test_15_two_ships_at_once_both_succeed_and_copy_nothing_twice(membership, tmp_path, pg_url):
-    from membership_log.synthetic import make_store
+    from membership_log.demo.synthetic import make_store
 
     assert cli(membership, "db", "upgrade", "--db", pg_url).returncode == 0
     s = make_store(str(tmp_path / "n"), "node0", 20_000)
@@ -1117,7 +1123,7 @@ def test_15_ship_does_not_mistake_events_recorded_meanwhile_for_another_log(memb
     head and its reading of a batch. Before, the batch took the new event along, and the next
     look saw a central copy longer than the (stale) local head: "not the same log", exit 1
     (and ship --follow exited for good)."""
-    from membership_log import transfer
+    from membership_log.history import transfer
 
     assert cli(membership, "db", "upgrade", "--db", pg_url).returncode == 0
     assert serf(membership, base, "member-join", NODE1).returncode == 0

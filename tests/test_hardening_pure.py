@@ -14,10 +14,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from membership_log import catalog, files, raw, render, spool, timespec
-from membership_log.audit import Incident
+from membership_log.core import catalog, raw, timespec
+from membership_log.core.figures import Incident
+from membership_log.render import tables as render
+from membership_log.render.timeline import render_html, render_svg
 from membership_log.settings import safe_url
-from membership_log.timeline import render_html, render_svg
+from membership_log.stores import files, spool
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -421,7 +423,7 @@ def test_open_lock_refuses_a_file_owned_by_someone_else(tmp_path):
 def test_files_imports_nothing_heavy():
     import subprocess
     import sys
-    code = ("import sys; import membership_log.files; "
+    code = ("import sys; import membership_log.stores.files; "
             "print(sorted(m for m in ('pathlib', 'json', 're') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
                          check=True, cwd=os.path.dirname(os.path.dirname(__file__)),

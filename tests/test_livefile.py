@@ -7,7 +7,7 @@ import stat
 from hypothesis import given
 from hypothesis import strategies as st
 
-from membership_log.livefile import render, render_compact, write_atomic
+from membership_log.render.livefile import render, render_compact, write_atomic
 
 
 @given(st.dictionaries(st.text(), st.text()))

@@ -1,4 +1,4 @@
-"""membership_log.alertmanager against the real Alertmanager (API v2), plus its pure parts."""
+"""membership_log.ops.alertmanager against the real Alertmanager (API v2), plus its pure parts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from datetime import datetime
 
 import pytest
 
-from membership_log.alertmanager import (
+from membership_log.core.errors import MembershipError
+from membership_log.ops.alertmanager import (
     ALERTNAME,
     AlertmanagerError,
     Backoff,
@@ -20,7 +21,6 @@ from membership_log.alertmanager import (
     post_alerts,
     rfc3339,
 )
-from membership_log.errors import MembershipError
 
 
 def now_us() -> int:

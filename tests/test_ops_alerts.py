@@ -1,4 +1,4 @@
-"""membership_log.alerts: the pure decisions on plain data (what to send, when to re-send,
+"""membership_log.ops.alerts: the pure decisions on plain data (what to send, when to re-send,
 --min-duration, a restart without repeats), then the sender over real stores with a
 recording stand-in for Alertmanager (the real one: test_ops_live.py)."""
 
@@ -10,11 +10,12 @@ import pytest
 from samples import NODES
 from typer.testing import CliRunner
 
-from membership_log import alerts, settings
-from membership_log.alertmanager import AlertmanagerError, Backoff
-from membership_log.alerts import FIRING, RESEND, RESOLVED, Delivery, Incident, plan, recorded
+from membership_log import settings
 from membership_log.cli import app
-from membership_log.synthetic import make_store
+from membership_log.demo.synthetic import make_store
+from membership_log.ops import alerts
+from membership_log.ops.alertmanager import AlertmanagerError, Backoff
+from membership_log.ops.alerts import FIRING, RESEND, RESOLVED, Delivery, Incident, plan, recorded
 
 S = 1_000_000  # one second in µs
 T0 = 1_800_000_000 * S
@@ -54,7 +55,7 @@ def test_a_closed_incident_is_resolved_once_and_never_again():
     closed = inc(up=T0 + 90 * S)
     p = plan([closed], delivered, {opened.key: T0 + S}, now=T0 + 91 * S)
     assert kinds(p) == [(RESOLVED, N1, T0)]
-    from membership_log.alerts import alert
+    from membership_log.ops.alerts import alert
 
     a = alert(p.sends[0])
     assert a["startsAt"].endswith(".000000Z") and "endsAt" in a
@@ -74,7 +75,7 @@ def test_an_incident_over_before_it_was_ever_sent_is_sent_resolved():
 
 
 def test_open_alerts_carry_no_end_and_resolved_ones_their_exact_end():
-    from membership_log.alerts import alert
+    from membership_log.ops.alerts import alert
 
     i = inc(down=T0 + 123_456, up=T0 + 61 * S + 654_321)
     a = alert(alerts.Send(i, RESOLVED))
@@ -273,7 +274,7 @@ def test_central_store_merged_and_per_observer(tmp_path, pg_url):
     assert merged.delivered
     assert all("observer" not in a["labels"] for a in post.alerts())
     # The identity of a merged incident: ("", node, its start in µs).
-    from membership_log import history
+    from membership_log.history import api as history
 
     with history.open_store(pg_url) as store:
         origin, incs = alerts.read_incidents(store)

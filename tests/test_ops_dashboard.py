@@ -103,13 +103,13 @@ def demo_log(catalog: bytes, now_us: int) -> list[dict]:
     twice and comes back, an operator takes node2 out for maintenance."""
     def line(minutes_ago: float, event: str, stdin: bytes, **env: str) -> dict:
         at = now_us - int(minutes_ago * 60e6)
-        from membership_log.timespec import iso
+        from membership_log.core.timespec import iso
 
         return {"seq": 0, "received": iso(at), "observer": "node0", "source": "serf",
                 "env": {"SERF_EVENT": event, "SERF_SELF_NAME": "node0", **env},
                 "stdin_b64": base64.b64encode(stdin).decode(), "hash": ""}
 
-    from membership_log.timespec import iso
+    from membership_log.core.timespec import iso
 
     members = b"node0\t192.168.100.50\t\t\n" + JOIN
     return [
@@ -134,7 +134,7 @@ def make_screenshot(out: Path) -> None:
 
     from samples import CATALOG_V2
 
-    from membership_log.localcluster import membership_command
+    from membership_log.demo.localcluster import membership_command
 
     membership = membership_command()
     work = Path(tempfile.mkdtemp(prefix="dashboard-"))

@@ -1,4 +1,4 @@
-"""membership_log.exposition: the text Prometheus scrapes, checked by the real promtool and
+"""membership_log.render.exposition: the text Prometheus scrapes, checked by the real promtool and
 parsed back with prometheus_client's parser."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from realservers import require
 
-from membership_log import labels
-from membership_log.exposition import CONTENT_TYPE, render
+from membership_log.core import labels
+from membership_log.render.exposition import CONTENT_TYPE, render
 
 SNAPSHOT = {
     "nodes": {

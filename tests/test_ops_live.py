@@ -30,7 +30,7 @@ from opshelpers import Proc, Serve, wait_for
 from realservers import Alertmanager, free_port
 from samples import NODES
 
-from membership_log.timespec import to_us
+from membership_log.core.timespec import to_us
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 N1, N2 = NODES[1], NODES[2]

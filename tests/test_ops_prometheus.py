@@ -1,4 +1,4 @@
-"""End to end: the real Prometheus scrapes membership_log.exposition, evaluates
+"""End to end: the real Prometheus scrapes membership_log.render.exposition, evaluates
 examples/prometheus-rules.yml and sends to the real Alertmanager.
 
 The exporter here is a tiny http.server serving ``render(snapshot)``, the snapshot changed by
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from membership_log.exposition import CONTENT_TYPE, render
+from membership_log.render.exposition import CONTENT_TYPE, render
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HOSTILE = 'esc\x1b[0m "q" \\ new\nline \udcff'
@@ -106,7 +106,7 @@ def test_prometheus_scrapes_the_exposition_and_alerts(prometheus_factory, alertm
         wait_for("the first scrape", lambda: node_up("node1") == 1)
         t_first = time.monotonic()
         assert prom.query('up{job="membership"}')[0]["value"][1] == "1"
-        # A hostile name survives the round trip (as membership_log.labels cleans it).
+        # A hostile name survives the round trip (as membership_log.core.labels cleans it).
         names = {r["metric"]["node"] for r in prom.query("membership_node_up")}
         assert names == {"node1", "node2", 'esc\x1b[0m "q" \\ new\nline \\xff'}
 

@@ -18,8 +18,8 @@ from samples import NODES
 from typer.testing import CliRunner
 
 from membership_log.cli import app
-from membership_log.serve import Api, parse_listen
-from membership_log.synthetic import make_store
+from membership_log.demo.synthetic import make_store
+from membership_log.ops.serve import Api, parse_listen
 
 N1 = NODES[1]
 # ESC, a newline (Serf's escaped \n in a member line), markup and a byte that is not UTF-8.

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from samples import CATALOG, NODES, Log
 
-from membership_log import events as ev
-from membership_log import project
+from membership_log.core import events as ev
+from membership_log.core import fold as project
 
 N0, N1, N2 = NODES
 

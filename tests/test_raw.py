@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from membership_log.raw import GENESIS, chain_hash, decode_env, encode_env, serf_env
+from membership_log.core.raw import GENESIS, chain_hash, decode_env, encode_env, serf_env
 
 names = st.text(st.characters(codec="utf-8", exclude_characters="=\0"), min_size=1)
 values = st.text(st.characters(codec="utf-8", exclude_characters="\0")) | st.binary().map(

@@ -17,10 +17,12 @@ import pytest
 from samples import NODES
 from typer.testing import CliRunner
 
-from membership_log import derive, livefile, project
 from membership_log.cli import app
-from membership_log.nodestore import NODE, NodeStore
-from membership_log.raw import decode_env
+from membership_log.core import fold as project
+from membership_log.core.raw import decode_env
+from membership_log.history import driver as derive
+from membership_log.render import livefile
+from membership_log.stores.node import NODE, NodeStore
 
 runner = CliRunner()
 N0, N1, N2 = NODES
@@ -377,8 +379,9 @@ def test_verify_accepts_a_live_file_left_between_the_snapshot_and_the_head(handl
     """Two kills in a row: one after writing the live file for event N but before its fold
     committed (snapshot at N-1), the next after recording N+1 (not folded). The live file
     then shows event N: lagging, not corrupt."""
-    from membership_log import events, settings
-    from membership_log.raw import encode_env
+    from membership_log import settings
+    from membership_log.core import events
+    from membership_log.core.raw import encode_env
 
     assert handle("member-join", b"node1\t192.168.100.51\t\t\n").returncode == 0
     s = settings.resolve(str(base))

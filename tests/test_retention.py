@@ -14,12 +14,15 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from membership_log import admin, derive, history, retention, transfer
 from membership_log.cli import app
-from membership_log.nodestore import NODE, NodeStore
-from membership_log.raw import encode_env
-from membership_log.synthetic import make_store
-from membership_log.timespec import Point, iso, parse
+from membership_log.core.raw import encode_env
+from membership_log.core.timespec import Point, iso, parse
+from membership_log.demo.synthetic import make_store
+from membership_log.history import api as history
+from membership_log.history import driver as derive
+from membership_log.history import retention, transfer
+from membership_log.stores import setup as admin
+from membership_log.stores.node import NODE, NodeStore
 
 runner = CliRunner()
 START = 1_700_000_000_000_000

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from serfhelpers import TIMEOUT, listed, node_ids, running_cluster
 
-from membership_log.localcluster import catalog_for, wait_until
+from membership_log.demo.localcluster import catalog_for, wait_until
 
 pytestmark = pytest.mark.serf
 
@@ -137,7 +137,7 @@ def test_example_agent_config_runs_the_handler_in_a_real_serf(serf, membership, 
 def test_audit_of_real_faults_matches_what_was_done(cluster, membership):
     import time
 
-    from membership_log.timespec import iso, parse
+    from membership_log.core.timespec import iso, parse
 
     node0, node1, node2 = cluster.agents
     _, nodes = nodes_for(71)

@@ -38,7 +38,7 @@ from serfhelpers import (
     us,
 )
 
-from membership_log.localcluster import wait_until
+from membership_log.demo.localcluster import wait_until
 
 #: Serf's agent holds member events until 1 s of quiet, at most 3 s (its coalesce
 #: periods); waiting longer than that means every batch has reached the handler.

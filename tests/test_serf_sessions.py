@@ -36,8 +36,8 @@ from serfhelpers import (
     us,
 )
 
-from membership_log.localcluster import wait_until
-from membership_log.timespec import iso
+from membership_log.core.timespec import iso
+from membership_log.demo.localcluster import wait_until
 
 pytestmark = pytest.mark.serf
 

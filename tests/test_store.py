@@ -7,12 +7,15 @@ import sqlite3
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from membership_log import admin, derive, history, settings
-from membership_log import admin as store
-from membership_log.errors import SchemaMismatch, StoreError
-from membership_log.nodestore import COLUMNS, NODE, NodeStore
-from membership_log.raw import GENESIS, hash_of
-from membership_log.schema import metadata
+from membership_log import settings
+from membership_log.core.errors import SchemaMismatch, StoreError
+from membership_log.core.raw import GENESIS, hash_of
+from membership_log.history import api as history
+from membership_log.history import driver as derive
+from membership_log.stores import setup as admin
+from membership_log.stores import setup as store
+from membership_log.stores.node import COLUMNS, NODE, NodeStore
+from membership_log.stores.schema import metadata
 from membership_log.version import SCHEMA_REVISION
 
 
@@ -171,7 +174,7 @@ def test_a_store_of_the_previous_release_is_upgraded_only_on_request(handle, bas
     from typer.testing import CliRunner
 
     from membership_log.cli import app
-    from membership_log.raw import chain_hash
+    from membership_log.core.raw import chain_hash
 
     db = base / "membership.db"
     engine = create_engine(f"sqlite:///{db}")
@@ -222,7 +225,7 @@ def test_an_upgrade_brings_every_derived_table_up_to_date(base):
     from typer.testing import CliRunner
 
     from membership_log.cli import app
-    from membership_log.raw import chain_hash, encode_env
+    from membership_log.core.raw import chain_hash, encode_env
 
     db = base / "membership.db"
     engine = create_engine(f"sqlite:///{db}")

@@ -10,7 +10,7 @@ from samples import NODES
 from typer.testing import CliRunner
 
 from membership_log.cli import app
-from membership_log.timeline import COLORS
+from membership_log.render.timeline import COLORS
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

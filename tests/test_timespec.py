@@ -2,7 +2,7 @@
 
 import pytest
 
-from membership_log.timespec import ACCEPTED, iso, parse, reached, to_us
+from membership_log.core.timespec import ACCEPTED, iso, parse, reached, to_us
 
 NOW = to_us(__import__("datetime").datetime(2026, 11, 25, 12, 0, 0))
 

@@ -59,7 +59,7 @@ def test_state_at_every_event_equals_the_live_file_written_right_after_it(handle
         got = runner.invoke(app, ["state", "--base-dir", str(base), "--at", f"@{seq}",
                                   "--as-live-file"])
         assert got.stdout_bytes == expected, f"@{seq}"
-        from membership_log.timespec import iso
+        from membership_log.core.timespec import iso
         by_time = runner.invoke(app, ["state", "--base-dir", str(base), "--at",
                                       iso(times[seq])[:-1], "--as-live-file"])
         assert by_time.stdout_bytes == expected, f"at the time of event {seq}"
@@ -163,10 +163,12 @@ def test_timeline_svg_and_html(handle, base, tmp_path):
 
 
 def test_state_at_from_checkpoints_equals_a_fold_of_the_prefix(tmp_path):
-    from membership_log import derive, livefile, project
-    from membership_log.nodestore import NODE, NodeStore
-    from membership_log.synthetic import make_store
-    from membership_log.timespec import iso
+    from membership_log.core import fold as project
+    from membership_log.core.timespec import iso
+    from membership_log.demo.synthetic import make_store
+    from membership_log.history import driver as derive
+    from membership_log.render import livefile
+    from membership_log.stores.node import NODE, NodeStore
 
     s = make_store(str(tmp_path / "n"), "node0", 5_500, members=4)
     with sqlite3.connect(s.sqlite_path) as c:
@@ -200,9 +202,12 @@ def test_audit_from_derived_incidents_equals_audit_from_a_full_fold(handle, base
     for i in range(30):
         event, stdin, extra = random_event(rng, i)
         assert handle(event, stdin, extra).returncode == 0
-    from membership_log import audit, derive, incidents, project
-    from membership_log.nodestore import NODE, NodeStore
-    from membership_log.timespec import iso
+    from membership_log.core import figures as audit
+    from membership_log.core import fold as project
+    from membership_log.core import incidents
+    from membership_log.core.timespec import iso
+    from membership_log.history import driver as derive
+    from membership_log.stores.node import NODE, NodeStore
 
     fast = json.loads(invoke("audit", "--base-dir", str(base), "--json", "--until", "now"))
     with NodeStore(str(base / "membership.db")) as st:
@@ -217,7 +222,7 @@ def test_audit_from_derived_incidents_equals_audit_from_a_full_fold(handle, base
         if effect.restart:  # the observer's agent (re)joined: unobserved since its last event
             sessions.append((effect.restart[0], event.at, effect.restart[1]))
     until = json.loads(json.dumps(fast["until"]))
-    from membership_log.timespec import parse
+    from membership_log.core.timespec import parse
 
     until_us = parse(until, 0).us
     full = audit.report(incidents.collect(triples),

@@ -12,7 +12,7 @@ And the one JSON convention every command writes (see :func:`json_doc`).
 
 from __future__ import annotations
 
-from .timespec import iso
+from ..core.timespec import iso
 
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -118,7 +118,7 @@ def _iso(us):
 
 
 def state_record(now) -> dict:
-    """``state --json``: a :data:`~membership_log.history.StateAt` as plain data."""
+    """``state --json``: a :data:`~membership_log.history.api.StateAt` as plain data."""
     return {
         "seq": now.seq,
         "at": _iso(now.at),
@@ -168,7 +168,7 @@ def replay_record(r) -> dict:
 
 
 def _summary(event) -> str:
-    from . import events
+    from ..core import events
 
     if event.members:
         shown = ", ".join(f"{m.name} {m.address}".strip() for m in event.members[:3])
@@ -195,7 +195,7 @@ def replay_row(r, observer=None) -> list[str]:
 
 def audit_text(doc: dict) -> str:
     """The audit for people: a line per node, then a line per incident."""
-    from .timespec import duration
+    from ..core.timespec import duration
 
     lines = [f"audit {doc['since']} to {doc['until']}"]
     if not doc["nodes"]:

@@ -11,7 +11,7 @@ the head snapshot) for whichever store is being kept, through the store's
 A store here is anything with the reader protocol (``events``, ``checkpoint_at_or_before``,
 ``checkpoint_by_time``, ``times_after``, ``head_seq``, ``first_seq``, ``anchor``,
 ``incidents``, ``snapshot``, ``sessions``): a node store
-(:mod:`membership_log.nodestore`) or a central one (:mod:`membership_log.centralstore`).
+(:mod:`membership_log.stores.node`) or a central one (:mod:`membership_log.stores.central`).
 
 This module is on the handler's hot path: stdlib and the pure core only.
 """
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import marshal
 
-from . import events, livefile, project
-from .errors import MembershipError
+from ..core import events
+from ..core import fold as project
+from ..core.errors import MembershipError
+from ..render import livefile
 
 #: A checkpoint of the fold's state after every this-many events: closer together while the
 #: state is small (a few hundred bytes each), farther apart for large clusters.
@@ -111,7 +113,7 @@ def seq_at_time(store, origin: str, us: int) -> int:
     point = store.checkpoint_by_time(origin, us)
     anchor = store.anchor(origin)
     if point is None and anchor is not None:
-        from .timespec import iso
+        from ..core.timespec import iso
 
         raise OutOfRange(f"the log before {iso(anchor.max_at)} was compacted: the earliest time "
                          f"kept is {iso(anchor.max_at)}")
@@ -125,7 +127,7 @@ def seq_at_time(store, origin: str, us: int) -> int:
 
 
 def point_seq(store, origin: str, point) -> int:
-    """The seq a :data:`~membership_log.timespec.Point` names in one log (None: the head)."""
+    """The seq a :data:`~membership_log.core.timespec.Point` names in one log (None: the head)."""
     head = store.head_seq(origin)
     if point is None:
         return head
@@ -167,7 +169,7 @@ class Keeper:
     def see(self, state: project.State, raw, event, effect) -> None:
         if effect.changes:
             if self.reducer is None:
-                from .incidents import Reducer
+                from ..core.incidents import Reducer
 
                 self.reducer = Reducer()
             opened, closed = self.reducer.feed(event, effect.changes, state.nodes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import namedtuple
 
 from . import events as ev
-from . import project
+from . import fold as project
 
 #: ``down_at``/``up_at`` in UTC microseconds (``up_at`` None while still down); ``observers``
 #: a sorted tuple; ``down_seq``/``up_seq`` the events that began and ended it (in its own log).

@@ -2,7 +2,7 @@
 
 Alembic migrations (``migrations/``) create and upgrade it; ``alembic check`` in the tests
 holds models and migrations together. The node store's stdlib fast path
-(:mod:`membership_log.nodestore`) writes these same tables and refuses a store whose Alembic
+(:mod:`membership_log.stores.node`) writes these same tables and refuses a store whose Alembic
 revision is not :data:`REVISION`; a test holds its SQL to these models.
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy import (
     Text,
 )
 
-from .version import SCHEMA_REVISION as REVISION  # noqa: E402,F401  (re-exported)
+from ..version import SCHEMA_REVISION as REVISION  # noqa: E402,F401  (re-exported)
 
 metadata = MetaData(
     naming_convention={

@@ -5,7 +5,9 @@ Works the same on a node's store and on the central store (one node's log with
 :func:`open_store` (or a :class:`~membership_log.settings.Settings` where a function writes).
 The CLI is wiring around these; benchmarks and other programs call them directly::
 
-    from membership_log import history, settings, timespec
+    from membership_log import settings
+    from membership_log.history import api as history
+    from membership_log.core import timespec
 
     s = settings.resolve("/var/lib/droonga")
     with history.open_store(s.db_url) as store:
@@ -13,7 +15,7 @@ The CLI is wiring around these; benchmarks and other programs call them directly
         print(sorted(history.live_set(now)))
         doc = history.audit(store, since=timespec.parse("1d ago", history.now_us()))
 
-Reads go through the one fold driver (:mod:`membership_log.derive`): the nearest
+Reads go through the one fold driver (:mod:`membership_log.history.driver`): the nearest
 checkpoint, then forward; audits read the derived incident table. A central store merges
 its logs: a node is down cluster-wide while any observer sees it down.
 """
@@ -25,11 +27,14 @@ import time
 from collections import namedtuple
 from collections.abc import Iterator
 
-from . import derive, events, incidents, livefile, project
-from .audit import intersect, report, unobserved
-from .errors import MembershipError
-from .nodestore import NODE, ROLE_CENTRAL
-from .timespec import Point, check_window, iso, reached
+from ..core import events, incidents
+from ..core import fold as project
+from ..core.errors import MembershipError
+from ..core.figures import intersect, report, unobserved
+from ..core.timespec import Point, check_window, iso, reached
+from ..render import livefile
+from ..stores.node import NODE, ROLE_CENTRAL
+from . import driver as derive
 
 
 def now_us() -> int:
@@ -38,7 +43,7 @@ def now_us() -> int:
 
 def open_store(url: str):
     """The store at ``url`` (a SQLite path or URL, or a database URL), opened for its role."""
-    from .admin import open_store as _open
+    from ..stores.setup import open_store as _open
 
     return _open(url)
 
@@ -278,11 +283,11 @@ def _in_range(name: str, nodes: tuple) -> bool:
 
 def incidents_of(store, observer: str | None = None, since_us: int | None = None,
                  until_us: int | None = None) -> list:
-    """Every incident of a view as :data:`~membership_log.incidents.Incident` records, in
+    """Every incident of a view as :data:`~membership_log.core.incidents.Incident` records, in
     the order they began: a node store's (only those ``observer`` saw, if given), one log of
     a central store (``observer``), or the cluster-wide merge of all its logs. Events
     recorded but not yet folded are included."""
-    from .timespec import MAX_US, MIN_US
+    from ..core.timespec import MAX_US, MIN_US
 
     lo = MIN_US if since_us is None else since_us
     hi = MAX_US if until_us is None else until_us
@@ -313,7 +318,7 @@ def audit(store, since: Point | None = None, until: Point | None = None,
     """Incidents per node and figures over a window (SPEC "Replay and audit JSON"), read
     from the derived incident tables. The window runs from the first event kept (or
     ``since``) to now (or ``until``). ``part=(lo, hi)``: only the nodes named in [lo, hi)
-    (None: open), so that :mod:`membership_log.bulk` can compute shares on every core."""
+    (None: open), so that :mod:`membership_log.history.bulk` can compute shares on every core."""
     _needs_one_log(store, observer, since, until)
     check_window(since, until)
     origins = _origins(store, observer)
@@ -372,8 +377,8 @@ def timeline(store, since: Point | None = None, until: Point | None = None,
              node: str | None = None, observer: str | None = None, now: int | None = None,
              **audit_options) -> str:
     """The timeline picture (SVG) of an audit's window."""
-    from . import timeline as _timeline
-    from .timespec import parse as _parse_time
+    from ..core.timespec import parse as _parse_time
+    from ..render import timeline as _timeline
 
     doc = audit(store, since, until, node, observer, now=now, **audit_options)
     since_us = _parse_time(doc["since"], 0).us
@@ -425,7 +430,7 @@ def export(store, since: Point | None = None, until: Point | None = None,
 def metrics(store, observer: str | None = None, now: int | None = None,
             flap_window_s: float = 600, flap_threshold: int = 3) -> dict:
     """The figures ``membership metrics`` exposes, as plain data (see
-    :func:`membership_log.exposition.render`). Counters come from the log and its derived
+    :func:`membership_log.render.exposition.render`). Counters come from the log and its derived
     tables, so they never go back: not on a restart, not after a compaction."""
     now = now if now is not None else now_us()
     origins = _origins(store, observer)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
-from . import derive, nodestore
-from .errors import MembershipError
-from .nodestore import NODE
-from .settings import Settings
-from .timespec import Point
+from ..core.errors import MembershipError
+from ..core.timespec import Point
+from ..settings import Settings
+from ..stores import node as nodestore
+from ..stores.node import NODE
+from . import driver as derive
 
 #: ``dropped`` events, the ``anchor`` seq after it and its time, the file's bytes before and
 #: after (store plus write-ahead log).
@@ -38,7 +39,7 @@ def _size(path: str) -> int:
 def _require_shipped(store, url: str, first: int, last: int, progress=None) -> None:
     """Refuse unless the central store at ``url`` holds events first..last of this node with
     the same hashes."""
-    from .centralstore import CentralStore
+    from ..stores.central import CentralStore
 
     origin = store.origin_name()
     if origin is None:

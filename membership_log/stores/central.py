@@ -3,11 +3,11 @@
 The role a central store plays: ``membership ship`` appends each node's raw events to
 ``cluster_event`` (keyed by origin and that node's seq, hash included, so each chain still
 verifies here) and, in the same transaction, keeps the derived tables for that origin with
-the one fold driver (:mod:`membership_log.derive`): checkpoints, incidents, observer
+the one fold driver (:mod:`membership_log.history.driver`): checkpoints, incidents, observer
 sessions, the head snapshot. So a post-mortem on the central store costs what it costs on a
 node store, for one node or merged over all of them.
 
-It offers the same reader protocol as :class:`~membership_log.nodestore.NodeStore`, with its
+It offers the same reader protocol as :class:`~membership_log.stores.node.NodeStore`, with its
 own SQL beside it. Every SQLAlchemy error is translated here into one :class:`StoreError`
 line with any password masked.
 """
@@ -19,12 +19,13 @@ from contextlib import contextmanager
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import derive
-from .admin import engine_for, first_line
-from .derive import STATE_FORMAT, decode_state
-from .errors import SchemaMismatch, StoreError
-from .nodestore import ROLE_CENTRAL, Anchor, schema_message
-from .raw import RawEvent, decode_env
+from ..core.errors import SchemaMismatch, StoreError
+from ..core.raw import RawEvent, decode_env
+from ..history import driver as derive
+from ..history.driver import STATE_FORMAT, decode_state
+from ..settings import safe_url
+from ..version import SCHEMA_REVISION
+from .node import ROLE_CENTRAL, Anchor, schema_message
 from .schema import (
     anchor,
     checkpoint,
@@ -34,8 +35,7 @@ from .schema import (
     snapshot,
     store_info,
 )
-from .settings import safe_url
-from .version import SCHEMA_REVISION
+from .setup import engine_for, first_line
 
 _EVENT_COLUMNS = ("origin", "seq", "received_us", "observer", "source", "env", "stdin", "hash")
 
@@ -305,7 +305,7 @@ class CentralStore:
         conn.execute(stmt, rows)
 
     def write_derived(self, origin: str, batch) -> None:
-        """Store a :class:`membership_log.derive.Batch` (inside :meth:`write`)."""
+        """Store a :class:`membership_log.history.driver.Batch` (inside :meth:`write`)."""
         conn = self._conn
         try:
             self._upsert(conn, checkpoint, [

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import MembershipError
+from ..core.errors import MembershipError
 
 SERF_PORT = 7946
 RPC_PORT = 7373

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from . import project
+from ..core import fold as project
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
             "\f": "\\f"}

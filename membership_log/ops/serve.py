@@ -38,8 +38,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import exposition, render
-from .errors import MembershipError, StoreError
+from ..core.errors import MembershipError, StoreError
+from ..render import exposition
+from ..render import tables as render
 
 DEFAULT_LISTEN = "127.0.0.1:9137"
 
@@ -106,7 +107,7 @@ def metrics_text(store, observer: str | None = None, now: int | None = None) -> 
     """The exposition of a store (``membership metrics`` and ``GET /metrics``). On a node
     store the view is the node's own, so it is named by the node (``observer`` label of
     ``membership_observer_info``) unless ``observer`` says otherwise."""
-    from . import history
+    from ..history import api as history
 
     snapshot = history.metrics(store, observer, now)
     if snapshot.get("observer") is None and store.role != "central":
@@ -118,7 +119,7 @@ def dashboard_html() -> bytes:
     """The dashboard page, shipped inside the package."""
     from importlib.resources import files
 
-    return files("membership_log").joinpath("dashboard.html").read_bytes()
+    return files("membership_log.ops").joinpath("dashboard.html").read_bytes()
 
 
 class _JsonLines:
@@ -146,7 +147,7 @@ class Api:
         self._page: bytes | None = None
 
     def _open(self):
-        from . import history
+        from ..history import api as history
 
         return history.open_store(self.db_url)
 
@@ -190,7 +191,7 @@ class Api:
         return {k: v for k, v in params.items() if v != ""}
 
     def _time(self, params: dict[str, str], name: str):
-        from . import timespec
+        from ..core import timespec
 
         text = params.get(name)
         if text is None:
@@ -216,14 +217,14 @@ class Api:
         return Response(200, exposition.CONTENT_TYPE, body)
 
     def _api_heads(self, params) -> Response:
-        from . import history
+        from ..history import api as history
 
         with self._open() as store:
             doc = {"role": store.role, "heads": history.heads(store)}
         return Response(200, JSON, render.json_doc(doc).encode("ascii"))
 
     def _api_state(self, params) -> Response:
-        from . import history
+        from ..history import api as history
 
         at = self._time(params, "at")
         with self._open() as store:
@@ -231,7 +232,7 @@ class Api:
         return Response(200, JSON, render.json_doc(render.state_record(now)).encode("ascii"))
 
     def _api_audit(self, params) -> Response:
-        from . import history
+        from ..history import api as history
 
         since, until = self._time(params, "since"), self._time(params, "until")
         with self._open() as store:
@@ -240,7 +241,7 @@ class Api:
         return Response(200, JSON, render.json_doc(doc).encode("ascii"))
 
     def _api_timeline_svg(self, params) -> Response:
-        from . import history
+        from ..history import api as history
 
         since, until = self._time(params, "since"), self._time(params, "until")
         with self._open() as store:
@@ -251,7 +252,7 @@ class Api:
     def _api_replay(self, params) -> Response:
         """Streamed: the first record is read before answering (so a bad window is a 400,
         not a broken 200), the rest as the client takes them."""
-        from . import history
+        from ..history import api as history
 
         since, until = self._time(params, "since"), self._time(params, "until")
         store = self._open()

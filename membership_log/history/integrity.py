@@ -3,7 +3,7 @@
 One pass over each log, inside one read transaction (a consistent snapshot, however many
 handlers run meanwhile): every event's place in the hash chain is checked (from the
 retention anchor if the log was compacted), and the same events go through the one fold
-driver and its :class:`~membership_log.derive.Keeper`, in memory. What the store keeps
+driver and its :class:`~membership_log.history.driver.Keeper`, in memory. What the store keeps
 (checkpoints, incidents, observer sessions, the head snapshot) must equal what that fresh
 fold keeps up to the point the store had folded; the live file must equal the fold at the
 head. Derived state that only lags the log (a handler killed after recording, before
@@ -16,10 +16,12 @@ from __future__ import annotations
 import marshal
 from collections import namedtuple
 
-from . import derive, livefile, project
-from .derive import decode_state
-from .nodestore import NODE
-from .raw import GENESIS, chain_hash
+from ..core import fold as project
+from ..core.raw import GENESIS, chain_hash
+from ..render import livefile
+from ..stores.node import NODE
+from . import driver as derive
+from .driver import decode_state
 
 #: ``seq``: the first bad event (None for a problem that names no event); ``what``: one line.
 Problem = namedtuple("Problem", "seq what")
@@ -68,7 +70,7 @@ def _segment(job: tuple) -> dict:
     (store, origin, start, end, state_blob, prev, derived_seq, live_fmt) = job
     own = isinstance(store, str)
     if own:
-        from .admin import open_store
+        from ..stores.setup import open_store
 
         store = open_store(store)
     try:
@@ -101,7 +103,7 @@ def _segment(job: tuple) -> dict:
 def verify_log(store, origin: str, label: str, live_path: str | None = None,
                fmt: str = "droonga", progress=None, url: str | None = None) -> Report:
     """Verify one log of a store (see the module's docstring). A long log is cut at its
-    checkpoints and the stretches checked on every core (:mod:`membership_log.parallel`):
+    checkpoints and the stretches checked on every core (:mod:`membership_log.history.parallel`):
     each starts from a stored checkpoint, which the stretch before it checks."""
     from . import parallel
 
@@ -253,8 +255,8 @@ def _max_at(blob: bytes) -> int | None:
 def verify(settings, progress=None) -> Report:
     """Verify the store ``settings`` name: each log it holds, and on a node store the live
     file and the spool."""
-    from . import spool
-    from .admin import open_store
+    from ..stores import spool
+    from ..stores.setup import open_store
 
     ok: list[str] = []
     notes: list[str] = []

@@ -4,10 +4,10 @@ loaded through ``membership import`` (the handler's own append path, then the on
 A cluster whose members now and then fail and rejoin, amid the updates, queries and user
 events that make up most of a real log::
 
-    python -m membership_log.synthetic --events 1000000 > node0.jsonl
+    python -m membership_log.demo.synthetic --events 1000000 > node0.jsonl
     membership import --base-dir /tmp/node0 node0.jsonl
 
-or in one step, with a progress bar: ``python -m membership_log.synthetic --base-dir DIR``.
+or in one step, with a progress bar: ``python -m membership_log.demo.synthetic --base-dir DIR``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import base64
 import json
 import random
 
-from . import settings
-from .raw import GENESIS, chain_hash, encode_env
-from .timespec import iso
+from .. import settings
+from ..core.raw import GENESIS, chain_hash, encode_env
+from ..core.timespec import iso
 
 
 def member_events(observer: str, n: int, start_us: int, members: int = 3, seed: int = 1,
@@ -73,7 +73,7 @@ def member_events(observer: str, n: int, start_us: int, members: int = 3, seed: 
 
 def export_lines(items, first_seq: int = 1, prev: bytes = GENESIS):
     """Items as the JSON lines ``membership export`` writes (hash chain included)."""
-    from .raw import decode_env
+    from ..core.raw import decode_env
 
     seq = first_seq - 1
     for received_us, observer, source, env, stdin in items:
@@ -92,7 +92,8 @@ def make_store(base_dir: str, observer: str, n: int, start_us: int = 1_700_000_0
     catalog, if given, recorded as ``init`` records it)."""
     import os
 
-    from . import admin, transfer
+    from ..history import transfer
+    from ..stores import setup as admin
 
     os.makedirs(base_dir, exist_ok=True)
     s = settings.resolve(base_dir, **kw)
@@ -106,14 +107,14 @@ def make_store(base_dir: str, observer: str, n: int, start_us: int = 1_700_000_0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m membership_log.synthetic``: a synthetic node log as export JSON lines on
+    """``python -m membership_log.demo.synthetic``: a synthetic node log as export JSON lines on
     stdout (or -o FILE), or loaded into --base-dir through import, with a progress bar on a
     terminal."""
     import argparse
     import sys
     import time
 
-    parser = argparse.ArgumentParser(prog="python -m membership_log.synthetic",
+    parser = argparse.ArgumentParser(prog="python -m membership_log.demo.synthetic",
                                      description=main.__doc__.split("\n\n")[0])
     parser.add_argument("--base-dir", help="load into this node store instead of printing")
     parser.add_argument("-o", "--output", help="write the JSON lines to this file")
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             if out is not sys.stdout:
                 out.close()
         return 0
-    from . import transfer
+    from ..history import transfer
 
     s = settings.resolve(args.base_dir)
     if sys.stderr.isatty():

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from html import escape
 
-from .incidents import Incident
-from .render import printable
-from .timespec import duration
+from ..core.incidents import Incident
+from ..core.timespec import duration
+from .tables import printable
 
 COLORS = {"live": "#3c9d5d", "failed": "#d64541", "left": "#8c8c8c", "operator": "#e8a33d"}
 LABEL_W = 250

@@ -15,15 +15,17 @@ import os
 import sqlite3
 from pathlib import Path
 
-from . import derive, files, nodestore
-from .errors import SchemaMismatch, StoreError
-from .settings import Settings, safe_url, sqlite_path_of
-from .version import SCHEMA_REVISION
+from ..core.errors import SchemaMismatch, StoreError
+from ..history import driver as derive
+from ..settings import Settings, safe_url, sqlite_path_of
+from ..version import SCHEMA_REVISION
+from . import files
+from . import node as nodestore
 
 
 def migrations_dir() -> str:
     """The Alembic scripts: inside the package when installed, top-level in a checkout."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the package (membership_log/)
     for candidate in (here / "migrations", here.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return str(candidate)
@@ -259,7 +261,7 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
             raise StoreError(f"{path} is a central store; init makes node stores")
         warnings: list[str] = []
         if record_catalog:
-            from .handler import CATALOG_LIMIT
+            from ..handler import CATALOG_LIMIT
 
             data, problem = files.read_regular(settings.catalog, CATALOG_LIMIT)
             with store.write():
@@ -272,7 +274,7 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
                                           fmt=settings.live_format, progress=progress)
     finally:
         store.close()
-    from .project import live_nodes
+    from ..core.fold import live_nodes
 
     return {"store": path, "from": before, "to": after, "seq": state.seq,
             "live": sorted(live_nodes(state)),
@@ -314,7 +316,7 @@ def open_store(url: str):
         if role == nodestore.ROLE_NODE:
             return store
         store.close()
-    from .centralstore import CentralStore
+    from .central import CentralStore
 
     return CentralStore(url)
 

@@ -1,6 +1,6 @@
 """The demo: a real 3-node Serf cluster on loopback plays the seed's scenarios.
 
-    python -m membership_log.demo [--dir demo-run] [--first-ip 11]
+    python -m membership_log.demo.run [--dir demo-run] [--first-ip 11]
 
 Every node runs ``membership handle`` as its Serf event handler, with the same catalog. The
 demo pauses an agent (quick reconnect), kills and restarts one (severe fault), marks a node
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import MembershipError
+from ..core.errors import MembershipError
 from .localcluster import Agent, Cluster, catalog_for, membership_command, wait_until
 
 STEP_TIMEOUT = 45.0
@@ -113,7 +113,7 @@ class Demo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m membership_log.demo",
+    parser = argparse.ArgumentParser(prog="python -m membership_log.demo.run",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="demo-run", help="where the nodes' base dirs go "
                         "(emptied first; default: ./demo-run)")

@@ -2,7 +2,7 @@
 handler's own append path) and ``ship`` (a node store's new events into the central store,
 whose derived tables are kept in the same transactions by the one fold driver).
 
-``export`` lives with the other reads in :mod:`membership_log.history`.
+``export`` lives with the other reads in :mod:`membership_log.history.api`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import time
 from collections import namedtuple
 from datetime import datetime
 
-from . import derive, nodestore
-from .errors import MembershipError, StoreError
-from .raw import SOURCE_CATALOG, SOURCE_SERF, RawEvent, decode_env, encode_env, text_of
-from .settings import Settings, safe_url
-from .timespec import MAX_US, MIN_US, to_us
+from ..core.errors import MembershipError, StoreError
+from ..core.raw import SOURCE_CATALOG, SOURCE_SERF, RawEvent, decode_env, encode_env, text_of
+from ..core.timespec import MAX_US, MIN_US, to_us
+from ..settings import Settings, safe_url
+from ..stores import node as nodestore
+from . import driver as derive
 
 #: What an import did: events appended, the seqs they got, the log's head after it.
 Imported = namedtuple("Imported", "appended first last")
@@ -116,7 +117,7 @@ def import_(settings: Settings, lines, progress=None) -> Imported:
     if path is None:
         raise MembershipError("import loads a node's SQLite store; --db names a central store")
     if not os.path.exists(path) or os.path.getsize(path) == 0:
-        from .admin import init
+        from ..stores.setup import init
 
         init(settings, record_catalog=False)
     store = nodestore.NodeStore(path)
@@ -167,7 +168,7 @@ def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) ->
     Idempotent and resumable: the central store's last event of this node says where to go
     on, and a second shipper of the same node waits for the first (then finds its events
     there). The central copy must continue the local hash chain, or nothing is shipped."""
-    from .centralstore import CentralStore
+    from ..stores.central import CentralStore
 
     if settings.sqlite_path is None:
         raise MembershipError("ship copies a node's SQLite store; --db names a central store")
@@ -241,7 +242,7 @@ def follow(settings: Settings, to: str, interval: float, say, progress_factory=N
     installed) is not an outage: it is refused at once, in one line."""
     if settings.sqlite_path is None:
         raise MembershipError("ship copies a node's SQLite store; --db names a central store")
-    from .admin import engine_for
+    from ..stores.setup import engine_for
 
     engine_for(to).dispose()  # parses the URL and loads the driver; connects to nothing
     backoff = interval

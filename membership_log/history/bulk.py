@@ -2,7 +2,7 @@
 ``audit --json``.
 
 Same records, same bytes as the plain path (:func:`history.replay` and :func:`history.audit`
-through :mod:`membership_log.render`); only the work is shared. A replay is cut at
+through :mod:`membership_log.render.tables`); only the work is shared. A replay is cut at
 checkpoints into stretches (each worker writes its JSON lines to a file of its own, copied
 out in order); an audit is cut by node (each worker encodes its nodes; the parent puts them
 in the report's order). Small jobs take the plain path.
@@ -14,8 +14,11 @@ import os
 import shutil
 import tempfile
 
-from . import derive, history, parallel, render
-from .timespec import Point
+from ..core.timespec import Point
+from ..render import tables as render
+from . import api as history
+from . import driver as derive
+from . import parallel
 
 
 def _at(seq: int) -> Point:

@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from . import labels
-from .errors import MembershipError
+from ..core import labels
+from ..core.errors import MembershipError
 
 ALERTNAME = "MembershipNodeDown"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 
-from .errors import MembershipError
+from ..core.errors import MembershipError
 
 #: Below this many events a job is not worth a second process.
 MIN_PARALLEL = 50_000

@@ -2,7 +2,7 @@
 
 Two halves. :func:`plan` is pure: incidents, what was delivered, the clock and the options
 in; what to post out. :class:`Sender` and :func:`follow` do the I/O: read the store, post
-with :func:`membership_log.alertmanager.post_alerts`, keep the delivery progress in the
+with :func:`membership_log.ops.alertmanager.post_alerts`, keep the delivery progress in the
 store's ``alert_delivery`` table, retry with backoff.
 
 Each incident is alert ``MembershipNodeDown`` with labels ``node``, ``cause`` and, for one
@@ -45,9 +45,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..core.errors import StoreError
 from . import alertmanager
 from .alertmanager import AlertmanagerError, Backoff, OutageLog
-from .errors import StoreError
 
 #: Alerts per POST: Alertmanager takes any number, but a first run on a long history would
 #: otherwise post tens of thousands in one body.
@@ -173,9 +173,9 @@ def alert(send: Send) -> dict:
 
 def read_incidents(store, observer: str | None = None) -> tuple[str, list[Incident]]:
     """The origin under which deliveries are kept, and every incident of the view: the same
-    incidents ``audit`` reports (:func:`membership_log.history.incidents_of`)."""
-    from . import history
-    from .nodestore import NODE, ROLE_CENTRAL
+    incidents ``audit`` reports (:func:`membership_log.history.api.incidents_of`)."""
+    from ..history import api as history
+    from ..stores.node import NODE, ROLE_CENTRAL
 
     found = history.incidents_of(store, observer)
     if store.role != ROLE_CENTRAL:
@@ -229,13 +229,13 @@ class Sender:
         self.last_sent: dict[Key, int] = {}
 
     def _open(self):
-        from . import history
+        from ..history import api as history
 
         return history.open_store(self.db_url)
 
     def heads(self) -> dict[str, int]:
-        """The store's change token (see :func:`membership_log.history.heads`)."""
-        from . import history
+        """The store's change token (see :func:`membership_log.history.api.heads`)."""
+        from ..history import api as history
 
         with self._open() as store:
             return history.heads(store)
@@ -277,8 +277,8 @@ class Sender:
 
 def describe(send: Send) -> str:
     """One line for the operator's log about a delivered alert (resends are not logged)."""
-    from .render import printable
-    from .timespec import duration, iso
+    from ..core.timespec import duration, iso
+    from ..render.tables import printable
 
     inc = send.incident
     who = printable(inc.node)
@@ -347,7 +347,7 @@ def follow(sender: Sender, interval: float = 1.0, say: Callable[[str], None] = p
     retry = False
 
     def show(chunk: list[Send]) -> None:
-        from .timespec import iso
+        from ..core.timespec import iso
 
         for s in chunk:
             if s.kind != RESEND:  # a resend every --resend s would bury everything else

@@ -21,7 +21,7 @@ The snapshot::
      "last_event_s": {OBSERVER: float},
      "observer": str | None}
 
-Times are Unix seconds. Names are hostile input: see :mod:`membership_log.labels`.
+Times are Unix seconds. Names are hostile input: see :mod:`membership_log.core.labels`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from . import labels
+from ..core import labels
 
 #: The HTTP Content-Type of :func:`render`'s output.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

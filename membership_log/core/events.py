@@ -19,7 +19,7 @@ Member = namedtuple("Member", "name address role tags")
 #: A parsed event. ``kind`` is a member event name, ``user``, ``query``, ``catalog`` or
 #: ``unknown``; ``name`` the user event or query name; ``ltime`` its Lamport time (int or
 #: None); ``members`` a tuple of :data:`Member`; ``payload`` text or None; ``catalog`` the
-#: parsed :data:`~membership_log.catalog.Catalog` of a catalog event (None if unusable);
+#: parsed :data:`~membership_log.core.catalog.Catalog` of a catalog event (None if unusable);
 #: ``warnings`` a tuple of one-line strings.
 Event = namedtuple(
     "Event", "seq at observer kind name ltime members payload catalog warnings"

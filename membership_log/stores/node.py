@@ -3,7 +3,7 @@
 The role a node's store plays: its handler appends here (the hot path: importing SQLAlchemy
 alone costs ~13x the handler's whole budget), and every read command on a node store reads
 here too, so that ``state --at`` on a node costs Python, Typer and a few queries. The tables
-belong to :mod:`membership_log.schema` (SQLAlchemy models, Alembic migrations); this module
+belong to :mod:`membership_log.stores.schema` (SQLAlchemy models, Alembic migrations); this module
 only names their columns (:data:`COLUMNS`, held to the models by a test) and refuses a store
 at any revision other than :data:`~membership_log.version.SCHEMA_REVISION`.
 
@@ -21,10 +21,10 @@ try:
 except ImportError:  # another Python
     import sqlite3
 
-from . import project
-from .derive import STATE_FORMAT, decode_state, encode_state
-from .errors import NotInitialised, SchemaMismatch, StoreError
-from .raw import GENESIS, SOURCE_CATALOG, RawEvent, canonical_env, chain_hash, decode_env
+from ..core import fold as project
+from ..core.errors import NotInitialised, SchemaMismatch, StoreError
+from ..core.raw import GENESIS, SOURCE_CATALOG, RawEvent, canonical_env, chain_hash, decode_env
+from ..history.driver import STATE_FORMAT, decode_state, encode_state
 
 #: The origin under which a node store keeps the derived rows of its own log (a central
 #: store uses each node's name).
@@ -106,7 +106,7 @@ class NodeStore:
                 raise StoreError(f"store {path} is locked by another process: "
                                  f"{_first_line(e)}") from e
             raise StoreError(f"{path} is not a membership-log store ({_first_line(e)})") from e
-        from .version import SCHEMA_REVISION
+        from ..version import SCHEMA_REVISION
 
         revision = row[0] if row else None
         if revision != SCHEMA_REVISION:
@@ -228,7 +228,7 @@ class NodeStore:
         return row[0] if row else None
 
     def add_notes(self, seq: int, messages: list[str]) -> None:
-        from .raw import text_of
+        from ..core.raw import text_of
 
         try:
             self.conn.executemany(
@@ -375,7 +375,7 @@ class NodeStore:
         the time index and looking every row up); a recent window uses the index."""
         cols = "node, down_at, up_at, cause, observer, down_seq, up_seq"
         # ``nodes``: only names in [lo, hi) (None: open), a range of the primary key, so a
-        # share of an audit (membership_log.bulk) reads only its share.
+        # share of an audit (membership_log.history.bulk) reads only its share.
         lo, hi = nodes
         where = "origin = ?" + (" AND node >= ?" if lo is not None else "") + \
             (" AND node < ?" if hi is not None else "")
@@ -409,7 +409,7 @@ class NodeStore:
         return None if row is None else Anchor(*row)
 
     def write_derived(self, origin: str, batch) -> None:
-        """Store a :class:`membership_log.derive.Batch` (inside a write transaction)."""
+        """Store a :class:`membership_log.history.driver.Batch` (inside a write transaction)."""
         c = self.conn
         try:
             if batch.checkpoints:
@@ -529,7 +529,7 @@ class Anchor(tuple):
 
 def schema_message(where: str, revision: str | None) -> str:
     """Why a store at ``revision`` cannot be used, and what to do about it."""
-    from .version import SCHEMA_REVISION
+    from ..version import SCHEMA_REVISION
 
     if revision is not None and revision.isdigit() and revision < SCHEMA_REVISION:
         return (f"store {where} is at schema revision {revision}, this release uses "

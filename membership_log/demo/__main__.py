@@ -1,0 +1,3 @@
+from membership_log.demo.run import main
+
+raise SystemExit(main())
