@@ -152,7 +152,7 @@ def busy_section(m: str, work: Path, n: int, rows: list) -> None:
 def _pg_database() -> tuple[str, callable]:
     from sqlalchemy import create_engine, text
 
-    from membership_log.stores.setup import driver_url
+    from membership_log.stores.connect import driver_url
 
     name = f"membership_bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(driver_url(PG_ADMIN), isolation_level="AUTOCOMMIT")

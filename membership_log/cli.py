@@ -12,7 +12,6 @@ No ``from __future__ import annotations`` here: Typer reads the annotations at r
 
 import inspect
 import sys
-import time
 from typing import Annotated
 
 import typer
@@ -20,7 +19,9 @@ from typer.core import TyperGroup
 
 from . import settings
 from .core import timespec
+from .core.clock import now_us
 from .core.errors import MembershipError
+from .core.redact import mask_url
 from .core.timespec import iso
 from .render import tables as render
 from .version import __version__
@@ -107,7 +108,7 @@ def _time(value):
     if value is None or isinstance(value, timespec.Point):
         return value
     try:
-        return timespec.parse(value, time.time_ns() // 1000)
+        return timespec.parse(value, now_us())
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 
@@ -176,7 +177,7 @@ def init(s: settings.Settings) -> None:
     \b
         membership init --base-dir /var/lib/droonga
     """
-    from .stores import setup as admin
+    from .history import setup as admin
 
     with _progress("folding the log") as progress:
         result = admin.init(s, progress=progress)
@@ -371,8 +372,8 @@ def timeline(s: settings.Settings, since: Since = None, until: Until = None,
         membership timeline --base-dir /var/lib/droonga --since '1d ago' -o last-day.html
     """
     from .history import api as history
-    from .render import livefile
     from .render import timeline as _timeline
+    from .stores import files
 
     if not output.endswith((".svg", ".html", ".htm")):
         raise typer.BadParameter(f"{output!r}: the file must end in .svg or .html",
@@ -383,7 +384,7 @@ def timeline(s: settings.Settings, since: Since = None, until: Until = None,
                                flap_threshold=flap_threshold)
     data = svg if output.endswith(".svg") else _timeline.render_html(svg)
     try:
-        livefile.write_atomic(output, data.encode("utf-8"))
+        files.write_atomic(output, data.encode("utf-8"))
     except OSError as e:
         raise MembershipError(f"cannot write {output}: {e.strerror or e}") from None
     _out(f"wrote {output}")
@@ -500,25 +501,15 @@ def rebuild(s: settings.Settings) -> None:
     \b
         membership rebuild --base-dir /var/lib/droonga
     """
-    from .history import driver as derive
-    from .stores.node import NODE
+    from .history import setup
 
-    with _store(s) as store:
-        with _progress("folding the raw log") as progress:
-            if store.role == "central":
-                for origin in store.origins():
-                    with store.write():
-                        store.truncate_derived(origin, store.first_seq(origin) - 1)
-                    store.catch_up(origin, progress=progress)
-                _out(f"rebuilt the derived tables of {len(store.origins())} node log(s)")
-                return
-            with store.write():
-                store.truncate_derived(NODE, store.first_seq() - 1)
-            state, _, _ = derive.catch_up(store, NODE, s.live_file, s.live_format, progress)
-    from .core.fold import live_nodes
-
-    _out(f"rebuilt from {state.seq} events: snapshot at event {state.seq}, live file "
-         f"{s.live_file} with {len(live_nodes(state))} live node(s)")
+    with _progress("folding the raw log") as progress:
+        r = setup.rebuild(s, progress)
+    if r.seq is None:
+        _out(f"rebuilt the derived tables of {r.logs} node log(s)")
+        return
+    _out(f"rebuilt from {r.seq} events: snapshot at event {r.seq}, live file "
+         f"{s.live_file} with {len(r.live)} live node(s)")
 
 
 @command(reads=STORE + ("live_file", "live_format"))
@@ -706,7 +697,7 @@ def db_upgrade(s: settings.Settings,
     \b
         membership db upgrade --db postgresql://membership@db.example/membership
     """
-    from .stores import setup as admin
+    from .history import setup as admin
 
     if role not in (None, "node", "central"):
         raise typer.BadParameter("--role must be node or central", param_hint="--role")
@@ -755,7 +746,7 @@ def metrics(s: settings.Settings,
         membership metrics -o /var/lib/prometheus/node-exporter/membership.prom
     """
     from .ops.serve import metrics_text
-    from .render import livefile
+    from .stores import files
 
     with _store(s) as store:
         data = metrics_text(store, observer)
@@ -764,7 +755,7 @@ def metrics(s: settings.Settings,
         sys.stdout.buffer.flush()
         return
     try:
-        livefile.write_atomic(output, data)
+        files.write_atomic(output, data)
     except OSError as e:
         raise MembershipError(f"cannot write {output}: {e.strerror or e}") from None
 
@@ -878,7 +869,7 @@ def alerts(s: settings.Settings,
             f"(still open), {kinds.count(_alerts.RESOLVED)} resolved")
         return
     _stop_on_sigterm()
-    warn(f"sending the incidents of {s.sqlite_path or settings.safe_url(s.db_url)} to "
+    warn(f"sending the incidents of {s.sqlite_path or mask_url(s.db_url)} to "
          f"{sender.target} "
          f"(--min-duration {min_s:g}s, --resend {resend_s:g}s); Ctrl-C stops")
     try:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator
 
 from .core import catalog as _catalog
+from .core.clock import now_us
 from .core.errors import MembershipError
 
 #: A change of the live set: ``at`` (UTC microseconds), ``added`` / ``removed`` / ``live``
@@ -112,7 +112,7 @@ def watch(path: str, interval: float = 0.2, initial: frozenset | None = None,
                 if live != current:
                     before = current or frozenset()
                     current = live
-                    yield Change(time.time_ns() // 1000, tuple(sorted(live - before)),
+                    yield Change(now_us(), tuple(sorted(live - before)),
                                  tuple(sorted(before - live)), tuple(sorted(live)))
             elif not troubled:
                 troubled = True

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
+from .core.catalog import CATALOG_LIMIT
+from .core.clock import now_us
 from .core.errors import MembershipError, NotInitialised
 from .core.events import QUERY, clean_event_name
 from .core.raw import SOURCE_SERF, encode_env, serf_env, text_of
-from .history import driver as derive
+from .history import driver
+from .history.publish import publisher
 from .render.livefile import json_string, render_compact
 from .settings import parse_handler_args
 from .stores import files
 from .stores import node as nodestore
+from .stores.protocol import NODE
 
 LIVE_QUERY = "membership-live"
 #: Serf drops a query response over 1024 bytes.
 MAX_ANSWER = 1024
-#: A catalog larger than this is not read (a real one is a few KB; /dev/zero is endless).
-CATALOG_LIMIT = 16 * 1024 * 1024
 
 
 def _read_stdin() -> tuple[bytes, str | None]:
@@ -79,7 +80,7 @@ def _open(settings, item: tuple, warnings: list[str]) -> nodestore.NodeStore:
             return nodestore.NodeStore(path)
         except NotInitialised:
             pass  # an empty file (a set-up was interrupted before): finish it
-    from .stores.setup import init  # slow path: SQLAlchemy + Alembic, once per store
+    from .history.setup import init  # slow path: SQLAlchemy + Alembic, once per store
 
     warnings.extend(init(settings, observer=item[1], received_us=item[0])["warnings"])
     return nodestore.NodeStore(path)
@@ -153,7 +154,7 @@ def _tidy_spool(directory: str, taken: list[str], bad: list[str], warnings: list
 
 
 def main(argv: list[str]) -> int:
-    received_us = time.time_ns() // 1000
+    received_us = now_us()
     env = serf_env(os.environ)
     stdin, stdin_problem = _read_stdin()
     is_query = clean_event_name(env.get("SERF_EVENT", "")) == QUERY
@@ -194,8 +195,8 @@ def main(argv: list[str]) -> int:
         seq = seqs[-1]
         # The event is durable from here on: whatever follows, exit 0.
         try:
-            state, live_bytes, parse_warnings = derive.catch_up(
-                store, nodestore.NODE, settings.live_file, fmt=settings.live_format)
+            state, live_bytes, parse_warnings = driver.catch_up(
+                store, NODE, publisher(settings.live_file, settings.live_format))
             for s in seqs:  # this event's, and those of a catalog or spool taken in with it
                 warnings.extend(parse_warnings.get(s, ()))
         except Exception as e:  # noqa: BLE001 - the event is recorded; report, do not crash

@@ -96,7 +96,7 @@ def pg_server() -> str:
     """The real PostgreSQL server's admin URL; fails under CI if it does not answer."""
     from sqlalchemy import create_engine, text
 
-    from membership_log.stores.setup import driver_url
+    from membership_log.stores.connect import driver_url
 
     try:
         engine = create_engine(driver_url(PG_URL))
@@ -113,7 +113,7 @@ def pg_url(pg_server) -> str:
     """A fresh database on the real server for one test, dropped afterwards."""
     from sqlalchemy import create_engine, text
 
-    from membership_log.stores.setup import driver_url
+    from membership_log.stores.connect import driver_url
 
     name = f"membership_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(driver_url(pg_server), isolation_level="AUTOCOMMIT")

@@ -16,7 +16,9 @@ from membership_log.cli import app
 from membership_log.core.timespec import iso
 from membership_log.demo.synthetic import make_store
 from membership_log.history import driver as derive
-from membership_log.stores import setup as admin
+from membership_log.history import setup as hsetup
+from membership_log.history.publish import publisher
+from membership_log.stores.connect import driver_url
 from membership_log.stores.node import NODE, NodeStore
 
 pytestmark = pytest.mark.postgres
@@ -41,7 +43,7 @@ def synthetic_store(base, observer: str, n: int, start_us: int = 1_700_000_000_0
 
 
 def central_seqs(url, origin):
-    engine = create_engine(admin.driver_url(url))
+    engine = create_engine(driver_url(url))
     with engine.connect() as c:
         seqs = [r[0] for r in c.execute(text(
             "SELECT seq FROM cluster_event WHERE origin = :o ORDER BY seq"), {"o": origin})]
@@ -63,7 +65,7 @@ def test_ship_is_idempotent_and_the_central_chain_verifies(handle, base, central
 
 
 def central_count(url, origin) -> int:
-    engine = create_engine(admin.driver_url(url))
+    engine = create_engine(driver_url(url))
     with engine.connect() as c:
         n = c.execute(text("SELECT count(*) FROM cluster_event WHERE origin = :o"),
                       {"o": origin}).scalar_one()
@@ -125,14 +127,14 @@ def test_state_on_the_central_store_agrees_with_each_local_store(tmp_path, centr
                 ("node0", 40, "member-join"), ("node2", 45, "member-join")]
     for name, b in bases.items():
         s = settings.resolve(str(b))
-        admin.init(s, observer=name, received_us=t0)
+        hsetup.init(s, observer=name, received_us=t0)
         j = NodeStore(s.sqlite_path)
         with j.write():
             j.append([(t0 + sec * 1_000_000, name, "serf",
                        f"SERF_EVENT={kind}\0SERF_SELF_NAME={name}".encode(),
                        b"node1\t192.168.100.51\t\t\n")
                       for who, sec, kind in timeline if who == name])
-        derive.catch_up(j, NODE, s.live_file)
+        derive.catch_up(j, NODE, publisher(s.live_file))
         j.close()
         invoke("ship", "--base-dir", str(b), "--to", central)
     for name, b in bases.items():

@@ -15,7 +15,9 @@ from membership_log.core.timespec import Point
 from membership_log.demo.synthetic import make_store
 from membership_log.history import api as history
 from membership_log.history import driver as derive
+from membership_log.history import setup as hsetup
 from membership_log.history import transfer
+from membership_log.history.publish import publisher
 from membership_log.stores import setup as admin
 from membership_log.stores.node import NODE, NodeStore
 
@@ -48,7 +50,7 @@ def _extra_events(s):
     with NodeStore(s.sqlite_path) as store:
         with store.write():
             store.append(items)
-        derive.catch_up(store, NODE, s.live_file)
+        derive.catch_up(store, NODE, publisher(s.live_file))
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +227,7 @@ def test_central_merge_of_two_observers_equals_the_union_of_their_incidents(node
 def test_settings_roles_are_recorded_not_guessed(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     admin.upgrade(url, "central")
-    assert admin.store_role(url) == "central"
+    assert admin.open_store(url).role == "central"
     s = settings.resolve(str(tmp_path / "n"))
-    admin.init(s)
-    assert admin.store_role(s.db_url) == "node"
+    hsetup.init(s)
+    assert admin.open_store(s.db_url).role == "node"

@@ -30,11 +30,15 @@ from typer.testing import CliRunner
 
 from membership_log import settings
 from membership_log.cli import app
+from membership_log.core import codec
 from membership_log.core import fold as project
 from membership_log.core.raw import chain_hash, encode_env
 from membership_log.history import driver as derive
+from membership_log.history import setup as hsetup
+from membership_log.history.publish import publisher
 from membership_log.stores import setup as admin
 from membership_log.stores import spool
+from membership_log.stores.connect import driver_url
 from membership_log.stores.node import NODE, NodeStore
 from membership_log.version import SCHEMA_REVISION
 
@@ -112,7 +116,7 @@ def head_state(base) -> project.State:
     """The fold's state as the store keeps it (the head snapshot), read as the handler does."""
     with NodeStore(str(Path(base) / "membership.db")) as store:
         snap = store.snapshot(NODE)
-    state = derive.decode_state(snap[1], bytes(snap[2]))
+    state = codec.decode_state(snap[1], bytes(snap[2]))
     assert state is not None
     return state
 
@@ -533,10 +537,10 @@ def test_07_verify_accepts_a_live_file_written_by_a_handler_after_its_snapshot(m
     """The race above, made deterministic: a real handler run lands exactly between verify's
     read transaction and its reading of the live file."""
     from membership_log.history import integrity
-    from membership_log.render import livefile
+    from membership_log.stores import files
 
     assert serf(membership, base, "member-join", NODE1).returncode == 0
-    real_read = livefile.read
+    real_read = files.read_bytes
     ran = []
 
     def read_after_a_handler_ran(path):
@@ -544,7 +548,7 @@ def test_07_verify_accepts_a_live_file_written_by_a_handler_after_its_snapshot(m
             ran.append(serf(membership, base, "member-failed", NODE1).returncode)
         return real_read(path)
 
-    monkeypatch.setattr(integrity.livefile, "read", read_after_a_handler_ran)
+    monkeypatch.setattr(integrity.files, "read_bytes", read_after_a_handler_ran)
     report = integrity.verify(settings.resolve(str(base)))
     assert ran == [0]
     assert report.problems == [], report.problems
@@ -585,7 +589,7 @@ def test_07_kill_9_during_rebuild_of_a_long_log_leaves_lag_never_failure(members
 
 def _stepping_clock_store(base: Path, t0: int) -> None:
     s = settings.resolve(str(base))
-    admin.init(s, observer="node0", received_us=t0)
+    hsetup.init(s, observer="node0", received_us=t0)
     sec = 1_000_000
 
     def ev(at, kind, member=NODE1):
@@ -601,7 +605,7 @@ def _stepping_clock_store(base: Path, t0: int) -> None:
     with NodeStore(s.sqlite_path) as store:
         with store.write():
             store.append(items)
-        derive.catch_up(store, NODE, s.live_file)
+        derive.catch_up(store, NODE, publisher(s.live_file))
 
 
 def _sane(doc: dict) -> None:
@@ -1069,7 +1073,7 @@ def test_14_garbage_is_recorded_raw_and_folded_as_nothing(membership, base):
 def _central_seqs(url: str, origin: str) -> list[int]:
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(admin.driver_url(url))
+    engine = create_engine(driver_url(url))
     try:
         with engine.connect() as c:
             return [r[0] for r in c.execute(text(

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from membership_log.core import catalog, raw, timespec
 from membership_log.core.figures import Incident
+from membership_log.core.redact import mask_url as safe_url
 from membership_log.render import tables as render
 from membership_log.render.timeline import render_html, render_svg
-from membership_log.settings import safe_url
 from membership_log.stores import files, spool
 
 FUZZ = settings(max_examples=150, deadline=None,
@@ -281,13 +281,13 @@ def test_spool_unreadable_files_are_listed_and_quarantined(tmp_path):
     os.mkfifo(os.path.join(d, "00000000000000000007-fifo.event"))
     names = sorted(bad) + ["00000000000000000006-link.event", "00000000000000000007-fifo.event"]
 
-    assert spool.pending(d) == [(good[0], _item(1)), (good[1], _item(3))]
+    assert spool.scan(d)[0] == [(good[0], _item(1)), (good[1], _item(3))]
     assert spool.unreadable(d) == [os.path.join(d, n) for n in names]
     moved = spool.quarantine(d, spool.unreadable(d))
     q = os.path.join(d, spool.UNREADABLE)
     assert moved == [os.path.join(q, n) for n in names]
     assert stat.S_IMODE(os.stat(q).st_mode) == 0o700
-    assert spool.unreadable(d) == [] and [p for p, _ in spool.pending(d)] == good
+    assert spool.unreadable(d) == [] and [p for p, _ in spool.scan(d)[0]] == good
     for name, data in bad.items():  # kept byte for byte, not deleted
         assert open(os.path.join(q, name), "rb").read() == data
     assert outside.read_bytes() == spool.encode(_item(9))
@@ -431,7 +431,7 @@ def test_files_imports_nothing_heavy():
     assert out.stdout.strip() == "[]"
 
 
-# --- 6. settings.safe_url ---------------------------------------------------------------------
+# --- 6. core.redact.mask_url ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("url,safe", [
     ("postgresql://u:s3cretPW@127.0.0.1:notaport/db", "postgresql://u:***@127.0.0.1:notaport/db"),
@@ -474,7 +474,7 @@ def test_safe_url_never_raises(text):
 def test_settings_safe_url_does_not_import_sqlalchemy():
     import subprocess
     import sys
-    code = ("import sys; from membership_log.settings import safe_url; "
+    code = ("import sys; from membership_log.core.redact import mask_url as safe_url; "
             "safe_url('postgresql://u:p@h:x/db'); print('sqlalchemy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

@@ -7,7 +7,8 @@ import stat
 from hypothesis import given
 from hypothesis import strategies as st
 
-from membership_log.render.livefile import render, render_compact, write_atomic
+from membership_log.render.livefile import render, render_compact
+from membership_log.stores.files import write_atomic
 
 
 @given(st.dictionaries(st.text(), st.text()))

@@ -19,9 +19,11 @@ from typer.testing import CliRunner
 
 from membership_log.cli import app
 from membership_log.core import fold as project
+from membership_log.core.codec import decode_state
 from membership_log.core.raw import decode_env
 from membership_log.history import driver as derive
 from membership_log.render import livefile
+from membership_log.stores.files import write_atomic
 from membership_log.stores.node import NODE, NodeStore
 
 runner = CliRunner()
@@ -392,13 +394,13 @@ def test_verify_accepts_a_live_file_left_between_the_snapshot_and_the_head(handl
                            b"node1\t192.168.100.51\t\t\n")
                           for i, kind in enumerate(["member-failed", "member-join"])])
         snap = store.snapshot(NODE)
-        snapshot_state = derive.decode_state(snap[1], bytes(snap[2]))
+        snapshot_state = decode_state(snap[1], bytes(snap[2]))
         event_n = events.parse(list(store.events(NODE, 0))[-2])
     finally:
         store.close()
     assert snapshot_state is not None and snapshot_state.seq == event_n.seq - 1
     after_n = project.fold([event_n], snapshot_state)
-    livefile.write_atomic(s.live_file, livefile.render_state(after_n))  # event N's file
+    write_atomic(s.live_file, livefile.render_view(after_n.nodes))  # event N's file
     r = verify(base)
     assert r.exit_code == 0, r.output
     assert "not folded yet" in r.output

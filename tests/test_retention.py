@@ -21,6 +21,7 @@ from membership_log.demo.synthetic import make_store
 from membership_log.history import api as history
 from membership_log.history import driver as derive
 from membership_log.history import retention, transfer
+from membership_log.history.publish import publisher
 from membership_log.stores import setup as admin
 from membership_log.stores.node import NODE, NodeStore
 
@@ -50,7 +51,7 @@ def _with_marks_and_a_restart(s):
                 (at + 2000, "node0", "serf", env(EVENT="member-failed"),
                  b"node1\t192.168.0.2\t\t\n"),
             ])
-        derive.catch_up(st, NODE, s.live_file)
+        derive.catch_up(st, NODE, publisher(s.live_file))
 
 
 @pytest.fixture

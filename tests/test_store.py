@@ -12,8 +12,11 @@ from membership_log.core.errors import SchemaMismatch, StoreError
 from membership_log.core.raw import GENESIS, hash_of
 from membership_log.history import api as history
 from membership_log.history import driver as derive
+from membership_log.history import setup as hsetup
+from membership_log.history.publish import publisher
 from membership_log.stores import setup as admin
 from membership_log.stores import setup as store
+from membership_log.stores.connect import driver_url
 from membership_log.stores.node import COLUMNS, NODE, NodeStore
 from membership_log.stores.schema import metadata
 from membership_log.version import SCHEMA_REVISION
@@ -22,14 +25,17 @@ from membership_log.version import SCHEMA_REVISION
 def _check_models_match_migrations(url):
     from alembic import command
 
-    engine = create_engine(store.driver_url(url))
+    engine = create_engine(driver_url(url))
     with engine.begin() as conn:
         command.check(store._alembic_config(conn))  # raises if models and migrations differ
     engine.dispose()
 
 
 def test_schema_revision_is_the_migrations_head():
-    assert store.head_revision() == SCHEMA_REVISION
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(store._alembic_config(None)).get_current_head()
+    assert head == SCHEMA_REVISION
 
 
 def test_the_node_stores_sql_names_the_models_columns():
@@ -50,7 +56,7 @@ def test_sqlite_upgrade_matches_models(tmp_path):
 def test_postgres_upgrade_matches_models_and_log_is_append_only(pg_url):
     assert store.upgrade(pg_url) == (None, SCHEMA_REVISION)
     _check_models_match_migrations(pg_url)
-    engine = create_engine(store.driver_url(pg_url))
+    engine = create_engine(driver_url(pg_url))
     assert set(inspect(engine).get_table_names()) >= set(metadata.tables)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO event VALUES (1, 0, 'o', 'serf', '', '', '')"))
@@ -62,7 +68,7 @@ def test_postgres_upgrade_matches_models_and_log_is_append_only(pg_url):
 
 def test_sqlite_raw_log_refuses_update_and_delete(tmp_path, base):
     s = settings.resolve(str(base))
-    store.init(s)
+    hsetup.init(s)
     with sqlite3.connect(s.sqlite_path) as c:
         for statement in ["UPDATE event SET observer = 'x'", "DELETE FROM event"]:
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -71,17 +77,17 @@ def test_sqlite_raw_log_refuses_update_and_delete(tmp_path, base):
 
 def test_init_is_idempotent_and_records_the_catalog_once(base):
     s = settings.resolve(str(base))
-    first = store.init(s)
-    again = store.init(s)
+    first = hsetup.init(s)
+    again = hsetup.init(s)
     assert first["seq"] == again["seq"] == 1
     assert len(first["live"]) == 3
     (base / "catalog.json").write_text('{"version": 1, "zones": ["10.0.0.1:1/t"]}')
-    assert store.init(s)["live"] == ["10.0.0.1:1/t"]
+    assert hsetup.init(s)["live"] == ["10.0.0.1:1/t"]
 
 
 def test_store_file_is_created_0600(base):
     s = settings.resolve(str(base))
-    store.init(s)
+    hsetup.init(s)
     assert (base / "membership.db").stat().st_mode & 0o777 == 0o600
 
 
@@ -99,13 +105,13 @@ def test_every_store_file_is_0600(base, tmp_path):
     assert r.exit_code == 0, r.output
     assert central.stat().st_mode & 0o777 == 0o600
     lock = base / "membership.db.lock"
-    store.init(settings.resolve(str(base)))
+    hsetup.init(settings.resolve(str(base)))
     assert lock.stat().st_mode & 0o777 == 0o600
 
 
 def test_node_store_appends_a_gap_free_hash_chain(base):
     s = settings.resolve(str(base))
-    store.init(s)
+    hsetup.init(s)
     j = NodeStore(s.sqlite_path)
     with j.write():
         seqs = j.append([(10, "n", "serf", b"SERF_EVENT=member-join", b"a\t1.2.3.4\n"),
@@ -123,7 +129,7 @@ def test_node_store_appends_a_gap_free_hash_chain(base):
 
 def test_a_store_at_another_revision_is_refused_with_what_to_do(base):
     s = settings.resolve(str(base))
-    store.init(s)
+    hsetup.init(s)
     with sqlite3.connect(s.sqlite_path) as c:
         c.execute("UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(SchemaMismatch, match="upgrade membership-log"):
@@ -152,15 +158,15 @@ def test_foreign_and_missing_stores_are_refused(tmp_path):
 
 def test_catch_up_refolds_when_the_snapshot_is_unusable(base):
     s = settings.resolve(str(base))
-    store.init(s)
+    hsetup.init(s)
     j = NodeStore(s.sqlite_path)
     with j.write():
         j.append([(10, "n", "serf", b"SERF_EVENT=member-failed", b"node1\t192.168.100.51\t\t\n")])
-    state, live, _ = derive.catch_up(j, NODE, s.live_file)
+    state, live, _ = derive.catch_up(j, NODE, publisher(s.live_file))
     with j.write():
         j.conn.execute("UPDATE snapshot SET state = x'00ff', format = 'garbage'")
     (base / "live-nodes.json").unlink()
-    again, live2, _ = derive.catch_up(j, NODE, s.live_file)
+    again, live2, _ = derive.catch_up(j, NODE, publisher(s.live_file))
     j.close()
     assert again == state and live2 == live
     assert (base / "live-nodes.json").read_bytes() == live
@@ -204,12 +210,12 @@ def test_append_stores_the_canonical_environment_block_so_verify_agrees(base):
     from membership_log.cli import app
 
     s = settings.resolve(str(base))
-    store.init(s)
+    hsetup.init(s)
     j = NodeStore(s.sqlite_path)
     with j.write():  # variables out of order, as a hand-built item might have them
         j.append([(10, "n", "serf", b"SERF_QUERY_NAME=x\0SERF_EVENT=query\0SERF_QUERY_LTIME=1",
                    b"\n")])
-    derive.catch_up(j, NODE, s.live_file)
+    derive.catch_up(j, NODE, publisher(s.live_file))
     j.close()
     with sqlite3.connect(s.sqlite_path) as c:
         (env,) = c.execute("SELECT env FROM event WHERE seq = 2").fetchone()
@@ -265,8 +271,8 @@ def test_a_set_up_is_atomic_an_interrupted_one_leaves_no_half_store(tmp_path, mo
 
     monkeypatch.setattr(admin, "upgrade", boom)  # dies midway through the migrations
     with pytest.raises(RuntimeError):
-        store.init(s)
+        hsetup.init(s)
     assert not (tmp_path / "b" / "membership.db").exists()
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["membership.db.lock"]
     monkeypatch.undo()
-    assert store.init(s)["to"] == SCHEMA_REVISION
+    assert hsetup.init(s)["to"] == SCHEMA_REVISION

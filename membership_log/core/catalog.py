@@ -27,6 +27,10 @@ Dataset = namedtuple("Dataset", "name replicas")
 
 _EXPECTED = "<host:port/tag.name>"
 
+#: A catalog file larger than this is not read (a real one is a few KB; /dev/zero at its path
+#: would be endless). Whoever reads the file (the handler, ``init``, ``doctor``) passes this.
+CATALOG_LIMIT = 16 * 1024 * 1024
+
 #: How deep replicas may nest inside volumes (and v1 ``zones`` inside lists). Real catalogs
 #: nest once or twice; a fixed bound keeps our own walk far from Python's recursion limit.
 MAX_DEPTH = 32

@@ -92,8 +92,8 @@ def make_store(base_dir: str, observer: str, n: int, start_us: int = 1_700_000_0
     catalog, if given, recorded as ``init`` records it)."""
     import os
 
+    from ..history import setup as admin
     from ..history import transfer
-    from ..stores import setup as admin
 
     os.makedirs(base_dir, exist_ok=True)
     s = settings.resolve(base_dir, **kw)

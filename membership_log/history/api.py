@@ -23,22 +23,18 @@ its logs: a node is down cluster-wide while any observer sees it down.
 from __future__ import annotations
 
 import heapq
-import time
 from collections import namedtuple
 from collections.abc import Iterator
 
 from ..core import events, incidents
 from ..core import fold as project
+from ..core.clock import now_us  # noqa: F401 (the API's clock: history.now_us())
 from ..core.errors import MembershipError
 from ..core.figures import intersect, report, unobserved
 from ..core.timespec import Point, check_window, iso, reached
 from ..render import livefile
-from ..stores.node import NODE, ROLE_CENTRAL
+from ..stores.protocol import NODE, ROLE_CENTRAL
 from . import driver as derive
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def open_store(url: str):

@@ -18,10 +18,9 @@ This module is on the handler's hot path: stdlib and the pure core only.
 
 from __future__ import annotations
 
-import marshal
-
 from ..core import events
 from ..core import fold as project
+from ..core.codec import decode_state, encode_state
 from ..core.errors import MembershipError
 from ..render import livefile
 
@@ -34,25 +33,6 @@ SMALL_STATE_MEMBERS = 200
 #: Events folded per write transaction when catching up a long log, so that a handler
 #: arriving meanwhile waits for one chunk, never for the whole log.
 CHUNK = 20_000
-
-
-#: Derived state is a cache: a row in another format is ignored and the log refolded.
-STATE_FORMAT = f"marshal{marshal.version}/state{project.PLAIN_VERSION}"
-
-
-def encode_state(state: project.State) -> bytes:
-    return marshal.dumps(project.to_plain(state))
-
-
-def decode_state(fmt: str, blob: bytes) -> project.State | None:
-    """A stored state, or None if it is in another format or damaged: a cache is refolded,
-    never trusted."""
-    if fmt != STATE_FORMAT:
-        return None
-    try:
-        return project.from_plain(marshal.loads(blob))
-    except Exception:  # noqa: BLE001 - any damage means: refold
-        return None
 
 
 class OutOfRange(MembershipError):
@@ -233,15 +213,16 @@ def advance(store, origin: str, raws: list) -> project.State:
     return state
 
 
-def catch_up(store, origin: str, live_file: str | None = None, fmt: str = "droonga",
-             progress=None, chunk: int = CHUNK) -> tuple[project.State, bytes, dict]:
-    """Fold every event after the derived state into the derived tables and the live file.
+def catch_up(store, origin: str, publish=None, progress=None,
+             chunk: int = CHUNK) -> tuple[project.State, bytes, dict]:
+    """Fold every event after the derived state into the derived tables.
 
-    Chunk by chunk, each one write transaction. The live file is rewritten (only if its bytes
-    change) inside the last one, so handlers running side by side write it one at a time, each
-    from a state at least as new as the last: it never moves backwards. Returns ``(state, live
-    bytes, {seq: warnings})``; the snapshot keeps the default format's bytes, the file is
-    written in ``fmt``.
+    Chunk by chunk, each one write transaction. ``publish(state)``, if given, is called
+    inside the last one: that is where the shell writes the live file, so that handlers
+    running side by side write it one at a time, each from a state at least as new as the
+    last, and it never moves backwards. The driver itself writes no file. Returns ``(state,
+    live bytes, {seq: warnings})``; the live bytes (those the snapshot keeps) are of the
+    default format.
     """
     warnings: dict[int, tuple] = {}
     done = 0
@@ -264,9 +245,8 @@ def catch_up(store, origin: str, live_file: str | None = None, fmt: str = "droon
                 live = livefile.render_view(state.nodes)
                 store.write_derived(origin, keeper.take(state, live))
             finished = stop >= head
-            if finished and live_file is not None:
-                data = live if fmt == "droonga" else livefile.render_view(state.nodes, fmt)
-                livefile.write_atomic(live_file, data, sweep=True)
+            if finished and publish is not None:
+                publish(state)
         if finished:
             if progress is not None:
                 progress(done, done)

@@ -13,15 +13,15 @@ There is one fold and one keeper: verify compares the store with them, never wit
 
 from __future__ import annotations
 
-import marshal
 from collections import namedtuple
 
 from ..core import fold as project
+from ..core.codec import STATE_FORMAT, decode_state, plain_of
 from ..core.raw import GENESIS, chain_hash
 from ..render import livefile
-from ..stores.node import NODE
+from ..stores import files
+from ..stores.protocol import NODE, ROLE_CENTRAL
 from . import driver as derive
-from .driver import decode_state
 
 #: ``seq``: the first bad event (None for a problem that names no event); ``what``: one line.
 Problem = namedtuple("Problem", "seq what")
@@ -56,13 +56,6 @@ def check_chain(rows, first: int, prev: bytes, last: int) -> tuple[int, Problem 
     return expected - first, None
 
 
-def _plain(blob: bytes):
-    try:
-        return marshal.loads(blob)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def _segment(job: tuple) -> dict:
     """Check and fold one stretch of a log: events ``start+1..end``, from the state right
     after ``start`` (a checkpoint's, the anchor's or the empty state). In a worker process
@@ -74,7 +67,7 @@ def _segment(job: tuple) -> dict:
 
         store = open_store(store)
     try:
-        state = project.from_plain(marshal.loads(state_blob)) if state_blob else \
+        state = project.from_plain(plain_of(state_blob)) if state_blob else \
             project.State()
         keeper = derive.Keeper()
         out = {"count": 0, "at_snapshot": None, "lag": set(), "problem": None}
@@ -170,7 +163,7 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
                                 f"missing"))
         return Report(ok, notes, problems)
     else:
-        fmt_ok = snap[1] == derive.STATE_FORMAT
+        fmt_ok = snap[1] == STATE_FORMAT
         snap_state = decode_state(snap[1], bytes(snap[2])) if fmt_ok else None
         if not fmt_ok:
             notes.append(f"{label}the snapshot is in another format ({snap[1]}); it is "
@@ -192,10 +185,10 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
                 problems.append(Problem(head + 1, f"{label}a checkpoint exists for event {seq}"
                                         f", but the log ends at {head}: events are missing"))
             continue
-        if row[2] != derive.STATE_FORMAT:
+        if row[2] != STATE_FORMAT:
             continue  # another release's: ignored by reads, refolded by rebuild
         want = fresh_cps.get(seq)
-        if want is None or _plain(bytes(row[3])) != _plain(want) or row[1] != _max_at(want):
+        if want is None or plain_of(bytes(row[3])) != plain_of(want) or row[1] != _max_at(want):
             problems.append(Problem(seq, f"{label}the checkpoint at event {seq} differs from "
                                          f"a fresh fold{rebuild}"))
             break
@@ -225,7 +218,7 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
         problems.append(Problem(None, f"{label}the observer sessions differ from a fresh "
                                       f"fold{rebuild}"))
     if live_path is not None:
-        live_bytes = livefile.read(live_path)
+        live_bytes = files.read_bytes(live_path)
         expected = livefile.render_view(state.nodes, fmt)
         if live_bytes is not None and live_bytes != expected and live_bytes not in lag_renders:
             # Read after the snapshot: a handler may have recorded and folded more since.
@@ -248,7 +241,7 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
 
 
 def _max_at(blob: bytes) -> int | None:
-    plain = _plain(blob)
+    plain = plain_of(blob)
     return plain[2] if isinstance(plain, tuple) and len(plain) > 2 else None
 
 
@@ -262,7 +255,7 @@ def verify(settings, progress=None) -> Report:
     notes: list[str] = []
     problems: list[Problem] = []
     with open_store(settings.db_url) as store:
-        if store.role == "central":
+        if store.role == ROLE_CENTRAL:
             origins = store.origins()
             for origin in origins:
                 r = verify_log(store, origin, f"{origin}: ", progress=progress,
@@ -277,7 +270,7 @@ def verify(settings, progress=None) -> Report:
             ok += r.ok
             notes += r.notes
             problems += r.problems
-    if store.role != "central":
+    if store.role != ROLE_CENTRAL:
         import os
 
         waiting, bad = spool.scan(settings.spool_dir)

@@ -20,9 +20,10 @@ from collections import namedtuple
 from ..core.errors import MembershipError
 from ..core.timespec import Point
 from ..settings import Settings
-from ..stores import node as nodestore
-from ..stores.node import NODE
+from ..stores.protocol import NODE
+from ..stores.setup import open_node_store
 from . import driver as derive
+from .publish import publisher
 
 #: ``dropped`` events, the ``anchor`` seq after it and its time, the file's bytes before and
 #: after (store plus write-ahead log).
@@ -63,23 +64,19 @@ def _require_shipped(store, url: str, first: int, last: int, progress=None) -> N
 def compact(settings: Settings, before: Point, require_shipped: str | None = None,
             progress=None) -> Compacted:
     """Drop the events received before ``before`` (or before event ``@N``)."""
-    path = settings.sqlite_path
-    if path is None:
-        raise MembershipError("compact works on a node's SQLite store")
+    store = open_node_store(settings.db_url, "compact")
+    path = store.path
     size_before = _size(path)
-    store = nodestore.NodeStore(path)
     try:
-        if store.role_of() != nodestore.ROLE_NODE:
-            raise MembershipError(f"{path} is a central store; compact works on node stores")
         # Derived state first: the anchors come from checkpoints and the fold.
-        derive.catch_up(store, nodestore.NODE, settings.live_file, settings.live_format)
+        derive.catch_up(store, NODE, publisher(settings.live_file, settings.live_format))
         anchor = store.anchor()
         low = anchor.seq if anchor is not None else 0
         head = store.head_seq()
         if before.seq is not None:
             last = min(before.seq - 1, head)
         else:
-            last = derive.seq_at_time(store, nodestore.NODE, before.us - 1)
+            last = derive.seq_at_time(store, NODE, before.us - 1)
         if last <= low:
             at = anchor.max_at if anchor is not None else None
             return Compacted(0, low, at, size_before, size_before)
@@ -89,9 +86,9 @@ def compact(settings: Settings, before: Point, require_shipped: str | None = Non
         end = low
         while end < last:
             end = min(last, end + CHUNK)
-            state = derive.start(store, nodestore.NODE, end)
+            state = derive.start(store, NODE, end)
             (seq, hash_), = store.hashes(NODE, end, end)
-            received = store.received_at(nodestore.NODE, end)
+            received = store.received_at(NODE, end)
             with store.write():
                 dropped += store.drop_through(end, bytes(hash_), received, state)
             if progress is not None:

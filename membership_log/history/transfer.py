@@ -17,10 +17,13 @@ from datetime import datetime
 
 from ..core.errors import MembershipError, StoreError
 from ..core.raw import SOURCE_CATALOG, SOURCE_SERF, RawEvent, decode_env, encode_env, text_of
+from ..core.redact import mask_url
 from ..core.timespec import MAX_US, MIN_US, to_us
-from ..settings import Settings, safe_url
-from ..stores import node as nodestore
-from . import driver as derive
+from ..settings import Settings
+from ..stores.protocol import NODE
+from ..stores.setup import open_node_store
+from . import driver
+from .publish import publisher
 
 #: What an import did: events appended, the seqs they got, the log's head after it.
 Imported = namedtuple("Imported", "appended first last")
@@ -114,16 +117,12 @@ def import_(settings: Settings, lines, progress=None) -> Imported:
     and nothing of it is kept. The store computes the chain; the input's seq and hash are
     not trusted."""
     path = settings.sqlite_path
-    if path is None:
-        raise MembershipError("import loads a node's SQLite store; --db names a central store")
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        from ..stores.setup import init
+    if path is not None and (not os.path.exists(path) or os.path.getsize(path) == 0):
+        from .setup import init
 
         init(settings, record_catalog=False)
-    store = nodestore.NodeStore(path)
+    store = open_node_store(settings.db_url, "import")
     try:
-        if store.role_of() != nodestore.ROLE_NODE:
-            raise MembershipError(f"{path} is a central store; import loads node stores")
         first = last = None
         appended = 0
         with store.write():
@@ -141,7 +140,7 @@ def import_(settings: Settings, lines, progress=None) -> Imported:
             if batch:
                 first, last = _append_and_fold(store, batch, first)
                 appended += len(batch)
-        derive.catch_up(store, nodestore.NODE, settings.live_file, settings.live_format,
+        driver.catch_up(store, NODE, publisher(settings.live_file, settings.live_format),
                         progress=progress)
         return Imported(appended, first, last)
     finally:
@@ -152,7 +151,7 @@ def _append_and_fold(store, batch: list, first: int | None) -> tuple[int, int]:
     """Append a batch and fold it at once (same transaction): the events are in hand, so
     they are not read back."""
     raws = store.append_raws(batch)
-    derive.advance(store, nodestore.NODE, raws)
+    driver.advance(store, NODE, raws)
     return first or raws[0].seq, raws[-1].seq
 
 
@@ -170,9 +169,7 @@ def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) ->
     there). The central copy must continue the local hash chain, or nothing is shipped."""
     from ..stores.central import CentralStore
 
-    if settings.sqlite_path is None:
-        raise MembershipError("ship copies a node's SQLite store; --db names a central store")
-    local = nodestore.NodeStore(settings.sqlite_path)
+    local = open_node_store(settings.db_url, "ship")
     try:
         origin = local.origin_name()
         if origin is None:
@@ -203,7 +200,7 @@ def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) ->
                     if not rows:
                         return Shipped(origin, copied, c_head)
                     central.append_rows(origin, rows)
-                    derive.advance(central, origin, _rows_to_raws(rows))
+                    driver.advance(central, origin, _rows_to_raws(rows))
                 copied += len(rows)
                 if progress is not None:
                     progress(copied, total)
@@ -226,7 +223,7 @@ def _check_continues(local, origin: str, c_head: int, c_hash: bytes | None,
     if c_head:
         mine = anchor.hash if anchor is not None and anchor.seq == c_head else None
         if mine is None:
-            rows = local.hashes(nodestore.NODE, c_head, c_head)
+            rows = local.hashes(NODE, c_head, c_head)
             mine = bytes(rows[0][1]) if rows else None
         if mine != c_hash:
             raise MembershipError(f"the central copy of {origin} diverges from the local log "
@@ -240,9 +237,8 @@ def follow(settings: Settings, to: str, interval: float, say, progress_factory=N
     ends, and retried with backoff (doubling up to ``max_backoff`` seconds), never fatal.
     A URL that can never work (malformed, an unknown kind of database, a driver that is not
     installed) is not an outage: it is refused at once, in one line."""
-    if settings.sqlite_path is None:
-        raise MembershipError("ship copies a node's SQLite store; --db names a central store")
-    from ..stores.setup import engine_for
+    open_node_store(settings.db_url, "ship").close()
+    from ..stores.connect import engine_for
 
     engine_for(to).dispose()  # parses the URL and loads the driver; connects to nothing
     backoff = interval
@@ -255,7 +251,7 @@ def follow(settings: Settings, to: str, interval: float, say, progress_factory=N
             else:
                 r = ship(settings, to)
             if down is not None:
-                say(f"{safe_url(to)} reachable again; shipping resumed")
+                say(f"{mask_url(to)} reachable again; shipping resumed")
                 down = None
             backoff = interval
             if r.copied:

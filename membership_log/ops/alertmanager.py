@@ -32,6 +32,7 @@ from typing import Any
 
 from ..core import labels
 from ..core.errors import MembershipError
+from ..core.redact import mask_url
 
 ALERTNAME = "MembershipNodeDown"
 
@@ -41,18 +42,6 @@ _CAUSES = {"failed": "Serf reported it failed", "left": "it left the cluster (Se
 
 class AlertmanagerError(MembershipError):
     """Alertmanager could not be reached or refused the alerts (one line, no password)."""
-
-
-def mask_url(url: str) -> str:
-    """``url`` with the password (if any) replaced by ``***``: error lines end up in logs."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _one_line(text: str, limit: int = 200) -> str:

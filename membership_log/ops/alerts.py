@@ -45,7 +45,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..core.clock import now_us
 from ..core.errors import StoreError
+from ..core.redact import mask_url
 from . import alertmanager
 from .alertmanager import AlertmanagerError, Backoff, OutageLog
 
@@ -175,7 +177,7 @@ def read_incidents(store, observer: str | None = None) -> tuple[str, list[Incide
     """The origin under which deliveries are kept, and every incident of the view: the same
     incidents ``audit`` reports (:func:`membership_log.history.api.incidents_of`)."""
     from ..history import api as history
-    from ..stores.node import NODE, ROLE_CENTRAL
+    from ..stores.protocol import NODE, ROLE_CENTRAL
 
     found = history.incidents_of(store, observer)
     if store.role != ROLE_CENTRAL:
@@ -193,14 +195,11 @@ def read_incidents(store, observer: str | None = None) -> tuple[str, list[Incide
 def target_of(url: str) -> str:
     """How a target is named in ``alert_delivery``: its URL, password masked (the store is
     not the place for it)."""
-    return alertmanager.mask_url(url).rstrip("/")
+    return mask_url(url).rstrip("/")
 
 
 # -- the I/O -----------------------------------------------------------------------------------
 
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass

@@ -32,12 +32,12 @@ from __future__ import annotations
 import ipaddress
 import sys
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ..core.clock import now_us
 from ..core.errors import MembershipError, StoreError
 from ..render import exposition
 from ..render import tables as render
@@ -98,9 +98,6 @@ def parse_listen(text: str) -> tuple[str, int]:
                          f"[::1]:9137)")
     return host, int(port)
 
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def metrics_text(store, observer: str | None = None, now: int | None = None) -> bytes:

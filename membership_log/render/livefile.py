@@ -4,13 +4,12 @@
 ``json.dumps(obj, indent=2, sort_keys=True) + "\\n"`` (a test holds it to that). It is written
 by hand because importing ``json`` costs the handler about 9 ms (README, "Performance").
 
-:func:`write_atomic` never leaves a moment without a complete file: Droonga's loader reads a
-missing or half file as "no node is live", i.e. a cluster outage.
+Writing it is the shell's: :func:`membership_log.stores.files.write_atomic` never leaves a
+moment without a complete file (Droonga's loader reads a missing or half file as "no node is
+live", i.e. a cluster outage).
 """
 
 from __future__ import annotations
-
-import os
 
 from ..core import fold as project
 
@@ -66,11 +65,6 @@ def render_view(nodes: dict, fmt: str = "droonga") -> bytes:
     return render(project.live_of(nodes))
 
 
-def render_state(state: project.State, fmt: str = "droonga") -> bytes:
-    """The live file for a fold's state."""
-    return render_view(project.view(state), fmt)
-
-
 def render_compact(value: object) -> str:
     """Compact JSON (``separators=(",", ":")``) for str, int, bool, None, list and dict."""
     if isinstance(value, str):
@@ -88,68 +82,3 @@ def render_compact(value: object) -> str:
             json_string(k) + ":" + render_compact(v) for k, v in value.items()
         ) + "}"
     raise TypeError(f"cannot render {type(value).__name__} as JSON")
-
-
-def read(path: str) -> bytes | None:
-    """The file's bytes, or None if it does not exist."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def _sweep(directory: str, base: str) -> None:
-    prefix = f".{base}."
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(prefix) and name.endswith(".tmp") and len(name) == len(prefix) + 20:
-            try:
-                os.unlink(os.path.join(directory, name))
-            except OSError:
-                pass
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o644, sweep: bool = False) -> bool:
-    """Replace ``path`` with ``data`` atomically and durably; skip if it already holds them.
-
-    Temporary file in the same directory (an unpredictable name, created exclusively, never
-    through a symlink), fsync, ``os.replace``, fsync of the directory. Returns whether it
-    wrote. Every rewrite makes every engine reload, hence the skip. ``sweep``: the caller
-    is the only possible writer right now (it holds the store's write lock), so any
-    temporary file of this path is a leftover of a writer killed mid-way: remove it.
-    """
-    if read(path) == data:
-        return False
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    if sweep:
-        _sweep(directory, base)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    tmp = os.path.join(directory, f".{base}.{os.urandom(8).hex()}.tmp")
-    fd = os.open(tmp, flags, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return True

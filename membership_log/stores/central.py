@@ -19,13 +19,14 @@ from contextlib import contextmanager
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..core.codec import STATE_FORMAT, decode_state
 from ..core.errors import SchemaMismatch, StoreError
 from ..core.raw import RawEvent, decode_env
-from ..history import driver as derive
-from ..history.driver import STATE_FORMAT, decode_state
-from ..settings import safe_url
+from ..core.redact import first_line, mask_url
 from ..version import SCHEMA_REVISION
-from .node import ROLE_CENTRAL, Anchor, schema_message
+from .connect import engine_for
+from .node import schema_message
+from .protocol import ROLE_CENTRAL, Anchor
 from .schema import (
     anchor,
     checkpoint,
@@ -35,7 +36,6 @@ from .schema import (
     snapshot,
     store_info,
 )
-from .setup import engine_for, first_line
 
 _EVENT_COLUMNS = ("origin", "seq", "received_us", "observer", "source", "env", "stdin", "hash")
 
@@ -64,18 +64,18 @@ class CentralStore:
                                         .where(store_info.c.key == "role")).scalar()
         except SQLAlchemyError as e:
             self.engine.dispose()
-            raise StoreError(f"cannot open store {safe_url(url)}: {first_line(e, url)}") \
+            raise StoreError(f"cannot open store {mask_url(url)}: {first_line(e, url)}") \
                 from None
         if revision is None:
             self.engine.dispose()
-            raise StoreError(f"{safe_url(url)} is not a membership-log store (run: membership "
+            raise StoreError(f"{mask_url(url)} is not a membership-log store (run: membership "
                              f"db upgrade --db URL)")
         if revision != SCHEMA_REVISION:
             self.engine.dispose()
-            raise SchemaMismatch(schema_message(safe_url(url), revision))
+            raise SchemaMismatch(schema_message(mask_url(url), revision))
         if role != ROLE_CENTRAL:
             self.engine.dispose()
-            raise StoreError(f"{safe_url(url)} is a {role} store, not a central one")
+            raise StoreError(f"{mask_url(url)} is a {role} store, not a central one")
         self.postgres = self.engine.dialect.name == "postgresql"
 
     def close(self) -> None:
@@ -88,7 +88,7 @@ class CentralStore:
         self.close()
 
     def _fail(self, e: Exception, what: str = "read") -> StoreError:
-        return StoreError(f"cannot {what} store {safe_url(self.url)}: {first_line(e, self.url)}")
+        return StoreError(f"cannot {what} store {mask_url(self.url)}: {first_line(e, self.url)}")
 
     @contextmanager
     def write(self):
@@ -350,10 +350,6 @@ class CentralStore:
         except SQLAlchemyError as e:
             raise self._fail(e, "write") from None
 
-    def catch_up(self, origin: str, progress=None) -> None:
-        """Fold one origin's events after its derived state (chunk by chunk)."""
-        derive.catch_up(self, origin, progress=progress)
-
     # -- receiving shipped events -----------------------------------------------------------
 
     def lock_origin(self, origin: str) -> None:
@@ -381,7 +377,7 @@ class CentralStore:
         except SQLAlchemyError as e:
             raise self._fail(e, "write") from None
         except Exception as e:  # psycopg's own errors, raised through COPY
-            raise StoreError(f"cannot write store {safe_url(self.url)}: "
+            raise StoreError(f"cannot write store {mask_url(self.url)}: "
                              f"{first_line(e, self.url)}") from None
 
     # -- membership alerts: delivery progress (alert_delivery) ------------------------------

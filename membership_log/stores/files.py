@@ -115,3 +115,73 @@ def open_lock(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def fsync_dir(directory: str) -> None:
+    """Make a rename or unlink in ``directory`` durable (the one directory fsync)."""
+    fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None if it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _sweep(directory: str, base: str) -> None:
+    prefix = f".{base}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp") and len(name) == len(prefix) + 20:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644, sweep: bool = False) -> bool:
+    """Replace ``path`` with ``data`` atomically and durably; skip if it already holds them.
+
+    Temporary file in the same directory (an unpredictable name, created exclusively, never
+    through a symlink), fsync, ``os.replace``, fsync of the directory. Returns whether it
+    wrote. Every rewrite makes every engine reload, hence the skip. ``sweep``: the caller
+    is the only possible writer right now (it holds the store's write lock), so any
+    temporary file of this path is a leftover of a writer killed mid-way: remove it.
+    """
+    if read_bytes(path) == data:
+        return False
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    if sweep:
+        _sweep(directory, base)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    tmp = os.path.join(directory, f".{base}.{os.urandom(8).hex()}.tmp")
+    fd = os.open(tmp, flags, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+    return True

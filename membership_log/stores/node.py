@@ -22,15 +22,10 @@ except ImportError:  # another Python
     import sqlite3
 
 from ..core import fold as project
+from ..core.codec import STATE_FORMAT, decode_state, encode_state
 from ..core.errors import NotInitialised, SchemaMismatch, StoreError
 from ..core.raw import GENESIS, SOURCE_CATALOG, RawEvent, canonical_env, chain_hash, decode_env
-from ..history.driver import STATE_FORMAT, decode_state, encode_state
-
-#: The origin under which a node store keeps the derived rows of its own log (a central
-#: store uses each node's name).
-NODE = ""
-ROLE_NODE = "node"
-ROLE_CENTRAL = "central"
+from .protocol import NODE, ROLE_CENTRAL, ROLE_NODE, Anchor  # noqa: F401 (ROLE_CENTRAL)
 
 BUSY_TIMEOUT_S = 10.0
 
@@ -508,23 +503,6 @@ def catalog_item(store: NodeStore, data: bytes | None, at: int, observer: str,
     if data == last:
         return None
     return (at, observer, SOURCE_CATALOG, b"", data)
-
-
-class Anchor(tuple):
-    """The retention anchor: ``seq``, ``hash``, ``received_us``, ``max_at``, ``format``,
-    ``state`` (blob)."""
-
-    __slots__ = ()
-
-    def __new__(cls, seq, hash_, received_us, max_at, fmt, state):
-        return tuple.__new__(cls, (seq, bytes(hash_), received_us, max_at, fmt, bytes(state)))
-
-    seq = property(lambda self: self[0])
-    hash = property(lambda self: self[1])
-    received_us = property(lambda self: self[2])
-    max_at = property(lambda self: self[3])
-    format = property(lambda self: self[4])
-    state = property(lambda self: self[5])
 
 
 def schema_message(where: str, revision: str | None) -> str:

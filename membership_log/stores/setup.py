@@ -6,7 +6,9 @@ one node's own log, written by its handler through the stdlib (:mod:`.nodestore`
 picks the role from the SQL dialect: :func:`open_store` reads it.
 
 Only the slow paths come here (``init``, ``db upgrade``, the handler's first run in a new base
-dir); Alembic and SQLAlchemy are imported inside the functions that need them.
+dir); Alembic and SQLAlchemy are imported inside the functions that need them. Bringing the
+derived tables up to date after a set-up is the history layer's job
+(:mod:`membership_log.history.setup`): the stores never fold.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ..core.errors import SchemaMismatch, StoreError
-from ..history import driver as derive
-from ..settings import Settings, safe_url, sqlite_path_of
+from ..core.errors import MembershipError, SchemaMismatch, StoreError
+from ..core.redact import first_line, mask_url
+from ..settings import sqlite_path_of
 from ..version import SCHEMA_REVISION
 from . import files
 from . import node as nodestore
+from .connect import engine_for
+from .protocol import ROLE_CENTRAL, ROLE_NODE
 
 
 def migrations_dir() -> str:
@@ -45,57 +49,11 @@ def _alembic_config(connection):
     return cfg
 
 
-def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
-
-
 def _known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
     return {s.revision for s in ScriptDirectory.from_config(_alembic_config(None))
             .walk_revisions()}
-
-
-def driver_url(url: str) -> str:
-    """``postgresql://`` means psycopg 3 here (SQLAlchemy alone would pick psycopg2)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-def engine_for(url: str):
-    """A SQLAlchemy engine; every failure to make one is one line, password masked."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-
-    try:
-        return create_engine(driver_url(url))
-    except NoSuchModuleError:
-        scheme = url.split(":", 1)[0]
-        raise StoreError(f"{safe_url(url)}: unknown database kind {scheme!r} (use sqlite:/// "
-                         f"or postgresql://)") from None
-    except ImportError as e:
-        raise StoreError(f"{safe_url(url)}: its database driver is not installed "
-                         f"({e.name or e})") from None
-    except (ArgumentError, SQLAlchemyError, ValueError, TypeError) as e:
-        raise StoreError(f"cannot use store URL {safe_url(url)}: "
-                         f"{first_line(e, url)}") from None
-
-
-def first_line(e: BaseException, url: str | None = None) -> str:
-    """An exception as one line, with any password from ``url`` masked."""
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    if url:
-        line = line.replace(url, safe_url(url))
-        start = url.find("://") + 3
-        colon, at = url.find(":", start), url.rfind("@")
-        if start >= 3 and 0 <= colon < at - 1:
-            line = line.replace(url[colon + 1:at], "***")  # the password, however quoted
-    return line
 
 
 def upgrade(url: str, role: str | None = None) -> tuple[str | None, str]:
@@ -114,20 +72,20 @@ def upgrade(url: str, role: str | None = None) -> tuple[str | None, str]:
             if before == SCHEMA_REVISION:
                 return before, before
             if before is not None and before not in _known_revisions():
-                raise SchemaMismatch(nodestore.schema_message(safe_url(url), before))
+                raise SchemaMismatch(nodestore.schema_message(mask_url(url), before))
             if before is None and _has_foreign_tables(conn):
-                raise StoreError(f"{safe_url(url)} holds tables that are not a membership-log "
+                raise StoreError(f"{mask_url(url)} holds tables that are not a membership-log "
                                  f"store; refusing to write into it")
             command.upgrade(_alembic_config(conn), "head")
             if before is None:
-                role = role or (nodestore.ROLE_NODE if conn.dialect.name == "sqlite"
-                                else nodestore.ROLE_CENTRAL)
+                role = role or (ROLE_NODE if conn.dialect.name == "sqlite"
+                                else ROLE_CENTRAL)
                 conn.execute(text("UPDATE store_info SET value = :r WHERE key = 'role'"),
                              {"r": role})
             after = MigrationContext.configure(conn).get_current_revision() or ""
             return before, after
     except SQLAlchemyError as e:
-        raise StoreError(f"cannot upgrade store {safe_url(url)}: {first_line(e, url)}") \
+        raise StoreError(f"cannot upgrade store {mask_url(url)}: {first_line(e, url)}") \
             from None
     finally:
         engine.dispose()
@@ -147,7 +105,7 @@ def _create_node_store(path: str) -> None:
     # Created 0600 before SQLite opens it: the log may name hosts and payloads.
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     try:
-        upgrade("sqlite:///" + tmp, nodestore.ROLE_NODE)
+        upgrade("sqlite:///" + tmp, ROLE_NODE)
         conn = sqlite3.connect(tmp)
         try:
             # Write-ahead logging: readers never block the handler; it persists in the file.
@@ -160,7 +118,7 @@ def _create_node_store(path: str) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(directory)
+        files.fsync_dir(directory)
     except BaseException:
         for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
             try:
@@ -170,15 +128,7 @@ def _create_node_store(path: str) -> None:
         raise
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_dirs(directory: str) -> None:
+def make_dirs(directory: str) -> None:
     """Create a base dir (and its parents) 0755 whatever the umask: Serf's handler may run
     with umask 0, and a world-writable base dir would let anyone plant files in it. One
     line, not a traceback, if it cannot be done."""
@@ -224,20 +174,18 @@ def _needs_creating(path: str) -> bool:
         return False  # not SQLite at all: upgrade() says so in one line
 
 
-def init(settings: Settings, observer: str = "", received_us: int | None = None,
-         record_catalog: bool = True, progress=None) -> dict:
-    """Create or upgrade the store, record the catalog if it changed, bring everything
-    derived (the live file included) up to date. Idempotent.
+def prepare(url: str, role: str | None = None) -> tuple[str | None, str]:
+    """Create or upgrade the store at ``url``; returns the revisions (from, to).
 
-    Concurrent callers (handlers set up on the spot) are serialised by a lock file beside the
-    SQLite store."""
-    _make_dirs(settings.base_dir)
-    path = settings.sqlite_path
+    A SQLite path gets a whole new node store (built under a temporary name and renamed into
+    place, under the set-up lock, so that handlers set up on the spot at once make one store,
+    and a set-up killed at any moment leaves none or a whole one), unless ``role`` says
+    central; any other store is upgraded in place by Alembic. A new store gets ``role``
+    (default: node for SQLite, central for a database server)."""
+    path = sqlite_path_of(url)
     if path is None:
-        before, after = upgrade(settings.db_url)
-        refold_central(settings.db_url, progress)
-        return {"store": safe_url(settings.db_url), "from": before, "to": after}
-    _make_dirs(os.path.dirname(path))
+        return upgrade(url, role)
+    make_dirs(os.path.dirname(path))
     import fcntl
 
     lock = _lock_file(path)
@@ -245,61 +193,41 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
         fcntl.flock(lock, fcntl.LOCK_EX)
         _remove_leftovers(path)
         if _needs_creating(path):
-            _create_node_store(path)
-            before, after = None, SCHEMA_REVISION
-        else:
-            before, after = upgrade(settings.db_url)
+            if role in (None, ROLE_NODE):
+                _create_node_store(path)
+                return None, SCHEMA_REVISION
+            # Created 0600 before SQLite opens it: the log may name hosts and payloads.
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                 0o600))
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise StoreError(f"cannot create store {path}: {e.strerror or e}") from None
+        before, after = upgrade(url, role)
     finally:
         os.close(lock)
-    if received_us is None:
-        import time
+    os.chmod(path, 0o600)
+    return before, after
 
-        received_us = time.time_ns() // 1000
+
+def open_node_store(url: str, command: str) -> nodestore.NodeStore:
+    """The node store at ``url`` for a command that only a node's own log can serve
+    (``import``, ``ship``, ``compact``, ``head``): anything else is one line naming why."""
+    path = sqlite_path_of(url)
+    if path is None:
+        raise MembershipError(f"{command} works on a node's SQLite store; --db names a "
+                              f"central store ({mask_url(url)})")
     store = nodestore.NodeStore(path)
     try:
-        if store.role_of() != nodestore.ROLE_NODE:
-            raise StoreError(f"{path} is a central store; init makes node stores")
-        warnings: list[str] = []
-        if record_catalog:
-            from ..handler import CATALOG_LIMIT
-
-            data, problem = files.read_regular(settings.catalog, CATALOG_LIMIT)
-            with store.write():
-                item = nodestore.catalog_item(store, data, received_us, observer, problem)
-                if item is not None:
-                    store.append([item])
-                    if problem:
-                        warnings.append(problem)
-        state, _, notes = derive.catch_up(store, nodestore.NODE, settings.live_file,
-                                          fmt=settings.live_format, progress=progress)
-    finally:
+        role = store.role_of()
+    except BaseException:
         store.close()
-    from ..core.fold import live_nodes
-
-    return {"store": path, "from": before, "to": after, "seq": state.seq,
-            "live": sorted(live_nodes(state)),
-            "warnings": warnings + [w for seq in sorted(notes) for w in notes[seq]]}
-
-
-def refold_central(url: str, progress=None) -> None:
-    """Bring a central store's derived tables up to date for every log it holds."""
-    store = open_store(url)
-    try:
-        if store.role != nodestore.ROLE_CENTRAL:
-            return
-        for origin in store.origins():
-            store.catch_up(origin, progress=progress)
-    finally:
+        raise
+    if role != ROLE_NODE:
         store.close()
-
-
-def store_role(url: str) -> str:
-    """The role recorded in a store (``node`` or ``central``)."""
-    path = sqlite_path_of(url)
-    if path is not None:
-        with nodestore.NodeStore(path) as s:
-            return s.role_of()
-    return nodestore.ROLE_CENTRAL
+        raise MembershipError(f"{path} is a central store; {command} works on node stores")
+    return store
 
 
 def open_store(url: str):
@@ -313,7 +241,7 @@ def open_store(url: str):
         except StoreError:
             store.close()
             raise
-        if role == nodestore.ROLE_NODE:
+        if role == ROLE_NODE:
             return store
         store.close()
     from .central import CentralStore
@@ -321,44 +249,3 @@ def open_store(url: str):
     return CentralStore(url)
 
 
-def upgrade_store(settings: Settings, role: str | None = None, progress=None) -> tuple:
-    """``membership db upgrade``: the migrations, then everything derived brought up to date
-    (an upgrade that adds or reshapes a derived table leaves it to be refolded: without this,
-    an upgraded store would report an audit without its history). Returns (from, to)."""
-    path = settings.sqlite_path
-    if path is not None and _needs_creating(path) and role != nodestore.ROLE_CENTRAL:
-        _make_dirs(os.path.dirname(path))
-        import fcntl
-
-        lock = _lock_file(path)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if _needs_creating(path):
-                _create_node_store(path)
-                return None, SCHEMA_REVISION
-        finally:
-            os.close(lock)
-    if path is not None and not os.path.exists(path):
-        # Created 0600 before SQLite opens it: the log may name hosts and payloads.
-        _make_dirs(os.path.dirname(path))
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                             0o600))
-        except OSError as e:
-            raise StoreError(f"cannot create store {path}: {e.strerror or e}") from None
-    before, after = upgrade(settings.db_url, role)
-    if path is not None:
-        os.chmod(path, 0o600)
-    if before == after:
-        return before, after
-    store = open_store(settings.db_url)
-    try:
-        if store.role == nodestore.ROLE_NODE:
-            derive.catch_up(store, nodestore.NODE, settings.live_file, settings.live_format,
-                            progress=progress)
-        else:
-            for origin in store.origins():
-                store.catch_up(origin, progress=progress)
-    finally:
-        store.close()
-    return before, after

@@ -16,6 +16,8 @@ import errno
 import os
 import stat
 
+from . import files
+
 MAGIC = b"membership-spool 1\n"
 SUFFIX = ".event"
 #: Subdirectory of the spool holding files that could not be taken in.
@@ -85,14 +87,6 @@ def decode(data: bytes) -> tuple:
             observer.decode("utf-8", "surrogateescape"), source_text, env_blob, stdin)
 
 
-def _fsync_dir(directory: str) -> None:
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def put(directory: str, item: tuple) -> str:
     """Write ``item`` durably into the spool; returns its path.
 
@@ -114,7 +108,7 @@ def put(directory: str, item: tuple) -> str:
         os.close(fd)
     path = os.path.join(directory, name)
     os.replace(tmp, path)  # rename() replaces a symlink at ``path``, never follows it
-    _fsync_dir(directory)
+    files.fsync_dir(directory)
     return path
 
 
@@ -159,21 +153,16 @@ def _scan(directory: str) -> tuple[list[tuple[str, tuple]], list[str]]:
 
 
 def scan(directory: str) -> tuple[list[tuple[str, tuple]], list[str]]:
-    """Both at once, reading each file once: ``(pending, unreadable)`` as
-    :func:`pending` and :func:`unreadable` give them."""
+    """``(pending, unreadable)``: the spooled events in arrival order as ``(path, item)``,
+    and the paths of files that cannot be read or decoded (never deleted), each file read
+    once."""
     return _scan(directory)
-
-
-def pending(directory: str) -> list[tuple[str, tuple]]:
-    """Spooled events in arrival order, as ``(path, item)``. Unreadable files are skipped
-    here (see :func:`unreadable`), never deleted."""
-    return _scan(directory)[0]
 
 
 def unreadable(directory: str) -> list[str]:
     """Paths of the spool's ``*.event`` files that cannot be read or decoded, in order.
 
-    :func:`pending` skips them, so without this nobody would learn they exist.
+    :func:`scan` sets them apart, so without this nobody would learn they exist.
     """
     return _scan(directory)[1]
 
@@ -210,8 +199,8 @@ def quarantine(directory: str, paths: list[str]) -> list[str]:
             continue
         moved.append(dest)
     if moved:
-        _fsync_dir(target)
-        _fsync_dir(directory)
+        files.fsync_dir(target)
+        files.fsync_dir(directory)
     return moved
 
 

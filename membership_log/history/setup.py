@@ -1,0 +1,111 @@
+"""Making a store right: set-up (``init``, the handler's first run), ``db upgrade`` and
+``rebuild``, each of which ends with the derived tables (and a node's live file) brought up
+to date by the one fold driver.
+
+The stores create and upgrade schemas (:mod:`membership_log.stores.setup`) and never fold;
+the driver folds and writes no file; this module joins the two, and it alone hands the
+driver the function that writes the live file (:func:`publisher`).
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from ..core import fold
+from ..core.catalog import CATALOG_LIMIT
+from ..core.clock import now_us
+from ..core.errors import StoreError
+from ..core.redact import mask_url
+from ..settings import Settings
+from ..stores import files
+from ..stores import node as nodestore
+from ..stores import setup as store_setup
+from ..stores.protocol import NODE, ROLE_CENTRAL, ROLE_NODE
+from . import driver, publish
+
+#: What ``rebuild`` did: ``logs`` rebuilt, and for a node store the head ``seq`` and the live
+#: nodes written (None on a central store).
+Rebuilt = namedtuple("Rebuilt", "logs seq live")
+
+
+def publisher(settings: Settings):
+    """The live-file writer for ``settings`` (see :mod:`membership_log.history.publish`)."""
+    return publish.publisher(settings.live_file, settings.live_format)
+
+
+def refold(store, settings: Settings | None = None, progress=None) -> list[str]:
+    """Bring the derived tables of every log the store holds up to date; on a node store
+    with ``settings``, write its live file too. Returns the logs folded."""
+    origins = store.origins()
+    for origin in origins:
+        publish = publisher(settings) if settings is not None and origin == NODE else None
+        driver.catch_up(store, origin, publish, progress=progress)
+    return origins
+
+
+def init(settings: Settings, observer: str = "", received_us: int | None = None,
+         record_catalog: bool = True, progress=None) -> dict:
+    """Create or upgrade the store, record the catalog if it changed, bring everything
+    derived (the live file included) up to date. Idempotent.
+
+    Concurrent callers (handlers set up on the spot) are serialised by the store's set-up
+    lock."""
+    path = settings.sqlite_path
+    store_setup.make_dirs(settings.base_dir)
+    if path is None:
+        before, after = store_setup.prepare(settings.db_url)
+        with store_setup.open_store(settings.db_url) as store:
+            refold(store, progress=progress)
+        return {"store": mask_url(settings.db_url), "from": before, "to": after}
+    before, after = store_setup.prepare(settings.db_url, ROLE_NODE)
+    if received_us is None:
+        received_us = now_us()
+    store = nodestore.NodeStore(path)
+    try:
+        if store.role_of() != ROLE_NODE:
+            raise StoreError(f"{path} is a central store; init makes node stores")
+        warnings: list[str] = []
+        if record_catalog:
+            data, problem = files.read_regular(settings.catalog, CATALOG_LIMIT)
+            with store.write():
+                item = nodestore.catalog_item(store, data, received_us, observer, problem)
+                if item is not None:
+                    store.append([item])
+                    if problem:
+                        warnings.append(problem)
+        state, _, notes = driver.catch_up(store, NODE, publisher(settings), progress=progress)
+    finally:
+        store.close()
+    return {"store": path, "from": before, "to": after, "seq": state.seq,
+            "live": sorted(fold.live_nodes(state)),
+            "warnings": warnings + [w for seq in sorted(notes) for w in notes[seq]]}
+
+
+def upgrade_store(settings: Settings, role: str | None = None, progress=None) -> tuple:
+    """``membership db upgrade``: the migrations, then everything derived brought up to date
+    (an upgrade that adds or reshapes a derived table leaves it to be refolded: without this,
+    an upgraded store would report an audit without its history). Returns (from, to)."""
+    before, after = store_setup.prepare(settings.db_url, role)
+    if before is None or before == after:
+        return before, after
+    with store_setup.open_store(settings.db_url) as store:
+        refold(store, settings if store.role == ROLE_NODE else None, progress)
+    return before, after
+
+
+def rebuild(settings: Settings, progress=None) -> Rebuilt:
+    """Drop everything derived (snapshot, checkpoints, incidents, sessions) and fold the raw
+    log again, from the retention anchor if there is one; on a node store, rewrite the live
+    file if its bytes differ. The raw log is never changed. Chunk by chunk (the driver's):
+    handlers wait for one chunk at most, and a rebuild killed midway leaves derived state
+    that merely lags."""
+    with store_setup.open_store(settings.db_url) as store:
+        origins = store.origins()
+        for origin in origins:
+            with store.write():
+                store.truncate_derived(origin, store.first_seq(origin) - 1)
+        if store.role == ROLE_CENTRAL:
+            refold(store, progress=progress)
+            return Rebuilt(len(origins), None, None)
+        state, _, _ = driver.catch_up(store, NODE, publisher(settings), progress=progress)
+        return Rebuilt(1, state.seq, sorted(fold.live_nodes(state)))
