@@ -44,6 +44,7 @@ from membership_log.demo.synthetic import make_store
 from membership_log.history import api as history
 from membership_log.ops import alerts
 from membership_log.ops.serve import Api
+from membership_log.stores.protocol import NODE
 
 ROWS: list[dict] = []
 
@@ -292,13 +293,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.base_dir and os.path.exists(os.path.join(args.base_dir, "membership.db")):
             s = settings.resolve(args.base_dir)
             with history.open_store(s.db_url) as store:
-                n = store.head_seq()
+                n = store.head_seq(NODE)
         else:
             t = time.perf_counter()
             s = make_store(args.base_dir or str(work / "store"), "node0", n, flap_rate=0.05)
             print(f"built {n:,} events in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         with history.open_store(s.db_url) as store:
-            kept = len(store.incidents())
+            kept = len(store.incidents(NODE))
         row("store", "events", n, "events")
         row("store", "incidents", kept, "incidents")
         full = n >= 1_000_000

@@ -23,6 +23,7 @@ from .core.clock import now_us
 from .core.errors import MembershipError
 from .core.redact import mask_url
 from .core.timespec import iso
+from .render import jsondoc
 from .render import tables as render
 from .version import __version__
 
@@ -246,17 +247,21 @@ def state(s: settings.Settings, at: At = None, observer: ObserverOpt = None,
         membership state --at @42 --as-live-file > live-nodes.json
     """
     from .history import api as history
+    from .render import jsondoc, livefile
 
     if json_out and as_live_file:
         raise typer.BadParameter("--json and --as-live-file exclude each other")
     with _store(s) as store:
-        if as_live_file:
-            sys.stdout.buffer.write(history.live_file_at(store, at, observer, s.live_format))
-            sys.stdout.buffer.flush()
-            return
         now = history.state_at(store, at, observer)
+    if as_live_file:
+        reason = livefile.outage_reason(now.nodes)
+        if reason is not None:
+            raise MembershipError(f"no live file to print: {reason}")
+        sys.stdout.buffer.write(livefile.render_view(now.nodes, s.live_format))
+        sys.stdout.buffer.flush()
+        return
     if json_out:
-        _out(render.json_doc(render.state_record(now)))
+        _out(jsondoc.encode(jsondoc.state_doc(now)))
         return
     _out(render.state_table(now, at))
 
@@ -380,8 +385,9 @@ def timeline(s: settings.Settings, since: Since = None, until: Until = None,
                                  param_hint="-o")
     window = _seconds(flap_window, "--flap-window")
     with _store(s) as store:
-        svg = history.timeline(store, since, until, node, observer, flap_window_s=window,
-                               flap_threshold=flap_threshold)
+        svg = _timeline.picture(history.audit(store, since, until, node, observer,
+                                              flap_window_s=window,
+                                              flap_threshold=flap_threshold))
     data = svg if output.endswith(".svg") else _timeline.render_html(svg)
     try:
         files.write_atomic(output, data.encode("utf-8"))
@@ -409,7 +415,8 @@ def export(s: settings.Settings, since: Since = None, until: Until = None,
     from .history import api as history
 
     with _store(s) as store:
-        render.write_json_lines(sys.stdout, history.export(store, since, until, observer))
+        jsondoc.write_lines(sys.stdout, (jsondoc.export_doc(raw) for raw in
+                                         history.export(store, since, until, observer)))
 
 
 @command(name="import", reads=tuple(_LOCATION))
@@ -443,6 +450,12 @@ def import_(s: settings.Settings,
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+    if r.dropped:
+        names = ", ".join(render.printable(n) for n in sorted(r.dropped)[:8])
+        typer.echo(f"membership: warning: dropped variables the handler never records from "
+                   f"{max(r.dropped.values())} line(s): {names}"
+                   + (f" (+{len(r.dropped) - 8} more)" if len(r.dropped) > 8 else ""),
+                   err=True)
     if r.appended:
         _out(f"imported {r.appended} event(s) as events {r.first}..{r.last}")
     else:
@@ -519,26 +532,45 @@ def compact(s: settings.Settings,
                 help=f"Drop the events received before this moment. {_TIME_HELP}")] = ...,
             require_shipped: Annotated[str | None, typer.Option(
                 "--require-shipped", metavar="URL", help="Refuse unless this central store "
-                "holds every event to drop, with the same hash.")] = None) -> None:
+                "holds every event to drop, with the same hash.")] = None,
+            dry_run: Annotated[bool, typer.Option(
+                "--dry-run", help="Print what would be dropped (events, time range, bytes) "
+                "and change nothing.")] = False,
+            force: Annotated[bool, typer.Option(
+                "--force", help="Drop events no central store was shown to hold (without "
+                "--require-shipped, compact refuses unless given this).")] = False) -> None:
     """Drop old events from this node's store, keeping an anchor the chain verifies from.
 
-    The anchor is the last dropped event's seq and hash and the fold's state after it:
-    every answer about a time at or after it is unchanged; a time before it is an error
-    naming the earliest time kept. Derived incidents are kept, so counters never go back.
-    Safe under kill -9 at any moment and beside running handlers (it works in chunks). The
-    file shrinks (VACUUM). Ship first: --require-shipped refuses unless the central store
-    has everything it would drop.
+    The anchor is the last dropped event's seq and hash and the fold's state after it,
+    recorded in the log itself (so the hash chain covers it): every answer about a time at
+    or after it is unchanged; a time before it is an error naming the earliest time kept.
+    Derived incidents are kept, so counters never go back. Safe under kill -9 at any moment
+    and beside running handlers (it works in chunks). The file shrinks (VACUUM). Ship
+    first: --require-shipped refuses unless the central store has everything it would
+    drop; without it compact refuses unless --force says the events may go unshipped.
+    --dry-run shows what would go.
 
     Example:
 
     \b
+        membership compact --base-dir /var/lib/droonga --before '90d ago' --dry-run
         membership compact --base-dir /var/lib/droonga --before '90d ago' \\
             --require-shipped postgresql://membership@db/central
     """
     from .history import retention
 
+    if dry_run:
+        p = retention.plan(s, before)
+        if not p.events:
+            _out("would drop nothing: no event kept was received before "
+                 f"{iso(before.us) if before.us is not None else before.text}")
+            return
+        _out(f"would drop {p.events} event(s): {p.first}..{p.last}, received "
+             f"{iso(p.first_at)} to {iso(p.last_at)}, about {p.bytes:,} bytes "
+             f"(nothing changed: --dry-run)")
+        return
     with _progress("compacting") as progress:
-        r = retention.compact(s, before, require_shipped, progress)
+        r = retention.compact(s, before, require_shipped, force, progress)
     if not r.dropped:
         _out("nothing to compact: no event kept was received before "
              f"{iso(before.us) if before.us is not None else before.text}")
@@ -628,7 +660,7 @@ def watch(s: settings.Settings, json_out: Json = False,
     try:
         for change in engine.watch(s.live_file, interval, on_problem=problem):
             if json_out:
-                line = render.json_line({"at": iso(change.at), "added": list(change.added),
+                line = jsondoc.encode({"at": iso(change.at), "added": list(change.added),
                                          "removed": list(change.removed),
                                          "live": list(change.live)})
             else:
@@ -673,7 +705,7 @@ def route(s: settings.Settings,
     routes = engine.route(datasets, live)
     stranded = [name for name, r in routes.items() if not r["usable_replicas"]]
     if json_out:
-        _out(render.json_doc({"datasets": routes}))
+        _out(jsondoc.encode({"datasets": routes}))
     else:
         _out(render.route_text(routes, stranded))
     if stranded:

@@ -45,3 +45,17 @@ class Log:
 
     def user(self, name, payload, ltime=None, kind="user", at=None, observer="o"):
         return ev.Event(*self._next(at), observer, kind, name, ltime, (), payload, None, ())
+
+
+def collect_incidents(steps):
+    """Every incident in ``(event, changes, nodes)`` steps, through the one reducer, as
+    Incident records in the order they began (a plain fold's answer, for comparisons)."""
+    from membership_log.core import incidents
+
+    reducer = incidents.Reducer()
+    found = {}
+    for event, changes, nodes in steps:
+        opened, closed = reducer.feed(event, changes, nodes)
+        for r in opened + closed:
+            found[(r.node, r.down_seq)] = incidents.record(r)
+    return sorted(found.values(), key=lambda i: (i.down_at, i.node))

@@ -5,8 +5,10 @@ from samples import NODES, Log
 
 from membership_log.core import figures as audit
 from membership_log.core import fold as project
-from membership_log.core import incidents
+from membership_log.core import incidents, merge
+from membership_log.core.incidents import Incident
 from membership_log.core.timespec import iso
+from membership_log.render.jsondoc import audit_doc
 
 N0, N1, N2 = NODES
 T0 = 1_700_000_000_000_000
@@ -16,19 +18,27 @@ S = 1_000_000
 def collect(events, until=None):
     """Every incident of ``events`` up to ``until``, and the catalog nodes."""
     state = project.State()
-    triples = []
+    reducer = incidents.Reducer()
+    found = {}
     for e in events:
         if until is not None and e.at > until:
             break
         effect = state.apply(e)
-        triples.append((e, effect.changes, dict(state.nodes)))
-    found = incidents.collect(triples)
+        opened, closed = reducer.feed(e, effect.changes, state.nodes)
+        for r in opened + closed:
+            found[(r.node, r.down_seq)] = incidents.record(r)
+    found = sorted(found.values(), key=lambda i: (i.down_at, i.node))
     return found, {n for n, v in state.nodes.items() if v.in_catalog}
+
+
+def report(*args, **kw) -> dict:
+    """The audit document, as ``audit --json`` writes it."""
+    return audit_doc(audit.report(*args, **kw))
 
 
 def run(events, since, until, **kw):
     found, nodes = collect(events, until)
-    return found, audit.report(found, nodes, since, until, iso, **kw)
+    return found, report(found, nodes, since, until, **kw)
 
 
 def test_failed_then_back_is_one_closed_incident():
@@ -37,7 +47,7 @@ def test_failed_then_back_is_one_closed_incident():
           log.member("member-failed", ("node1", "192.168.100.51"), at=T0 + 10 * S),
           log.member("member-join", ("node1", "192.168.100.51"), at=T0 + 40 * S)]
     incidents, doc = run(es, T0, T0 + 100 * S)
-    assert incidents == [audit.Incident(N1, T0 + 10 * S, T0 + 40 * S, "failed", ("o",), 2, 3)]
+    assert incidents == [Incident(N1, T0 + 10 * S, T0 + 40 * S, "failed", ("o",), 2, 3)]
     n1 = doc["nodes"][N1]
     assert n1["incidents"][0]["duration_s"] == 30.0
     assert (n1["downtime_s"], n1["availability"], n1["mttr_s"], n1["flaps"]) == \
@@ -110,24 +120,24 @@ def test_an_incident_still_open_at_until_is_reported_open():
 def test_a_clock_that_steps_back_never_gives_negative_figures():
     """An incident 'ending' before it began (the clock stepped back) lasted 0 s, and no
     availability leaves [0, 1] (issue 11, item 8)."""
-    inc = audit.Incident(N1, T0 + 50 * S, T0 + 20 * S, "failed", ("o",), 2, 3)
-    doc = audit.report([inc], {N1}, T0, T0 + 100 * S, iso)
+    inc = Incident(N1, T0 + 50 * S, T0 + 20 * S, "failed", ("o",), 2, 3)
+    doc = report([inc], {N1}, T0, T0 + 100 * S)
     n1 = doc["nodes"][N1]
     assert n1["incidents"][0]["duration_s"] == 0.0
     assert n1["downtime_s"] == 0.0 and n1["availability"] == 1.0
-    late = audit.Incident(N1, T0 - 50 * S, None, "failed", ("o",), 2, None)
-    doc = audit.report([late], {N1}, T0, T0 + 100 * S, iso)
+    late = Incident(N1, T0 - 50 * S, None, "failed", ("o",), 2, None)
+    doc = report([late], {N1}, T0, T0 + 100 * S)
     assert 0.0 <= doc["nodes"][N1]["availability"] <= 1.0
 
 
 def test_unobserved_time_is_reported_and_availability_counts_observed_time_only():
     """An observer's agent down from 30 s to 50 s: an incident 20-60 s overlaps the gap by
     20 s; availability is over the 80 s observed."""
-    inc = audit.Incident(N1, T0 + 20 * S, T0 + 60 * S, "failed", ("o",), 2, 3)
+    inc = Incident(N1, T0 + 20 * S, T0 + 60 * S, "failed", ("o",), 2, 3)
     sessions = [("o", T0 + 50 * S, T0 + 30 * S)]
     gaps = audit.unobserved(sessions, T0, T0 + 100 * S)
     assert gaps == [(T0 + 30 * S, T0 + 50 * S)]
-    doc = audit.report([inc], {N1}, T0, T0 + 100 * S, iso, gaps)
+    doc = report([inc], {N1}, T0, T0 + 100 * S, gaps)
     i = doc["nodes"][N1]["incidents"][0]
     assert i["unobserved_s"] == 20.0 and i["duration_s"] == 40.0
     assert doc["nodes"][N1]["downtime_s"] == 20.0
@@ -137,9 +147,9 @@ def test_unobserved_time_is_reported_and_availability_counts_observed_time_only(
 
 def test_flapping_stretches_and_detection_delay():
     starts = [T0 + k * 60 * S for k in (0, 2, 4, 30, 31, 32, 33, 100)]
-    incs = [audit.Incident(N1, t, t + 10 * S, "failed", ("o",), i, i + 1)
+    incs = [Incident(N1, t, t + 10 * S, "failed", ("o",), i, i + 1)
             for i, t in enumerate(starts)]
-    doc = audit.report(incs, {N1}, T0, T0 + 200 * 60 * S, iso, flap_window_us=600 * S,
+    doc = report(incs, {N1}, T0, T0 + 200 * 60 * S, flap_window_us=600 * S,
                        flap_threshold=3, detection_delay_us=5 * S)
     flapping = doc["nodes"][N1]["flapping"]
     assert [(f["from"], f["to"], f["incidents"]) for f in flapping] == [
@@ -151,10 +161,12 @@ def test_flapping_stretches_and_detection_delay():
 
 
 def test_merging_observers_unions_overlapping_incidents():
-    a = [audit.Incident(N1, 10, 40, "failed", ("a",), 1, 2),
-         audit.Incident(N1, 100, None, "failed", ("a",), 5, None)]
-    b = [audit.Incident(N1, 20, 60, "failed", ("b",), 3, 4),
-         audit.Incident(N2, 0, 5, "left", ("b",), 1, 2)]
-    merged = incidents.merge([a, b])
+    a = [Incident(N1, 10, 40, "failed", ("a",), 1, 2),
+         Incident(N1, 100, None, "failed", ("a",), 5, None)]
+    b = [Incident(N1, 20, 60, "failed", ("b",), 3, 4),
+         Incident(N2, 0, 5, "left", ("b",), 1, 2)]
+    merged = merge.incidents({o: [(i.node, i.down_at, i.up_at, i.cause, i.observers[0],
+                                   i.down_seq, i.up_seq) for i in rows]
+                              for o, rows in (("a", a), ("b", b))})
     assert [(i.node, i.down_at, i.up_at, i.observers) for i in merged] == [
         (N2, 0, 5, ("b",)), (N1, 10, 60, ("a", "b")), (N1, 100, None, ("a",))]

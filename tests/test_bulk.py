@@ -11,7 +11,7 @@ from membership_log.core.timespec import Point
 from membership_log.demo.synthetic import make_store
 from membership_log.history import api as history
 from membership_log.history import bulk, integrity, parallel, transfer
-from membership_log.render import tables as render
+from membership_log.render import jsondoc
 from membership_log.stores import setup as admin
 
 START = 1_700_000_000_000_000
@@ -31,7 +31,7 @@ def log(tmp_path_factory):
 
 def _plain_replay(store, *args):
     out = io.StringIO()
-    render.write_json_lines(out, (render.replay_record(r) for r in history.replay(store, *args)))
+    jsondoc.write_lines(out, (jsondoc.replay_doc(r) for r in history.replay(store, *args)))
     return out.getvalue()
 
 
@@ -61,7 +61,7 @@ def test_audit_json_on_every_core_equals_the_plain_audit(log, options):
     until = Point("u", START + 13_000 * 1000, None)
     with history.open_store(log.db_url) as st:
         got = bulk.audit_json(log.db_url, st, None, until, now=1, **options)
-        want = render.json_doc(history.audit(st, None, until, now=1, **options))
+        want = jsondoc.audit_text(history.audit(st, None, until, now=1, **options))
     assert got == want
     assert got.count('"down_at"') > 1_000
 

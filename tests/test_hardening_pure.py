@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from membership_log.core import catalog, raw, timespec
-from membership_log.core.figures import Incident
+from membership_log.core.incidents import Incident
 from membership_log.core.redact import mask_url as safe_url
 from membership_log.render import tables as render
 from membership_log.render.timeline import render_html, render_svg

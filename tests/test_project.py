@@ -56,7 +56,7 @@ def test_member_matched_by_name_host_or_address():
 def test_unmatched_members_are_shown_but_never_in_the_live_file():
     log = Log()
     es = [log.catalog(), log.member("member-join", ("stranger", "10.1.1.1"))]
-    view = project.view(project.fold(es))
+    view = project.fold(es).nodes
     assert view["stranger"].live and not view["stranger"].in_catalog
     assert live(es) == NODES
 
@@ -174,11 +174,11 @@ def test_apply_reports_changes():
     assert s.apply(log.member("member-update", ("node1", "192.168.100.51"))).changes == ()
 
 
-def test_step_and_fold_leave_their_input_alone():
+def test_fold_leaves_its_input_alone():
     log = Log()
     s = project.fold([log.catalog()])
     before = project.to_plain(s)
-    after = project.step(s, log.member("member-failed", ("node1", "192.168.100.51")))
+    after = project.fold([log.member("member-failed", ("node1", "192.168.100.51"))], s)
     assert project.to_plain(s) == before
     assert sorted(project.live_nodes(after)) == [N0, N2]
 

@@ -87,7 +87,7 @@ def test_every_answer_at_or_after_the_anchor_is_unchanged(log, tmp_path, seed):
     rng = random.Random(seed)
     original = _copy(log, str(tmp_path / "copy"))
     cut = START + rng.randint(500, N - 500) * 1000
-    r = retention.compact(log, Point("cut", cut, None))
+    r = retention.compact(log, Point("cut", cut, None), force=True)
     assert r.dropped > 0 and r.anchor_at <= cut
     assert r.size_after < r.size_before
     end = START + (N + 10) * 1000
@@ -103,7 +103,7 @@ def test_every_answer_at_or_after_the_anchor_is_unchanged(log, tmp_path, seed):
 
 
 def test_a_time_or_event_before_the_anchor_is_a_one_line_error(log, membership):
-    r = retention.compact(log, Point("cut", START + 3000 * 1000, None))
+    r = retention.compact(log, Point("cut", START + 3000 * 1000, None), force=True)
     kept = iso(r.anchor_at)
     for args in (["state", "--at", iso(START + 1000 * 1000)], ["state", "--at", "@10"],
                  ["replay", "--since", "@10"], ["export", "--since", "@5"]):
@@ -115,11 +115,12 @@ def test_a_time_or_event_before_the_anchor_is_a_one_line_error(log, membership):
     out = invoke("state", "--base-dir", log.base_dir, "--at", kept)
     assert out.startswith(f"at {kept}: after event {r.anchor}")
     # A second compaction at the same point drops nothing; sequence numbers go on.
-    assert retention.compact(log, Point("cut", START + 3000 * 1000, None)).dropped == 0
+    assert retention.compact(log, Point("cut", START + 3000 * 1000, None),
+                             force=True).dropped == 0
 
 
 def test_the_kept_chain_and_the_anchor_are_verified(log):
-    retention.compact(log, Point("cut", START + 2000 * 1000, None))
+    retention.compact(log, Point("cut", START + 2000 * 1000, None), force=True)
     invoke("verify", "--base-dir", log.base_dir)
     import sqlite3
 
@@ -137,7 +138,7 @@ def test_a_delete_below_the_anchor_only_and_only_through_compact(log):
     with sqlite3.connect(log.sqlite_path) as c:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             c.execute("DELETE FROM event WHERE seq = 1")
-    retention.compact(log, Point("cut", START + 2000 * 1000, None))
+    retention.compact(log, Point("cut", START + 2000 * 1000, None), force=True)
     with sqlite3.connect(log.sqlite_path) as c:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             c.execute("DELETE FROM event WHERE seq = 4000")
@@ -152,7 +153,7 @@ def test_require_shipped_refuses_until_the_central_store_holds_every_dropped_eve
                             "--require-shipped", central])
     assert r.exit_code == 1 and "lacks event 1 of node0" in r.output, r.output
     with NodeStore(log.sqlite_path) as st:
-        assert st.head_seq() == N + 3 and st.first_seq() == 1, "nothing was dropped"
+        assert st.head_seq(NODE) == N + 3 and st.first_seq(NODE) == 1, "nothing was dropped"
     transfer.ship(log, central)
     out = invoke("compact", "--base-dir", log.base_dir, "--before", iso(before.us),
                  "--require-shipped", central)
@@ -162,13 +163,14 @@ def test_require_shipped_refuses_until_the_central_store_holds_every_dropped_eve
         st.append([(START + (N + 20) * 1000, "node0", "serf",
                     encode_env({"SERF_EVENT": "member-update", "SERF_SELF_NAME": "node0"}),
                     b"node1\t192.168.0.2\t\t\n")])
-    assert transfer.ship(log, central).copied == 1
+    # The compaction's own record of its anchor, then the new event.
+    assert transfer.ship(log, central).copied == 2
 
 
 def test_shipping_after_compacting_unshipped_events_says_what_was_lost(log, tmp_path):
     central = f"sqlite:///{tmp_path / 'central.db'}"
     admin.upgrade(central, "central")
-    retention.compact(log, Point("cut", START + 1000 * 1000, None))
+    retention.compact(log, Point("cut", START + 1000 * 1000, None), force=True)
     r = runner.invoke(app, ["ship", "--base-dir", log.base_dir, "--to", central])
     assert r.exit_code == 1 and "were compacted here before they were shipped" in r.output
 
@@ -176,15 +178,18 @@ def test_shipping_after_compacting_unshipped_events_says_what_was_lost(log, tmp_
 def test_compacting_everything_then_the_handler_goes_on_from_the_anchor(log, handle):
     handle.base = __import__("pathlib").Path(log.base_dir)
     (handle.base / "catalog.json").unlink(missing_ok=True)
-    retention.compact(log, Point("now", parse("now", time.time_ns() // 1000).us, None))
+    retention.compact(log, Point("now", parse("now", time.time_ns() // 1000).us, None),
+                      force=True)
     with NodeStore(log.sqlite_path) as st:
-        assert st.anchor().seq == N + 3 and list(st.events(NODE, 0)) == []
+        kept = list(st.events(NODE, 0))
+        assert st.anchor(NODE).seq == N + 3 and [r.source for r in kept] == ["anchor"], \
+            "every event dropped; the log holds the anchor's record alone"
     r = handle("member-join", b"node1\t192.168.0.2\t\t\n")
     assert r.returncode == 0, r.stderr
     with NodeStore(log.sqlite_path) as st:
-        assert st.head_seq() == N + 4
+        assert st.head_seq(NODE) == N + 5
     invoke("verify", "--base-dir", log.base_dir)
-    assert json.loads(invoke("state", "--base-dir", log.base_dir, "--json"))["seq"] == N + 4
+    assert json.loads(invoke("state", "--base-dir", log.base_dir, "--json"))["seq"] == N + 5
 
 
 def test_compact_killed_at_random_moments_leaves_a_consistent_store(tmp_path, membership):
@@ -194,8 +199,9 @@ def test_compact_killed_at_random_moments_leaves_a_consistent_store(tmp_path, me
     rng = random.Random(9)
     cuts = [START + k * 1000 for k in (5_000, 15_000, 25_000, 35_000, 45_000)]
     for trial, cut in enumerate(cuts):
-        p = subprocess.Popen([membership, "compact", "--base-dir", s.base_dir, "--before",
-                              iso(cut)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen([membership, "compact", "--base-dir", s.base_dir, "--force",
+                              "--before", iso(cut)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.05, 0.6))
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -209,8 +215,8 @@ def test_compact_beside_running_handlers_loses_nothing(log, membership):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERF_", "MEMBERSHIP_"))}
     env.update(SERF_SELF_NAME="node0", SERF_EVENT="member-update")
     acknowledged = 0
-    p = subprocess.Popen([membership, "compact", "--base-dir", log.base_dir, "--before",
-                          iso(START + 5_000 * 1000)], stdout=subprocess.PIPE,
+    p = subprocess.Popen([membership, "compact", "--base-dir", log.base_dir, "--force",
+                          "--before", iso(START + 5_000 * 1000)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     while time.monotonic() < stop:
         r = subprocess.run([membership, "handle", "--base-dir", log.base_dir],
@@ -220,9 +226,13 @@ def test_compact_beside_running_handlers_loses_nothing(log, membership):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     with NodeStore(log.sqlite_path) as st:
-        seqs = [r.seq for r in st.events(NODE, 0)]
-        anchor = st.anchor().seq
-    assert seqs == list(range(anchor + 1, N + 3 + acknowledged + 1)), "gap-free, nothing lost"
+        kept = list(st.events(NODE, 0))
+        anchor = st.anchor(NODE).seq
+    records = sum(1 for r in kept if r.source == "anchor")  # one per chunk compacted
+    assert records >= 1
+    assert [r.seq for r in kept] == list(range(anchor + 1, N + 3 + acknowledged + records + 1)), \
+        "gap-free, nothing lost"
+    assert sum(1 for r in kept if r.source == "serf" and r.seq > N + 3) == acknowledged
     assert not list((__import__("pathlib").Path(log.base_dir) / "spool").glob("*.event")) \
         or True  # a handler that waited past its timeout spools; the next run takes it in
     invoke("verify", "--base-dir", log.base_dir)

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from membership_log import settings
 from membership_log.core.errors import SchemaMismatch, StoreError
-from membership_log.core.raw import GENESIS, hash_of
+from membership_log.core.raw import GENESIS, chain_hash, encode_env
 from membership_log.history import api as history
 from membership_log.history import driver as derive
 from membership_log.history import setup as hsetup
@@ -122,7 +122,8 @@ def test_node_store_appends_a_gap_free_hash_chain(base):
     assert [r.seq for r in raws] == [1, 2, 3]
     prev = GENESIS
     for r in raws:
-        assert r.hash == hash_of(r, prev)
+        assert r.hash == chain_hash(prev, r.seq, r.received_us, r.observer, r.source,
+                                    encode_env(r.env), r.stdin)
         prev = r.hash
     assert raws[1].env == {"SERF_EVENT": "member-join"}
 

@@ -6,7 +6,7 @@ import random
 import sqlite3
 
 import pytest
-from samples import NODES
+from samples import NODES, collect_incidents
 from typer.testing import CliRunner
 
 from membership_log.cli import app
@@ -103,17 +103,22 @@ def test_replay_filters(handle, base):
         return [json.loads(x)["seq"] for x in out.splitlines()]
 
     assert seqs("--since", "@3", "--until", "@4") == [3, 4]
-    assert seqs("--node", "node1") == [2, 3, 5]
+    assert seqs("--node", "node1") == [1, 2, 3, 5], "node1's node: its catalog event too"
     assert seqs("--node", N1) == [1, 2, 3, 5]
     assert seqs("--observer", "node9") == [4]
     assert seqs("--since", "now") == []
-    assert "no events match" in invoke("replay", "--base-dir", str(base), "--node", "ghost")
+    r = runner.invoke(app, ["replay", "--base-dir", str(base), "--node", "nod1"])
+    assert r.exit_code == 1 and "no node 'nod1'; did you mean 'node1'" in r.output, r.output
 
 
 def test_state_at_before_any_event_and_bad_time(handle, base):
     handle("member-failed", b"node1\t192.168.100.51\t\t\n")
-    out = invoke("state", "--base-dir", str(base), "--at", "2000-01-01")
-    assert out.startswith("at 2000-01-01: after event 0 (no events): 0 of 0 node(s) live")
+    r = runner.invoke(app, ["state", "--base-dir", str(base), "--at", "2000-01-01"])
+    assert r.exit_code == 1 and "before the log's first event: the earliest time it holds " \
+        "is 20" in r.output, r.output
+    r = runner.invoke(app, ["state", "--base-dir", str(base), "--at", "2000-01-01",
+                            "--as-live-file"])
+    assert r.exit_code == 1 and r.stdout == "", "no live file printed for a time before the log"
     r = runner.invoke(app, ["state", "--base-dir", str(base), "--at", "soon"])
     assert r.exit_code == 2 and "'soon' is not a time; accepted: ISO 8601" in r.output
     r = runner.invoke(app, ["state", "--base-dir", str(base), "--json", "--as-live-file"])
@@ -204,9 +209,8 @@ def test_audit_from_derived_incidents_equals_audit_from_a_full_fold(handle, base
         assert handle(event, stdin, extra).returncode == 0
     from membership_log.core import figures as audit
     from membership_log.core import fold as project
-    from membership_log.core import incidents
-    from membership_log.core.timespec import iso
     from membership_log.history import driver as derive
+    from membership_log.render.jsondoc import audit_doc
     from membership_log.stores.node import NODE, NodeStore
 
     fast = json.loads(invoke("audit", "--base-dir", str(base), "--json", "--until", "now"))
@@ -225,10 +229,10 @@ def test_audit_from_derived_incidents_equals_audit_from_a_full_fold(handle, base
     from membership_log.core.timespec import parse
 
     until_us = parse(until, 0).us
-    full = audit.report(incidents.collect(triples),
-                        {n for n, v in state.nodes.items() if v.in_catalog},
-                        raws[0].received_us, until_us, iso,
-                        audit.unobserved(sessions, raws[0].received_us, until_us))
+    full = audit_doc(audit.report(
+        collect_incidents(triples), {n for n, v in state.nodes.items() if v.in_catalog},
+        raws[0].received_us, until_us,
+        audit.unobserved(sessions, raws[0].received_us, until_us)))
     assert fast["nodes"] == full["nodes"]
     assert any(n["incidents"] for n in fast["nodes"].values()), "the log has incidents"
     with sqlite3.connect(base / "membership.db") as c:

@@ -38,3 +38,23 @@ def plain_of(blob: bytes) -> object:
         return marshal.loads(blob)
     except Exception:  # noqa: BLE001
         return None
+
+
+def decode_anchor_state(anchor, where: str) -> fold.State:
+    """The state of a retention anchor. Unlike a cache, it cannot be refolded (its events
+    are gone), so a state in an older release's form is read through
+    :func:`~membership_log.core.fold.from_plain`'s upgrades; one this release cannot read at
+    all is a one-line :class:`StoreError`."""
+    from .errors import StoreError
+
+    state = None
+    if anchor.format.startswith(f"marshal{marshal.version}/state"):
+        try:
+            state = fold.from_plain(marshal.loads(anchor.state))
+        except Exception:  # noqa: BLE001 - damaged or unknown: said below
+            state = None
+    if state is None or state.seq != anchor.seq:
+        raise StoreError(f"store {where}: the retention anchor's state (format "
+                         f"{anchor.format}) cannot be read by this release; it cannot read "
+                         f"before event {anchor.seq + 1}")
+    return state

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import namedtuple
 
 from . import catalog as _catalog
-from .raw import SOURCE_CATALOG, RawEvent
+from .raw import SOURCE_ANCHOR, SOURCE_CATALOG, RawEvent
 
 #: A member line: ``name<TAB>address<TAB>role<TAB>tags``; ``tags`` is a dict.
 Member = namedtuple("Member", "name address role tags")
@@ -33,6 +33,9 @@ MEMBER_REAP = "member-reap"
 USER = "user"
 QUERY = "query"
 CATALOG = "catalog"
+#: The record of a retention anchor (``membership compact``): kept in the log, folded as
+#: nothing.
+ANCHOR = "anchor"
 UNKNOWN = "unknown"
 
 MEMBER_KINDS = frozenset({MEMBER_JOIN, MEMBER_LEAVE, MEMBER_FAILED, MEMBER_UPDATE, MEMBER_REAP})
@@ -172,6 +175,8 @@ def parse(raw: RawEvent) -> Event:
     if raw.source == SOURCE_CATALOG:
         cat, cat_warnings = _catalog.parse(raw.stdin)
         return Event(*common, CATALOG, None, None, (), None, cat, tuple(cat_warnings))
+    if raw.source == SOURCE_ANCHOR:
+        return Event(*common, ANCHOR, None, None, (), None, None, ())
 
     given = env.get("SERF_EVENT")
     if given is None:

@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from .incidents import Incident  # noqa: F401  (the record audits are made of)
+from collections import namedtuple
 
 LOWER_BOUND_NOTE = ("durations are lower bounds: Serf reports a failure only after its "
                     "suspicion timeout (see --detection-delay)")
@@ -87,24 +87,47 @@ def flapping(down_ats: list[int], window_us: int, threshold: int) -> list[tuple[
     return out
 
 
-def report(incidents, nodes, since_us: int, until_us: int, iso, gaps=(), sessions=None,
+#: One incident as the audit reports it: the :data:`~membership_log.core.incidents.Incident`
+#: (``up_at`` None when it is still open at the window's end), how long it lasted within
+#: its own bounds (``duration_us``, up to the window's end while open) and how much of the
+#: window it spent unobserved (0 if none).
+Reported = namedtuple("Reported", "incident duration_us unobserved_us")
+
+#: One node's figures over the window: ``incidents`` (:data:`Reported`, in the order they
+#: began), ``downtime_us`` (observed time down), ``availability`` (None if nothing was
+#: observed), ``mttr_us`` (None if no incident closed), ``flaps`` (times it went down), and
+#: ``flapping`` stretches ``(from, to, incidents)``.
+NodeFigures = namedtuple("NodeFigures", "incidents downtime_us availability mttr_us flaps "
+                         "flapping")
+
+#: An observer's sessions (start times) and the unobserved stretches ``(from, to)`` before
+#: them.
+Sessions = namedtuple("Sessions", "starts unobserved")
+
+#: The audit of a window, all times in UTC microseconds: ``nodes`` worst first (most
+#: downtime, then most flaps, then name); ``observers`` by name; ``detection_delay_us``: the
+#: estimate of Serf's detection delay asked for (None: none).
+Audit = namedtuple("Audit", "since until observed_us nodes observers detection_delay_us")
+
+
+def report(incidents, nodes, since_us: int, until_us: int, gaps=(), sessions=None,
            flap_window_us: int = 600_000_000, flap_threshold: int = 3,
-           detection_delay_us: int | None = None) -> dict:
-    """The audit (SPEC "Replay and audit JSON") over [since_us, until_us]. ``incidents``:
-    :data:`Incident` records, or the same tuples with one observer's name (a string) in
-    place of the tuple of observers; ``iso`` formats microseconds; ``gaps``: unobserved
-    ``(from, to)`` within the window; ``sessions``: observer -> ``{"sessions": [...],
-    "unobserved": [...]}`` to report as is. Nodes sorted worst first: most downtime, then
-    most flaps, then name."""
+           detection_delay_us: int | None = None) -> Audit:
+    """The audit (SPEC "Replay and audit JSON") over [since_us, until_us], as an
+    :data:`Audit` record. ``incidents``: :data:`~membership_log.core.incidents.Incident`
+    records (or tuples in that order whose ``observers`` is one name), in the order they
+    began; ``gaps``: unobserved ``(from, to)`` within the window; ``sessions``: observer ->
+    :data:`Sessions`, reported as is."""
+    from .incidents import Incident
+
     gaps = list(gaps)
     window = max(until_us - since_us, 0)
     observed = window - _overlap(since_us, until_us, gaps)
-    # Per node: [incidents, downtime_us, repairs, starts]. The loop runs once per incident of
-    # the whole window (300,000 of them in a busy year), so it stays lean: microseconds
-    # divided by 1e6 print as their exact six decimals without round().
+    # Per node: [reported, downtime_us, repairs, starts]. The loop runs once per incident of
+    # the whole window (300,000 of them in a busy year), so it stays lean.
     per: dict[str, list] = {n: [[], 0, [], []] for n in nodes}
-    delay = detection_delay_us
-    for node, down_at, up_at, cause, observers, down_seq, up_seq in incidents:
+    for inc in incidents:
+        node, down_at, up_at, cause, observers, down_seq, up_seq = inc
         up = up_at if up_at is not None and up_at <= until_us else None
         if down_at > until_us or (up is not None and up < since_us):
             continue
@@ -124,38 +147,36 @@ def report(incidents, nodes, since_us: int, until_us: int, iso, gaps=(), session
             n[3].append(down_at)
         if up is not None:
             n[2].append(duration)
-        item = {
-            "down_at": iso(down_at),
-            "up_at": iso(up) if up is not None else None,
-            "duration_s": duration / 1e6,
-            "cause": cause,
-            "observers": ([observers] if observers else []) if observers.__class__ is str
-            else list(observers),
-            "down_seq": down_seq,
-            "up_seq": up_seq if up is not None else None,
-        }
-        if blind:
-            item["unobserved_s"] = blind / 1e6
-        if delay is not None and cause == "failed":
-            item["est_down_at"] = iso(down_at - delay)
-            item["est_duration_s"] = (duration + delay) / 1e6
-        n[0].append(item)
+        if observers.__class__ is str:
+            observers = (observers,) if observers else ()
+        if up is None and up_at is not None:  # ended after the window: open within it
+            inc = Incident(node, down_at, None, cause, tuple(observers), down_seq, None)
+        elif inc.__class__ is not Incident or observers.__class__ is not tuple:
+            inc = Incident(node, down_at, up_at, cause, tuple(observers), down_seq, up_seq)
+        n[0].append(Reported(inc, duration, blind))
     out = {}
     for name, (items, downtime, repairs, starts) in per.items():
-        out[name] = {
-            "incidents": items,
-            "downtime_s": downtime / 1e6,
-            "availability": (round(max(0.0, 1 - downtime / observed), 6)
-                             if observed > 0 else None),
-            "mttr_s": round(sum(repairs) / len(repairs) / 1e6, 6) if repairs else None,
-            "flaps": len(starts),
-            "flapping": [{"from": iso(a), "to": iso(b), "incidents": k}
-                         for a, b, k in flapping(starts, flap_window_us, flap_threshold)],
-        }
-    order = sorted(out, key=lambda k: (-out[k]["downtime_s"], -out[k]["flaps"], k))
-    doc = {"since": iso(since_us), "until": iso(until_us),
-           "observed_s": observed / 1e6,
-           "note": LOWER_BOUND_NOTE,
-           "nodes": {k: out[k] for k in order}}
-    doc["observers"] = sessions or {}
-    return doc
+        out[name] = NodeFigures(
+            items, downtime,
+            round(max(0.0, 1 - downtime / observed), 6) if observed > 0 else None,
+            round(sum(repairs) / len(repairs)) if repairs else None,
+            len(starts), flapping(starts, flap_window_us, flap_threshold))
+    order = sorted(out, key=lambda k: (-out[k].downtime_us, -out[k].flaps, k))
+    return Audit(since_us, until_us, observed, {k: out[k] for k in order}, sessions or {},
+                 detection_delay_us)
+
+
+def totals(incidents, now_us: int) -> dict:
+    """Per node: ``{cause: [count, downtime_us, last change]}`` of every incident, open ones
+    counted up to ``now_us`` (what the metrics' counters expose). The one place incident
+    totals are computed, for one log or merged."""
+    out: dict[str, dict] = {}
+    for node, down_at, up_at, cause, *_ in incidents:
+        t = out.setdefault(node, {}).setdefault(cause, [0, 0, None])
+        end = up_at if up_at is not None else now_us
+        t[0] += 1
+        if end > down_at:
+            t[1] += end - down_at
+        last = up_at if up_at is not None and up_at > down_at else down_at
+        t[2] = last if t[2] is None or last > t[2] else t[2]
+    return out

@@ -192,6 +192,11 @@ class State:
         by_address = self._by_address.get(word)
         return tuple(sorted(by_address)) if by_address else (word,)
 
+    def resolve(self, word: str) -> tuple[str, ...]:
+        """The nodes a name means, as an operator's mark resolves it: a catalog node id, a
+        Serf member name or a host/address (the word itself when it matches nothing)."""
+        return self._resolve(word)
+
     def _target(self, word: str, targets: tuple[str, ...]) -> None:
         self._targets[word] = targets
         for t in targets:
@@ -258,11 +263,13 @@ class State:
     def apply(self, event) -> Effect:
         """Fold one parsed event into this state (in place); what it did."""
         kind = event.kind
+        self.seq = event.seq
+        if kind == ev.ANCHOR:  # compact's own record: no event of the cluster's
+            return NOTHING
         observer = event.observer
         key = (observer, kind)
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
-        self.seq = event.seq
         if event.at > self.max_at:
             self.max_at = event.at
         if kind in ev.MEMBER_KINDS:
@@ -443,24 +450,12 @@ def _payload_key(payload: str | None) -> str:
 # -- the pure interface ------------------------------------------------------------------------
 
 
-def step(state: State, event) -> State:
-    """The state after ``event`` (``state`` is left as it was)."""
-    new = state.copy()
-    new.apply(event)
-    return new
-
-
 def fold(events, state: State | None = None) -> State:
     """Fold events into a new state (``state``, if given, is left as it was)."""
     s = state.copy() if state is not None else State()
     for event in events:
         s.apply(event)
     return s
-
-
-def view(state: State) -> dict[str, NodeView]:
-    """Every known node, by name, with its liveness (a copy)."""
-    return dict(state.nodes)
 
 
 def live_of(nodes: dict[str, NodeView]) -> dict[str, str]:

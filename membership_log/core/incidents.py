@@ -1,14 +1,15 @@
-"""Incidents: the one reducer that turns the fold's liveness changes into incidents, and the
-merge of several observers' incidents into cluster-wide ones. Pure.
+"""Incidents: the one reducer that turns the fold's liveness changes into incidents. Pure.
 
 - An incident opens when a node goes from live to dead (or first appears dead) and closes
   when it is live again (or leaves the catalog). Its cause is ``failed`` (member-failed,
   member-reap), ``left`` (member-leave) or ``operator`` (a membership-down mark).
 - The reducer never judges liveness itself: it reads the changes :meth:`State.apply`
   (the one fold) reports.
-- Cluster-wide (a central store's merged logs), a node is down while any observer sees it
-  down: the observers' incidents of a node are merged where they overlap, and the merged
-  incident's ``observers`` are all of theirs.
+- Cluster-wide incidents (a central store's merged logs) come from
+  :mod:`membership_log.core.merge`, the one cluster-wide merge.
+
+Two shapes, one field order: a stored :data:`Row` names the one observer whose log it comes
+from; an :data:`Incident` record (what the API returns) names every observer that saw it.
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ from __future__ import annotations
 from collections import namedtuple
 
 from . import events as ev
-from . import fold as project
+from . import fold
 
-#: ``down_at``/``up_at`` in UTC microseconds (``up_at`` None while still down); ``observers``
-#: a sorted tuple; ``down_seq``/``up_seq`` the events that began and ended it (in its own log).
+#: An incident as a log keeps it: times in UTC microseconds (``up_at`` None while still
+#: down); ``down_seq``/``up_seq`` the events of that log that began and ended it. Stores
+#: return plain tuples in this field order (a busy year has 300,000 of them).
+Row = namedtuple("Row", "node down_at up_at cause observer down_seq up_seq")
+
+#: An incident as the API returns it: ``observers`` a sorted tuple of every observer that
+#: reported it (one, for one log).
 Incident = namedtuple("Incident", "node down_at up_at cause observers down_seq up_seq")
 
 CAUSES = ("failed", "left", "operator")
 
 
-def cause_of(event, node: project.NodeView) -> str:
+def cause_of(event, node: fold.NodeView) -> str:
     """Why a node went down, from the event that did it and the node's view after it."""
     if event.kind in (ev.MEMBER_FAILED, ev.MEMBER_REAP):
         return "failed"
@@ -33,94 +39,63 @@ def cause_of(event, node: project.NodeView) -> str:
         return "left"
     if node.marked:
         return "operator"
-    if node.serf == project.LEFT:
+    if node.serf == fold.LEFT:
         return "left"
-    if node.serf in (project.FAILED, project.REAPED):
+    if node.serf in (fold.FAILED, fold.REAPED):
         return "failed"
     return "operator"
 
 
-#: An incident as stored: ``(node, down_seq, down_at, cause, observer, up_seq, up_at)``.
-def row_to_incident(row) -> Incident:
-    node, down_seq, down_at, cause, observer, up_seq, up_at = row
+def record(row: tuple) -> Incident:
+    """A stored :data:`Row` (or a plain tuple in its order) as an :data:`Incident`."""
+    node, down_at, up_at, cause, observer, down_seq, up_seq = row
     return Incident(node, down_at, up_at, cause, (observer,) if observer else (), down_seq,
                     up_seq)
+
+
+def close(rows: list, closed: list) -> list:
+    """``rows`` (tuples in :data:`Row` order) with each node's open incident ended as
+    ``closed`` says: ``(node, up_seq, up_at)`` for incidents that began before the rows it
+    comes with (the one place an earlier open incident is closed in memory; a store does
+    the same with an UPDATE)."""
+    if not closed:
+        return rows
+    ends = {node: (up_seq, up_at) for node, up_seq, up_at in closed}
+    out = []
+    for r in rows:
+        end = ends.get(r[0]) if r[2] is None else None
+        if end is not None:
+            r = (r[0], r[1], end[1], r[3], r[4], r[5], end[0])
+        out.append(r)
+    return out
 
 
 class Reducer:
     """Opens and closes incidents from one log's steps.
 
-    ``open`` maps node -> the row (a list, in storage order ``[node, down_seq, down_at,
-    cause, observer, up_seq, up_at]``) of the incidents it opened and has not closed.
-    :meth:`feed` returns the rows it opened and the rows it closed; a node that goes live
-    again with no open row here had its incident opened before this reducer started (every
-    dead node has an open incident): that row comes back with ``down_seq`` None, to be
-    closed where it is stored. So no caller has to load the open incidents first.
+    ``open`` maps node -> the :data:`Row` it opened and has not closed. :meth:`feed` returns
+    the rows it opened and those it closed; a node that goes live again with no open row
+    here had its incident opened before this reducer started (every dead node has an open
+    incident): it comes back as a row with ``down_seq`` None, to be closed where it is
+    stored. So no caller has to load the open incidents first.
     """
 
     __slots__ = ("open",)
 
     def __init__(self) -> None:
-        self.open: dict[str, list] = {}
+        self.open: dict[str, Row] = {}
 
-    def feed(self, event, changes, nodes: dict) -> tuple[list, list]:
-        opened: list = []
-        closed: list = []
+    def feed(self, event, changes, nodes: dict) -> tuple[list[Row], list[Row]]:
+        opened: list[Row] = []
+        closed: list[Row] = []
         for c in changes:
             if c.after == "dead":
-                row = [c.node, event.seq, event.at, cause_of(event, nodes[c.node]),
-                       event.observer, None, None]
+                row = Row(c.node, event.at, None, cause_of(event, nodes[c.node]),
+                          event.observer, event.seq, None)
                 self.open[c.node] = row
                 opened.append(row)
             elif c.before == "dead":  # live again, or gone from the catalog
-                row = self.open.pop(c.node, None) or [c.node, None, None, None, None, None,
-                                                      None]
-                row[5], row[6] = event.seq, event.at
-                closed.append(row)
+                row = self.open.pop(c.node, None) or Row(c.node, None, None, None, None, None,
+                                                         None)
+                closed.append(row._replace(up_at=event.at, up_seq=event.seq))
         return opened, closed
-
-
-def collect(steps) -> list[Incident]:
-    """Every incident in a sequence of ``(event, changes, nodes)`` (tests, small logs)."""
-    reducer = Reducer()
-    rows: list = []
-    for event, changes, nodes in steps:
-        opened, _ = reducer.feed(event, changes, nodes)
-        rows.extend(opened)
-    out = [row_to_incident(r) for r in rows]
-    out.sort(key=lambda i: (i.down_at, i.node))
-    return out
-
-
-def merge(per_observer: list[list[Incident]]) -> list[Incident]:
-    """Cluster-wide incidents from each observer's: a node is down while any observer sees
-    it down, so overlapping incidents of one node become one, from the first report of it
-    down to the last of it back, with every observer that saw it. An open incident (``up_at``
-    None) runs to the end. ``down_seq``/``up_seq`` are those of the first / last report."""
-    by_node: dict[str, list[Incident]] = {}
-    for incidents in per_observer:
-        for inc in incidents:
-            by_node.setdefault(inc.node, []).append(inc)
-    out: list[Incident] = []
-    inf = float("inf")
-    for incs in by_node.values():
-        incs.sort(key=lambda i: (i.down_at, i.up_at if i.up_at is not None else inf))
-        current = None
-        for inc in incs:
-            if current is None:
-                current = inc
-                continue
-            end = current.up_at if current.up_at is not None else inf
-            if inc.down_at <= end:
-                inc_end = inc.up_at if inc.up_at is not None else inf
-                if inc_end > end:
-                    current = current._replace(up_at=inc.up_at, up_seq=inc.up_seq)
-                current = current._replace(
-                    observers=tuple(sorted(set(current.observers) | set(inc.observers))))
-            else:
-                out.append(current)
-                current = inc
-        if current is not None:
-            out.append(current)
-    out.sort(key=lambda i: (i.down_at, i.node))
-    return out

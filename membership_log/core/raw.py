@@ -26,6 +26,10 @@ RawEvent = namedtuple("RawEvent", "seq received_us observer source env stdin has
 
 SOURCE_SERF = "serf"
 SOURCE_CATALOG = "catalog"
+#: An event ``membership compact`` appends: the record of the retention anchor it set (see
+#: :mod:`membership_log.core.anchors`), so that the hash chain covers the anchor too.
+SOURCE_ANCHOR = "anchor"
+SOURCES = (SOURCE_SERF, SOURCE_CATALOG, SOURCE_ANCHOR)
 
 #: The hash the first event chains to.
 GENESIS = bytes(32)
@@ -130,10 +134,3 @@ def chain_hash(
         len(o).to_bytes(8, "big"), o, len(s).to_bytes(8, "big"), s,
         len(env).to_bytes(8, "big"), env, len(stdin).to_bytes(8, "big"), stdin,
     ))).digest()
-
-
-def hash_of(raw: RawEvent, prev: bytes) -> bytes:
-    """The hash ``raw`` must carry when it follows an event whose hash is ``prev``."""
-    return chain_hash(
-        prev, raw.seq, raw.received_us, raw.observer, raw.source, encode_env(raw.env), raw.stdin
-    )

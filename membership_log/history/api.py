@@ -1,23 +1,26 @@
-"""The library API: every question the log answers, as plain records.
+"""The library API: every question the log answers, as records with integer times.
 
 Works the same on a node's store and on the central store (one node's log with
-``observer=``, or all of them merged). Each function opens nothing itself: pass a store from
-:func:`open_store` (or a :class:`~membership_log.settings.Settings` where a function writes).
-The CLI is wiring around these; benchmarks and other programs call them directly::
+``observer=``, or all of them merged): the store says which logs a question covers
+(:meth:`~membership_log.stores.protocol.Store.scope`), and the one cluster-wide merge
+(:mod:`membership_log.core.merge`) joins them. Each function opens nothing itself: pass a
+store from :func:`open_store`. The CLI renders these records
+(:mod:`membership_log.render`); benchmarks and other programs call them directly::
 
-    from membership_log import settings
-    from membership_log.history import api as history
-    from membership_log.core import timespec
+    from membership_log import history, settings, timespec
 
     s = settings.resolve("/var/lib/droonga")
     with history.open_store(s.db_url) as store:
         now = history.state_at(store)
         print(sorted(history.live_set(now)))
-        doc = history.audit(store, since=timespec.parse("1d ago", history.now_us()))
+        audit = history.audit(store, since=timespec.parse("1d ago", history.now_us()))
 
 Reads go through the one fold driver (:mod:`membership_log.history.driver`): the nearest
-checkpoint, then forward; audits read the derived incident table. A central store merges
-its logs: a node is down cluster-wide while any observer sees it down.
+checkpoint, then forward; audits read the derived incident tables.
+
+Names and points an operator types are checked: an unknown ``node`` or ``observer``, an
+``@N`` past the head, a time before the log's first event (or its retention anchor) is a
+one-line :class:`MembershipError` naming what exists (SPEC "Safety").
 """
 
 from __future__ import annotations
@@ -26,15 +29,18 @@ import heapq
 from collections import namedtuple
 from collections.abc import Iterator
 
-from ..core import events, incidents
+from ..core import events, merge
 from ..core import fold as project
-from ..core.clock import now_us  # noqa: F401 (the API's clock: history.now_us())
+from ..core.clock import now_us
 from ..core.errors import MembershipError
-from ..core.figures import intersect, report, unobserved
-from ..core.timespec import Point, check_window, iso, reached
-from ..render import livefile
-from ..stores.protocol import NODE, ROLE_CENTRAL
-from . import driver as derive
+from ..core.figures import Audit, Sessions, intersect, report, totals, unobserved
+from ..core.incidents import CAUSES, Incident, close, record
+from ..core.names import unknown
+from ..core.timespec import MAX_US, MIN_US, Point, check_window, iso
+from . import driver
+
+__all__ = ["open_store", "now_us", "StateAt", "Replayed", "state_at", "live_set", "replay",
+           "audit", "incidents_of", "export", "metrics", "heads", "observers_of"]
 
 
 def open_store(url: str):
@@ -53,61 +59,121 @@ StateAt = namedtuple("StateAt", "seq at nodes")
 Replayed = namedtuple("Replayed", "origin raw event changes redelivery")
 
 
-def _central(store) -> bool:
-    return store.role == ROLE_CENTRAL
+# -- what a question covers ------------------------------------------------------------------
 
 
-def _origins(store, observer: str | None) -> list[str]:
-    """The logs a question is about."""
-    if not _central(store):
-        return [NODE]
-    origins = store.origins()
-    if observer is None:
-        return origins
-    if observer not in origins:
-        held = ", ".join(origins[:10]) or "none"
-        raise MembershipError(f"the central store holds no log of {observer!r} (it holds: "
-                              f"{held})")
-    return [observer]
+def _head_state(store, origin: str) -> project.State:
+    return driver.start(store, origin, store.head_seq(origin))
 
 
-def _needs_one_log(store, observer, *points) -> None:
-    if _central(store) and observer is None and any(
-            p is not None and p.seq is not None for p in points):
+def observers_of(store, origin: str) -> list[str]:
+    """The observers (``SERF_SELF_NAME``) whose events one log holds."""
+    return sorted({obs for obs, _ in _head_state(store, origin).counts if obs})
+
+
+def _scope(store, observer: str | None):
+    """The store's scope for ``observer``, the name checked: a central store knows its
+    logs; a node store's log knows its observers."""
+    scope = store.scope(observer)
+    if observer is not None and scope.observer is not None:
+        known = observers_of(store, scope.origins[0])
+        if observer not in known:
+            raise MembershipError(unknown("observer", observer, known,
+                                          f"the log of {store.label} holds no event of "
+                                          f"observer"))
+    return scope
+
+
+def _needs_one_log(scope, *points) -> None:
+    if scope.merged and any(p is not None and p.seq is not None for p in points):
         raise MembershipError("@N names an event of one node's log: with a central store, add "
                               "--observer NODE")
 
 
-def combine(views: list[dict]) -> dict[str, project.NodeView]:
-    """Node -> the view of it to show cluster-wide: a dead one if any observer sees it dead."""
-    out: dict[str, project.NodeView] = {}
-    for view in views:
-        for name, node in view.items():
-            current = out.get(name)
-            if current is None or (current.live and not node.live):
-                out[name] = node
+def _first_time(store, origin: str) -> int | None:
+    """When a log's history begins: its first kept event's receive time (the retention
+    anchor's, after a compaction); None for an empty log."""
+    anchor = store.anchor(origin)
+    if anchor is not None:
+        return anchor.received_us
+    return store.received_at(origin, store.first_seq(origin))
+
+
+def _check_time(store, origins, point: Point | None, what: str) -> None:
+    """A time before every one of the logs' first events is an error naming when the
+    history begins (SPEC "Safety"); a log with no event at all has no history to ask
+    about either."""
+    if point is None or point.us is None:
+        return
+    firsts = [t for t in (_first_time(store, o) for o in origins) if t is not None]
+    if not firsts:
+        raise MembershipError(f"{what} {point.text!r}: the log holds no event yet")
+    first = min(firsts)
+    if point.us < first:
+        kind = "retention anchor (compacted before)" if any(
+            store.anchor(o) is not None for o in origins) else "first event"
+        raise MembershipError(f"{what} {point.text!r} ({iso(point.us)}) is before the log's "
+                              f"{kind}: the earliest time it holds is {iso(first)}")
+
+
+def _seq(store, origin: str, point: Point | None, what: str = "--at") -> int:
+    """The seq ``point`` names in one log, checked."""
+    try:
+        return driver.point_seq(store, origin, point)
+    except driver.OutOfRange as e:
+        raise MembershipError(f"{what} {point.text!r}: {e}" if point is not None else str(e)) \
+            from None
+
+
+def _known_nodes(store, origins) -> set[str]:
+    """Every name ``--node`` may take: nodes, member names and addresses the logs know now,
+    and the nodes of their incidents (a node gone from the catalog since)."""
+    names: set[str] = set()
+    for o in origins:
+        state = _head_state(store, o)
+        names.update(state.nodes)
+        names.update(state.members)
+        names.update(m.address for m in state.members.values() if m.address)
+        names.update(r[0] for r in store.incidents(o))
+    return names
+
+
+def _check_node(store, origins, node: str | None) -> None:
+    if node is not None and node not in _known_nodes(store, origins):
+        raise MembershipError(unknown("node", node, _known_nodes(store, origins)))
+
+
+def _node_ids(store, origins, node: str) -> set[str]:
+    """The node ids a ``--node`` name means: itself, or the catalog nodes a member name or
+    address matches (as operator marks resolve names)."""
+    out = {node}
+    for o in origins:
+        out.update(_head_state(store, o).resolve(node))
     return out
 
 
-def _state(store, origin: str, point: Point | None) -> project.State:
-    return derive.start(store, origin, derive.point_seq(store, origin, point))
+# -- the state at a moment ---------------------------------------------------------------------
 
 
 def state_at(store, at: Point | None = None, observer: str | None = None) -> StateAt:
     """Every known node and its liveness right after the last event at or before ``at``
     (default: now). Merged over a central store's logs unless ``observer`` picks one."""
-    _needs_one_log(store, observer, at)
-    origins = _origins(store, observer)
-    if len(origins) == 1 and (observer is not None or not _central(store)):
-        origin = origins[0]
-        state = _state(store, origin, at)
+    scope = _scope(store, observer)
+    _needs_one_log(scope, at)
+    _check_time(store, scope.origins, at, "--at")
+    if not scope.merged:
+        origin = scope.origins[0]
+        if scope.observer is not None and len(observers_of(store, origin)) > 1:
+            raise MembershipError(f"this log holds the events of several observers "
+                                  f"({', '.join(observers_of(store, origin))}): its state is "
+                                  f"theirs together; replay and audit take --observer")
+        state = driver.start(store, origin, _seq(store, origin, at))
         when = store.received_at(origin, state.seq) if state.seq else None
         return StateAt(state.seq, when, dict(state.nodes))
-    states = [_state(store, o, at) for o in origins]
-    views = [s.nodes for s in states]
-    times = [store.received_at(o, s.seq) for o, s in zip(origins, states, strict=True)
-             if s.seq]
-    return StateAt(None, max(times) if times else None, combine(views))
+    states = {o: driver.start(store, o, _seq(store, o, at)) for o in scope.origins}
+    times = [store.received_at(o, s.seq) for o, s in states.items() if s.seq]
+    return StateAt(None, max(times) if times else None,
+                   merge.views({o: s.nodes for o, s in states.items()}))
 
 
 def live_set(state: StateAt) -> dict[str, str]:
@@ -115,51 +181,50 @@ def live_set(state: StateAt) -> dict[str, str]:
     return project.live_of(state.nodes)
 
 
-def live_file_at(store, at: Point | None = None, observer: str | None = None,
-                 fmt: str = "droonga") -> bytes:
-    """Exactly the bytes the live file had right after the last event at or before ``at``."""
-    return livefile.render_view(state_at(store, at, observer).nodes, fmt)
-
-
 # -- replay ------------------------------------------------------------------------------------
 
 
-def _start_seq(store, origin: str, since: Point | None) -> int:
-    """The first event at or after ``since`` in one log."""
-    first = store.first_seq(origin)
+def _window(store, origin: str, since: Point | None, until: Point | None) -> tuple[int, int]:
+    """The seqs ``first..last`` of one log a window covers: from the first event not yet in
+    effect at ``since`` to the last in effect at ``until`` (the state's own rule)."""
+    first_kept = store.first_seq(origin)
     if since is None:
-        return first
-    if since.seq is not None:
-        if since.seq < first:
-            raise derive.OutOfRange(f"event {since.seq} was compacted away: the earliest "
-                                    f"event kept is {first}")
-        return since.seq
-    return derive.seq_at_time(store, origin, since.us - 1) + 1
+        first = first_kept
+    elif since.seq is not None:
+        if since.seq < first_kept:
+            raise MembershipError(f"--since {since.text!r}: event {since.seq} was compacted "
+                                  f"away: the earliest event kept is {first_kept}")
+        first = since.seq
+    else:
+        first = max(first_kept, _seq(store, origin, Point("", since.us - 1, None),
+                                     "--since") + 1)
+    last = _seq(store, origin, until, "--until")
+    return first, last
 
 
-def _touches(state: project.State, event, changes, node: str) -> bool:
-    """Whether an event concerns ``node``: it changed it, or names it (as a catalog node,
-    member name or address, or in an operator payload)."""
-    if any(c.node == node for c in changes):
+def _touches(state: project.State, event, changes, ids: set[str], name: str) -> bool:
+    """Whether an event concerns the node (``ids``: what ``--node`` means): it changed it,
+    or names it (as a catalog node, member name or address, or in an operator payload)."""
+    if any(c.node in ids for c in changes):
         return True
-    if any(node in (m.name, m.address) for m in event.members):
+    if any(name in (m.name, m.address) or m.name in ids for m in event.members):
         return True
-    v = state.nodes.get(node)
-    if v is not None and v.member is not None and any(m.name == v.member
-                                                      for m in event.members):
-        return True
-    return event.kind in (events.USER, events.QUERY) and node in (event.payload or "").split()
+    for n in ids:
+        v = state.nodes.get(n)
+        if v is not None and v.member is not None and any(m.name == v.member
+                                                          for m in event.members):
+            return True
+    return event.kind in (events.USER, events.QUERY) and bool(
+        ids.intersection((event.payload or "").split()) or name in (event.payload or "").split())
 
 
-def _one_log(store, origin: str, since, until, node, observer, label):
-    start = _start_seq(store, origin, since)
-    state = derive.start(store, origin, start - 1)
-    for raw, event, effect in derive.forward(state, store.events(origin, start - 1)):
-        if not reached(until, raw.seq, raw.received_us):
-            return
+def _one_log(store, origin: str, first: int, last: int, node, observer, label):
+    ids = _node_ids(store, [origin], node) if node is not None else None
+    state = driver.start(store, origin, first - 1)
+    for raw, event, effect in driver.forward(state, store.events(origin, first - 1, last)):
         if observer is not None and raw.observer not in (observer, ""):
             continue
-        if node is not None and not _touches(state, event, effect.changes, node):
+        if ids is not None and not _touches(state, event, effect.changes, ids, node):
             continue
         yield Replayed(label, raw, event, effect.changes, effect.redelivery)
 
@@ -169,104 +234,65 @@ def replay(store, since: Point | None = None, until: Point | None = None,
     """The log in order from ``since`` to ``until``, each event with the liveness changes it
     caused. Folding starts at the nearest checkpoint before ``since``, so every change is
     judged in its full context, however long the log. Merged over a central store's logs
-    (by receive time) unless ``observer`` picks one."""
-    _needs_one_log(store, observer, since, until)
+    (by receive time; events at the same time taken together) unless ``observer`` picks
+    one."""
+    scope = _scope(store, observer)
+    _needs_one_log(scope, since, until)
     check_window(since, until)
-    origins = _origins(store, observer)
-    if not _central(store):
-        yield from _one_log(store, NODE, since, until, node, observer, None)
+    _check_time(store, scope.origins, since, "--since")
+    _check_time(store, scope.origins, until, "--until")
+    _check_node(store, scope.origins, node)
+    windows = {o: _window(store, o, since, until) for o in scope.origins}
+    if not scope.merged:
+        origin = scope.origins[0]
+        label = observer if observer is not None and scope.observer is None else None
+        yield from _one_log(store, origin, *windows[origin], node, scope.observer, label)
         return
-    if observer is not None:
-        yield from _one_log(store, observer, since, until, node, None, observer)
-        return
-    yield from _merged(store, origins, since, until, node)
+    yield from _merged(store, windows, node)
 
 
-def _merged(store, origins, since, until, node) -> Iterator[Replayed]:
-    """Every log's events by receive time, with cluster-wide changes: a node is dead while
-    any observer sees it dead (kept incrementally: per node, who sees it dead)."""
+def _merged(store, windows: dict, node: str | None) -> Iterator[Replayed]:
+    """Every log's events by receive time, with the cluster-wide changes of the one merge."""
+    ids = _node_ids(store, list(windows), node) if node is not None else None
+    cluster = merge.Cluster()
     states = {}
     streams = []
-    dead: dict[str, set[str]] = {}
-    known: dict[str, set[str]] = {}
-    for o in origins:
-        start = _start_seq(store, o, since)
-        state = states[o] = derive.start(store, o, start - 1)
-        for name, v in state.nodes.items():
-            known.setdefault(name, set()).add(o)
-            if not v.live:
-                dead.setdefault(name, set()).add(o)
+    for o, (first, last) in windows.items():
+        state = states[o] = driver.start(store, o, first - 1)
+        cluster.seed(o, {n: "live" if v.live else "dead" for n, v in state.nodes.items()})
 
-        def stream(o=o, state=state, start=start):
-            for raw, event, effect in derive.forward(state, store.events(o, start - 1)):
-                yield raw.received_us, o, raw.seq, raw, event, effect
+        def stream(o=o, state=state, first=first, last=last):
+            for raw, event, effect in driver.forward(state, store.events(o, first - 1, last)):
+                yield (raw.received_us, o, (o, raw, event, effect.redelivery),
+                       effect.changes)
         streams.append(stream())
-
-    def status(name: str) -> str | None:
-        if name not in known:
-            return None
-        return "dead" if dead.get(name) else "live"
-
-    for _, o, _, raw, event, effect in heapq.merge(*streams):
-        if until is not None and raw.received_us > until.us:
-            return
-        changes = []
-        for c in effect.changes:
-            before = status(c.node)
-            if c.after is None:
-                known.get(c.node, set()).discard(o)
-                if not known.get(c.node):
-                    known.pop(c.node, None)
-            else:
-                known.setdefault(c.node, set()).add(o)
-            if c.after == "dead":
-                dead.setdefault(c.node, set()).add(o)
-            else:
-                dead.get(c.node, set()).discard(o)
-            after = status(c.node)
-            if before != after:
-                changes.append(project.Change(c.node, before, after))
-        if node is not None and not _touches(states[o], event, changes, node):
+    steps = heapq.merge(*streams, key=lambda s: (s[0], s[1]))
+    for (o, raw, event, redelivery), changes in merge.merge(steps, cluster):
+        if ids is not None and not _touches(states[o], event, changes, ids, node):
             continue
-        yield Replayed(o, raw, event, tuple(changes), effect.redelivery)
+        yield Replayed(o, raw, event, changes, redelivery)
 
 
-# -- audit -------------------------------------------------------------------------------------
-
-
-def _resolve_time(store, origins, point: Point | None, default: int) -> int:
-    if point is None:
-        return default
-    if point.seq is None:
-        return point.us
-    at = store.received_at(origins[0], point.seq)
-    if at is None:
-        raise MembershipError(f"there is no event {point.seq} in this log")
-    return at
+# -- incidents and the audit -------------------------------------------------------------------
 
 
 def _log_incidents(store, origin: str, since_us: int, until_us: int,
                    whole: bool = False, nodes: tuple = (None, None)) -> list:
-    """A log's incidents touching the window, as ``(node, down_at, up_at, cause, observer,
-    down_seq, up_seq)``: the derived table, plus those of events recorded but not yet folded
-    (a handler killed between the two), folded here in memory. ``whole``: the window starts
-    at the log's first event."""
-    rows = store.incident_spans(origin, None if whole else since_us, until_us, nodes)
+    """A log's incident rows touching the window: the derived table, plus those of events
+    recorded but not yet folded (a handler killed between the two), folded here in memory.
+    ``whole``: the window starts at the log's first event."""
+    rows = store.incidents(origin, None if whole else since_us, until_us, nodes)
     snap = store.snapshot(origin)
     head = store.head_seq(origin)
     if snap is None or snap[0] < head:
-        folded = snap[0] if snap is not None else 0
-        state = derive.start(store, origin, folded)
-        keeper = derive.Keeper()
-        for raw, event, effect in derive.forward(state, store.events(origin, state.seq, head)):
+        state = driver.start(store, origin, snap[0] if snap is not None else 0)
+        keeper = driver.Keeper()
+        for raw, event, effect in driver.forward(state, store.events(origin, state.seq, head)):
             keeper.see(state, raw, event, effect)
         batch = keeper.take()
-        closed = {n: (us, ua) for n, us, ua in batch.closed}
-        rows = [r if r[2] is not None or r[0] not in closed
-                else (r[0], r[1], closed[r[0]][1], r[3], r[4], r[5], closed[r[0]][0])
-                for r in rows]
-        rows += [(r[0], r[2], r[6], r[3], r[4], r[1], r[5]) for r in batch.incidents
-                 if r[2] <= until_us and (r[6] is None or r[6] >= since_us)
+        rows = close(rows, batch.closed)
+        rows += [r for r in batch.incidents
+                 if r[1] <= until_us and (r[2] is None or r[2] >= since_us)
                  and _in_range(r[0], nodes)]
         rows.sort(key=lambda r: (r[1], r[0]))
     return rows
@@ -277,197 +303,177 @@ def _in_range(name: str, nodes: tuple) -> bool:
     return (lo is None or name >= lo) and (hi is None or name < hi)
 
 
-def incidents_of(store, observer: str | None = None, since_us: int | None = None,
-                 until_us: int | None = None) -> list:
-    """Every incident of a view as :data:`~membership_log.core.incidents.Incident` records, in
-    the order they began: a node store's (only those ``observer`` saw, if given), one log of
-    a central store (``observer``), or the cluster-wide merge of all its logs. Events
-    recorded but not yet folded are included."""
-    from ..core.timespec import MAX_US, MIN_US
+def _incidents(store, scope, since_us: int, until_us: int, whole: bool,
+               part: tuple = (None, None)) -> list:
+    """The incidents of a scope: one log's rows (only its observer's, if one is given), or
+    the cluster-wide merge of every log's."""
+    if not scope.merged:
+        rows = _log_incidents(store, scope.origins[0], since_us, until_us, whole, part)
+        if scope.observer is not None:
+            rows = [r for r in rows if r[4] == scope.observer]
+        return rows
+    return merge.incidents({o: _log_incidents(store, o, since_us, until_us, whole, part)
+                            for o in scope.origins})
 
+
+def incidents_of(store, observer: str | None = None, since_us: int | None = None,
+                 until_us: int | None = None) -> list[Incident]:
+    """Every incident of a view as :data:`~membership_log.core.incidents.Incident` records,
+    in the order they began: a node store's (only those ``observer`` saw, if given), one log
+    of a central store (``observer``), or the cluster-wide merge of all its logs. Events
+    recorded but not yet folded are included."""
+    scope = _scope(store, observer)
     lo = MIN_US if since_us is None else since_us
     hi = MAX_US if until_us is None else until_us
-
-    def log(origin: str) -> list:
-        return [incidents.Incident(n, d, u, c, (ob,) if ob else (), ds, us)
-                for n, d, u, c, ob, ds, us in _log_incidents(store, origin, lo, hi,
-                                                             since_us is None)]
-
-    if not _central(store):
-        found = log(NODE)
-        return found if observer is None else [i for i in found if observer in i.observers]
-    origins = _origins(store, observer)
-    return log(origins[0]) if observer is not None else incidents.merge(
-        [log(o) for o in origins])
+    found = _incidents(store, scope, lo, hi, since_us is None)
+    return found if scope.merged else [record(r) for r in found]
 
 
-def _observer_sessions(store, origin: str) -> list[tuple]:
-    """``(observer, started_at, gap_from)`` of one log's observer sessions."""
-    return [(obs, started, gap) for _, obs, started, gap in store.sessions(origin)]
+def _time(store, origins, point: Point | None, default: int) -> int:
+    if point is None:
+        return default
+    if point.seq is None:
+        return point.us
+    at = store.received_at(origins[0], _seq(store, origins[0], point))
+    if at is None:
+        raise MembershipError(f"there is no event {point.seq} in this log")
+    return at
 
 
 def audit(store, since: Point | None = None, until: Point | None = None,
           node: str | None = None, observer: str | None = None,
           flap_window_s: float = 600, flap_threshold: int = 3,
           detection_delay_s: float | None = None, now: int | None = None,
-          part: tuple = (None, None)) -> dict:
+          part: tuple = (None, None), exclude: tuple = (), clip: bool = False) -> Audit:
     """Incidents per node and figures over a window (SPEC "Replay and audit JSON"), read
-    from the derived incident tables. The window runs from the first event kept (or
-    ``since``) to now (or ``until``). ``part=(lo, hi)``: only the nodes named in [lo, hi)
-    (None: open), so that :mod:`membership_log.history.bulk` can compute shares on every core."""
-    _needs_one_log(store, observer, since, until)
+    from the derived incident tables, as an :data:`~membership_log.core.figures.Audit`. The
+    window runs from the first event kept (or ``since``) to now (or ``until``).
+    ``exclude``: causes left out of incidents, downtime and availability. ``part=(lo,
+    hi)``: only the nodes named in [lo, hi) (None: open), so that
+    :mod:`membership_log.history.bulk` can compute shares on every core. ``clip``: a
+    ``since`` before the log's history starts the window where the history does (the
+    dashboard's "last hour" of a younger log) instead of being an error."""
+    scope = _scope(store, observer)
+    _needs_one_log(scope, since, until)
     check_window(since, until)
-    origins = _origins(store, observer)
-    log_origins = origins if _central(store) else [NODE]
-    until_us = _resolve_time(store, log_origins, until, now if now is not None else now_us())
-    firsts = [store.received_at(o, store.first_seq(o)) for o in log_origins]
-    firsts = [f for f in firsts if f is not None]
+    if clip and since is not None and since.us is not None:
+        firsts = [f for f in (_first_time(store, o) for o in scope.origins) if f is not None]
+        if firsts and since.us < min(firsts):
+            since = None
+    _check_time(store, scope.origins, since, "--since")
+    _check_time(store, scope.origins, until, "--until")
+    _check_node(store, scope.origins, node)
+    origins = list(scope.origins)
+    until_us = _time(store, origins, until, now if now is not None else now_us())
+    firsts = [f for f in (_first_time(store, o) for o in origins) if f is not None]
     # A log begun while the clock was ahead starts "after now": the window starts no later
     # than it ends.
-    since_us = _resolve_time(store, log_origins, since,
-                             min(min(firsts), until_us) if firsts else until_us)
+    since_us = _time(store, origins, since, min(min(firsts), until_us) if firsts else until_us)
     if since_us > until_us:
-        raise MembershipError(f"--since {iso(since_us)} is after --until {iso(until_us)}")
-    per_log = []
+        from ..core.timespec import WindowError
+
+        raise WindowError(f"--since {iso(since_us)} is after --until {iso(until_us)}")
+    found = _incidents(store, scope, since_us, until_us, since is None, part)
+    if exclude:
+        found = [i for i in found if i[3] not in exclude]
     gap_lists = []
-    sessions_doc: dict[str, dict] = {}
-    nodes: set[str] = set()
-    for o in log_origins:
-        incs = _log_incidents(store, o, since_us, until_us, since is None, part)
-        if not _central(store) and observer is not None:
-            incs = [i for i in incs if i[4] == observer]
-        per_log.append(incs)
-        sess = _observer_sessions(store, o)
-        if not _central(store) and observer is not None:
-            sess = [s for s in sess if s[0] == observer]
-        gap_lists.append(unobserved(sess, since_us, until_us))
-        for obs, started, gap in sess:
-            d = sessions_doc.setdefault(obs, {"sessions": [], "unobserved": []})
-            d["sessions"].append(iso(started))
+    observed_by: dict[str, list] = {}
+    names: set[str] = set()
+    for o in origins:
+        sessions = [(obs, started, gap) for _, obs, started, gap in store.sessions(o)]
+        if scope.observer is not None:
+            sessions = [s for s in sessions if s[0] == scope.observer]
+        gap_lists.append(unobserved(sessions, since_us, until_us))
+        for obs, started, gap in sessions:
+            s = observed_by.setdefault(obs, [[], []])
+            s[0].append(started)
             if gap is not None and started > gap:
-                d["unobserved"].append({"from": iso(gap), "to": iso(started)})
+                s[1].append((gap, started))
         try:
-            state = _state(store, o, Point("", until_us, None))
-        except derive.OutOfRange:
+            state = driver.start(store, o, driver.seq_at_time(store, o, until_us))
+        except driver.OutOfRange:
             state = project.State()
-        nodes.update(n for n, v in state.nodes.items() if v.in_catalog)
-    if len(per_log) > 1:
-        merged = incidents.merge([[incidents.Incident(n, d, u, c, (o,) if o else (), ds, us)
-                                   for n, d, u, c, o, ds, us in incs] for incs in per_log])
-    else:
-        merged = per_log[0]
+        names.update(n for n, v in state.nodes.items() if v.in_catalog)
+        # Every observer of the window belongs in the report, with the session it is in,
+        # even one whose agent never (re)started within the log (no session recorded).
+        for obs in state.last_at:
+            if scope.observer is None or obs == scope.observer:
+                observed_by.setdefault(obs, [[], []])
     gaps = intersect(gap_lists) if len(gap_lists) > 1 else gap_lists[0]
-    nodes |= {i[0] for i in merged}
+    names |= {i[0] for i in found}
     if node is not None:
-        merged = [i for i in merged if i[0] == node]
-        nodes = {n for n in nodes if n == node}
+        ids = _node_ids(store, origins, node)
+        found = [i for i in found if i[0] in ids]
+        names = {n for n in names if n in ids}
     if part != (None, None):
-        nodes = {n for n in nodes if _in_range(n, part)}
-    return report(merged, nodes, since_us, until_us, iso, gaps, sessions_doc,
+        names = {n for n in names if _in_range(n, part)}
+    sessions = {obs: Sessions(starts, gaps_) for obs, (starts, gaps_)
+                in sorted(observed_by.items())}
+    return report(found, names, since_us, until_us, gaps, sessions,
                   flap_window_us=int(flap_window_s * 1e6), flap_threshold=flap_threshold,
                   detection_delay_us=(None if detection_delay_s is None
                                       else int(detection_delay_s * 1e6)))
-
-
-def timeline(store, since: Point | None = None, until: Point | None = None,
-             node: str | None = None, observer: str | None = None, now: int | None = None,
-             **audit_options) -> str:
-    """The timeline picture (SVG) of an audit's window."""
-    from ..core.timespec import parse as _parse_time
-    from ..render import timeline as _timeline
-
-    doc = audit(store, since, until, node, observer, now=now, **audit_options)
-    since_us = _parse_time(doc["since"], 0).us
-    until_us = _parse_time(doc["until"], 0).us
-    rows = []
-    for name, n in doc["nodes"].items():
-        for i in n["incidents"]:
-            down = _parse_time(i["down_at"], 0).us
-            up = _parse_time(i["up_at"], 0).us if i["up_at"] else None
-            rows.append(incidents.Incident(name, down, up, i["cause"], tuple(i["observers"]),
-                                           i["down_seq"], i["up_seq"]))
-    gaps = [(_parse_time(g["from"], 0).us, _parse_time(g["to"], 0).us)
-            for d in doc["observers"].values() for g in d["unobserved"]]
-    flaps = {name: [(_parse_time(f["from"], 0).us, _parse_time(f["to"], 0).us)
-                    for f in n["flapping"]] for name, n in doc["nodes"].items()}
-    return _timeline.render_svg(list(doc["nodes"]), rows, since_us, until_us, iso,
-                                unobserved=gaps, flapping=flaps)
 
 
 # -- export ------------------------------------------------------------------------------------
 
 
 def export(store, since: Point | None = None, until: Point | None = None,
-           observer: str | None = None) -> Iterator[dict]:
-    """The raw log as records ``{"seq", "received", "observer", "source", "env",
-    "stdin_b64", "hash"}`` in log order (SPEC "Export and import")."""
-    import base64
-
-    check_window(since, until)
-    if _central(store) and observer is None:
+           observer: str | None = None) -> Iterator:
+    """The raw log's events, in log order (SPEC "Export and import": the renderer writes
+    each as :func:`membership_log.render.jsondoc.export_doc`)."""
+    scope = _scope(store, observer)
+    if scope.merged:
         raise MembershipError("export writes one node's log: with a central store, add "
                               "--observer NODE")
-    origin = observer if _central(store) else NODE
-    start = _start_seq(store, origin, since)
-    for raw in store.events(origin, start - 1):
-        if not reached(until, raw.seq, raw.received_us):
-            return
-        if observer is not None and not _central(store) and raw.observer not in (observer, ""):
+    check_window(since, until)
+    _check_time(store, scope.origins, since, "--since")
+    _check_time(store, scope.origins, until, "--until")
+    origin = scope.origins[0]
+    first, last = _window(store, origin, since, until)
+    for raw in store.events(origin, first - 1, last):
+        if scope.observer is not None and raw.observer not in (scope.observer, ""):
             continue
-        yield {"seq": raw.seq, "received": iso(raw.received_us), "observer": raw.observer,
-               "source": raw.source, "env": raw.env,
-               "stdin_b64": base64.b64encode(raw.stdin).decode("ascii"),
-               "hash": raw.hash.hex()}
+        yield raw
 
 
 # -- metrics -----------------------------------------------------------------------------------
 
 
 def metrics(store, observer: str | None = None, now: int | None = None,
-            flap_window_s: float = 600, flap_threshold: int = 3) -> dict:
+            flap_window_s: float = 600, flap_threshold: int = 3,
+            exclude: tuple = ()) -> dict:
     """The figures ``membership metrics`` exposes, as plain data (see
-    :func:`membership_log.render.exposition.render`). Counters come from the log and its derived
-    tables, so they never go back: not on a restart, not after a compaction."""
+    :func:`membership_log.render.exposition.render`). Counters come from the log and its
+    derived tables, so they never go back: not on a restart, not after a compaction."""
     now = now if now is not None else now_us()
-    origins = _origins(store, observer)
-    states = [_state(store, o, None) for o in origins]
-    view = combine([s.nodes for s in states]) if len(states) > 1 else states[0].nodes
+    scope = _scope(store, observer)
+    states = [_head_state(store, o) for o in scope.origins]
+    view = merge.views({o: s.nodes for o, s in zip(scope.origins, states, strict=True)}) \
+        if scope.merged else states[0].nodes
+    found = _incidents(store, scope, MIN_US, MAX_US, True)
+    if exclude:
+        found = [i for i in found if i[3] not in exclude]
     nodes: dict[str, dict] = {}
     for name, v in view.items():
         nodes[name] = {"up": v.live, "marked": v.marked,
-                       "incidents": {c: 0 for c in incidents.CAUSES}, "downtime_s": 0.0,
+                       "incidents": dict.fromkeys(CAUSES, 0), "downtime_s": 0.0,
                        "last_change_s": None, "flapping": False}
-    if len(origins) > 1:  # cluster-wide: overlapping reports of one outage count once
-        merged = incidents.merge([
-            [incidents.Incident(n, d, u, c, (ob,) if ob else (), ds, us)
-             for n, d, u, c, ob, ds, us in store.incident_spans(o)] for o in origins])
-        totals: dict[tuple, list] = {}
-        for i in merged:
-            t = totals.setdefault((i.node, i.cause), [0, 0, None])
-            t[0] += 1
-            t[1] += max(0, (i.up_at if i.up_at is not None else now) - i.down_at)
-            last = max(i.down_at, i.up_at or i.down_at)
-            t[2] = last if t[2] is None else max(t[2], last)
-        rows = [(n, c, k, d, last) for (n, c), (k, d, last) in totals.items()]
-        starts = [(i.node, i.down_at) for i in merged]
-    else:
-        rows = store.incident_totals(origins[0], now)
-        since = now - int(flap_window_s * 1e6)
-        starts = [(r[0], r[1]) for r in store.incident_spans(origins[0], since, now)
-                  if r[1] >= since]
-    for node, cause, count, downtime, last in rows:
+    for node, by_cause in totals(found, now).items():
         n = nodes.setdefault(node, {"up": False, "marked": False,
-                                    "incidents": {c: 0 for c in incidents.CAUSES},
+                                    "incidents": dict.fromkeys(CAUSES, 0),
                                     "downtime_s": 0.0, "last_change_s": None,
                                     "flapping": False})
-        n["incidents"][cause] = n["incidents"].get(cause, 0) + count
-        n["downtime_s"] += (downtime or 0) / 1e6
-        if last is not None:
-            n["last_change_s"] = max(n["last_change_s"] or 0, last / 1e6)
+        for cause, (count, downtime, last) in by_cause.items():
+            n["incidents"][cause] = n["incidents"].get(cause, 0) + count
+            n["downtime_s"] += downtime / 1e6
+            if last is not None:
+                n["last_change_s"] = max(n["last_change_s"] or 0, last / 1e6)
+    since = now - int(flap_window_s * 1e6)
     recent: dict[str, int] = {}
-    for node, down_at in starts:
-        if down_at >= now - int(flap_window_s * 1e6):
-            recent[node] = recent.get(node, 0) + 1
+    for i in found:
+        if i[1] >= since:
+            recent[i[0]] = recent.get(i[0], 0) + 1
     for node, k in recent.items():
         if node in nodes:
             nodes[node]["flapping"] = k >= flap_threshold
@@ -475,8 +481,12 @@ def metrics(store, observer: str | None = None, now: int | None = None,
     last_event: dict[str, float] = {}
     for s in states:
         for (obs, kind), k in s.counts.items():
+            if scope.observer is not None and obs not in (scope.observer, ""):
+                continue
             counts[(obs, kind)] = counts.get((obs, kind), 0) + k
         for obs, at in s.last_at.items():
+            if scope.observer is not None and obs != scope.observer:
+                continue
             last_event[obs] = max(last_event.get(obs, 0), at / 1e6)
     return {
         "nodes": nodes,

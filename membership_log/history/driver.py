@@ -86,28 +86,43 @@ def start(store, origin: str, seq: int) -> project.State:
 
 
 def seq_at_time(store, origin: str, us: int) -> int:
-    """The event after which the log stood at time ``us``: the one before the first event
-    received later than ``us``. Receive times can step back with the clock; the search uses
-    checkpoints' running maximum (``max_at``), so it is well defined and a few lookups plus a
-    scan of at most one checkpoint interval."""
-    point = store.checkpoint_by_time(origin, us)
+    """The last event (by seq) received at or before ``us``: the log's state at time ``us``
+    is the state right after it (SPEC: "the last event at or before T"). 0 if every event
+    was received later.
+
+    Receive times can step back or jump ahead with the clock; this is still well defined,
+    and monotone in ``us``: one event received "in 2099" does not hide the events after it
+    from a question about now. The search looks at the events after the last checkpoint,
+    then at the last stretch between checkpoints that holds an event received by ``us``
+    (each checkpoint keeps the earliest receive time of its stretch): an index lookup and a
+    scan of one stretch, however long the log. Before the retention anchor: the anchor's
+    seq if the anchor's event was received by ``us``, else :class:`OutOfRange` naming the
+    earliest time kept."""
+    head = store.head_seq(origin)
+    tail = store.last_checkpoint_seq(origin)
+    if head > tail:
+        found = store.last_received_by(origin, us, tail, head)
+        if found is not None:
+            return found
+    stretch = store.stretch_received_by(origin, us)
+    if stretch is not None:
+        found = store.last_received_by(origin, us, *stretch)
+        if found is not None:
+            return found
     anchor = store.anchor(origin)
-    if point is None and anchor is not None:
+    if anchor is not None:
+        if anchor.received_us <= us:
+            return anchor.seq
         from ..core.timespec import iso
 
-        raise OutOfRange(f"the log before {iso(anchor.max_at)} was compacted: the earliest time "
-                         f"kept is {iso(anchor.max_at)}")
-    after = point[0] if point is not None else 0
-    last = after
-    for seq, at in store.times_after(origin, after):
-        if at > us:
-            break
-        last = seq
-    return last
+        raise OutOfRange(f"the log before {iso(anchor.received_us)} was compacted: the "
+                         f"earliest time kept is {iso(anchor.received_us)}")
+    return 0
 
 
 def point_seq(store, origin: str, point) -> int:
-    """The seq a :data:`~membership_log.core.timespec.Point` names in one log (None: the head)."""
+    """The seq a :data:`~membership_log.core.timespec.Point` names in one log (None: the
+    head); :class:`OutOfRange` for an event compacted away or past the head."""
     head = store.head_seq(origin)
     if point is None:
         return head
@@ -116,16 +131,19 @@ def point_seq(store, origin: str, point) -> int:
         if point.seq < first - 1:
             raise OutOfRange(f"event {point.seq} was compacted away: the earliest event kept "
                              f"is {first} (ask for @{first - 1} or later)")
-        return min(point.seq, head)
+        if point.seq > head:
+            raise OutOfRange(f"there is no event {point.seq}: the log's last event is "
+                             f"{head} (@{head})")
+        return point.seq
     return seq_at_time(store, origin, point.us)
 
 
 class Batch:
     """Derived rows to write for one log: ``checkpoints`` ``(seq, max_at, state blob)``;
-    ``incidents`` rows to insert or replace ``(node, down_seq, down_at, cause, observer,
-    up_seq, up_at)``; ``closed`` ``(node, up_seq, up_at)``: the node's open incident, stored
-    earlier, ended; ``sessions`` ``(seq, observer, started_at, gap_from)``; ``snapshot``
-    ``(seq, state blob, live bytes)`` or None."""
+    ``incidents`` rows to insert or replace, in
+    :data:`~membership_log.core.incidents.Row` order; ``closed`` ``(node, up_seq, up_at)``:
+    the node's open incident, stored earlier, ended; ``sessions`` ``(seq, observer,
+    started_at, gap_from)``; ``snapshot`` ``(seq, state blob, live bytes)`` or None."""
 
     __slots__ = ("checkpoints", "incidents", "closed", "sessions", "snapshot")
 
@@ -154,10 +172,13 @@ class Keeper:
                 self.reducer = Reducer()
             opened, closed = self.reducer.feed(event, effect.changes, state.nodes)
             for row in opened:
-                self.opened[(row[0], row[1])] = row
+                self.opened[(row.node, row.down_seq)] = row
             for row in closed:
-                if (row[0], row[1]) not in self.opened:  # opened before this batch
-                    self.batch.closed.append((row[0], row[5], row[6]))
+                key = (row.node, row.down_seq)
+                if key in self.opened:  # opened in this batch: kept closed
+                    self.opened[key] = row
+                else:  # opened before this batch: closed where it is stored
+                    self.batch.closed.append((row.node, row.up_seq, row.up_at))
         if effect.restart is not None:
             observer, gap_from = effect.restart
             self.batch.sessions.append((raw.seq, observer, raw.received_us, gap_from))
@@ -169,7 +190,7 @@ class Keeper:
     def take(self, state: project.State | None = None, live: bytes | None = None) -> Batch:
         """The rows gathered since the last take (and, with ``state``, the head snapshot)."""
         batch = self.batch
-        batch.incidents.extend(tuple(row) for row in self.opened.values())
+        batch.incidents.extend(self.opened.values())
         self.opened = {}
         if state is not None:
             if live is None:

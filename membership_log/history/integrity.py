@@ -15,8 +15,11 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+from ..core import anchors
 from ..core import fold as project
-from ..core.codec import STATE_FORMAT, decode_state, plain_of
+from ..core.codec import STATE_FORMAT, decode_anchor_state, decode_state, encode_state, plain_of
+from ..core.errors import MembershipError
+from ..core.incidents import close
 from ..core.raw import GENESIS, chain_hash
 from ..render import livefile
 from ..stores import files
@@ -59,8 +62,10 @@ def check_chain(rows, first: int, prev: bytes, last: int) -> tuple[int, Problem 
 def _segment(job: tuple) -> dict:
     """Check and fold one stretch of a log: events ``start+1..end``, from the state right
     after ``start`` (a checkpoint's, the anchor's or the empty state). In a worker process
-    the store is opened anew (``job[0]`` is its URL); in this one it is passed in."""
-    (store, origin, start, end, state_blob, prev, derived_seq, live_fmt) = job
+    the store is opened anew (``job[0]`` is its URL); in this one it is passed in. Keeps the
+    fresh state at every seq the store holds a checkpoint for (``cps``), with the earliest
+    receive time since the previous one."""
+    (store, origin, start, end, state_blob, prev, derived_seq, live_fmt, cps) = job
     own = isinstance(store, str)
     if own:
         from ..stores.setup import open_store
@@ -70,22 +75,26 @@ def _segment(job: tuple) -> dict:
         state = project.from_plain(plain_of(state_blob)) if state_blob else \
             project.State()
         keeper = derive.Keeper()
-        out = {"count": 0, "at_snapshot": None, "lag": set(), "problem": None}
+        out = {"count": 0, "at_snapshot": None, "lag": set(), "problem": None, "at_cps": {}}
         if derived_seq == start:
             out["at_snapshot"] = project.to_plain(state)
         count, problem = check_chain(store.rows(origin, start), start + 1, prev, end)
         out["problem"] = problem and tuple(problem)
         if problem is not None:
             return out
+        low = None
         for raw, event, effect in derive.forward(state, store.events(origin, start, end)):
             keeper.see(state, raw, event, effect)
+            low = raw.received_us if low is None or raw.received_us < low else low
+            if raw.seq in cps:
+                out["at_cps"][raw.seq] = (project.to_plain(state), state.max_at, low)
+                low = None
             if raw.seq == derived_seq:
                 out["at_snapshot"] = project.to_plain(state)
             if live_fmt is not None and derived_seq is not None and raw.seq >= derived_seq:
                 out["lag"].add(livefile.render_view(state.nodes, live_fmt))
         batch = keeper.take()
         out.update(count=count, seq=state.seq, end_plain=project.to_plain(state),
-                   checkpoints={q: b for q, _, b in batch.checkpoints},
                    incidents=batch.incidents, closed=batch.closed, sessions=batch.sessions)
         return out
     finally:
@@ -93,16 +102,34 @@ def _segment(job: tuple) -> dict:
             store.close()
 
 
+def check_anchor(store, origin: str) -> Problem | None:
+    """Whether the log's retention anchor is the one its log records (the anchor's state
+    replaces the events it summarises, so it is held to its record in the hash chain: see
+    :mod:`membership_log.core.anchors`); ``rebuild`` refuses to fold from one that is not."""
+    anchor = store.anchor(origin)
+    if anchor is None:
+        return None
+    why = anchors.check(anchor, store.latest_anchors(origin))
+    if why is None:
+        try:
+            decode_anchor_state(anchor, store.label)
+        except MembershipError as e:
+            why = str(e)
+    return Problem(anchor.seq + 1, why) if why is not None else None
+
+
 def verify_log(store, origin: str, label: str, live_path: str | None = None,
                fmt: str = "droonga", progress=None, url: str | None = None) -> Report:
     """Verify one log of a store (see the module's docstring). A long log is cut at its
-    checkpoints and the stretches checked on every core (:mod:`membership_log.history.parallel`):
-    each starts from a stored checkpoint, which the stretch before it checks."""
+    checkpoints and the stretches checked on every core
+    (:mod:`membership_log.history.parallel`): each starts from a stored checkpoint, which
+    the stretch before it checks."""
     from . import parallel
 
     ok: list[str] = []
     notes: list[str] = []
     problems: list[Problem] = []
+    rebuild = " (run: membership rebuild)"
     with store.read():
         head = store.head_seq(origin)
         anchor = store.anchor(origin)
@@ -111,12 +138,13 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
         stored_incidents = sorted(tuple(r) for r in store.incidents(origin))
         stored_sessions = [tuple(r) for r in store.sessions(origin)]
         if anchor is not None:
-            if decode_state(anchor.format, anchor.state) is None:
-                return Report(ok, notes, [Problem(anchor.seq + 1, f"{label}the retention "
-                              f"anchor's state cannot be read (format {anchor.format})")])
-            first, prev, start_blob = anchor.seq + 1, anchor.hash, anchor.state
+            bad = check_anchor(store, origin)
+            if bad is not None:
+                return Report(ok, notes, [bad._replace(what=label + bad.what)])
+            first, prev = anchor.seq + 1, anchor.hash
+            start_blob = encode_state(decode_anchor_state(anchor, store.label))
             # Incidents that began before the anchor are kept, as the store kept them.
-            kept = [list(r) for r in stored_incidents if r[1] <= anchor.seq]
+            kept = [r for r in stored_incidents if r[5] <= anchor.seq]
         else:
             first, prev, start_blob, kept = 1, GENESIS, None, []
         derived_seq = snap[0] if snap is not None else None
@@ -129,27 +157,26 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
             lo, hi = bounds[k], bounds[k + 1]
             if k:
                 cp = stored_cps[lo]
-                blob, (_, prev_hash) = bytes(cp[3]), store.hashes(origin, lo, lo)[0]
+                blob, (_, prev_hash) = bytes(cp[4]), store.hashes(origin, lo, lo)[0]
             else:
                 blob, prev_hash = start_blob, prev
+            cps = frozenset(q for q in stored_cps if lo < q <= hi)
             jobs.append((store if k == 0 else url, origin, lo, hi, blob, bytes(prev_hash),
-                         derived_seq, fmt if live_path is not None else None))
+                         derived_seq, fmt if live_path is not None else None, cps))
         parts = parallel.fork_map(_segment, jobs)
     problem = next((Problem(*p["problem"]) for p in parts if p["problem"]), None)
     count = sum(p["count"] for p in parts)
     if problem is None and parts[-1].get("seq") != head:
         problem = Problem(head, f"the log ends at event {parts[-1].get('seq')}, but its head "
                                 f"says {head}")
-    fresh_cps = {q: b for p in parts for q, b in p.get("checkpoints", {}).items()}
     at_snapshot = next((p["at_snapshot"] for p in parts if p["at_snapshot"] is not None), None)
     at_snapshot = project.from_plain(at_snapshot) if at_snapshot is not None else None
     lag_renders = set().union(*(p["lag"] for p in parts))
-    state = project.from_plain(parts[-1]["end_plain"]) if problem is None else None
     if problem is not None:
         return Report(ok, notes, [problem._replace(what=label + problem.what)])
+    state = project.from_plain(parts[-1]["end_plain"])
     ok.append(f"{label}{count} events, hash chain intact"
               + (f" from the retention anchor at event {first - 1}" if anchor else ""))
-    rebuild = " (run: membership rebuild)"
 
     # Derived state must say what the fold knew at the snapshot (derived_seq).
     if derived_seq is None:
@@ -179,39 +206,35 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
         if derived_seq < head:
             notes.append(f"{label}events {derived_seq + 1}..{head} are recorded but not "
                          f"folded yet (the next handler run or membership rebuild folds them)")
+    fresh_cps = {q: v for p in parts for q, v in p["at_cps"].items()}
     for seq, row in sorted(stored_cps.items()):
-        if seq > derived_seq:
-            if seq > head:
-                problems.append(Problem(head + 1, f"{label}a checkpoint exists for event {seq}"
-                                        f", but the log ends at {head}: events are missing"))
-            continue
-        if row[2] != STATE_FORMAT:
+        if seq > head:
+            problems.append(Problem(head + 1, f"{label}a checkpoint exists for event {seq}, "
+                                    f"but the log ends at {head}: events are missing"))
+            break
+        if row[3] != STATE_FORMAT:
             continue  # another release's: ignored by reads, refolded by rebuild
         want = fresh_cps.get(seq)
-        if want is None or plain_of(bytes(row[3])) != plain_of(want) or row[1] != _max_at(want):
+        if want is None or plain_of(bytes(row[4])) != want[0] or row[1] != want[1] \
+                or row[2] != want[2]:
             problems.append(Problem(seq, f"{label}the checkpoint at event {seq} differs from "
                                          f"a fresh fold{rebuild}"))
             break
-    fresh_incidents = kept[:]
-    for p in parts:
-        still_open = {r[0]: r for r in fresh_incidents if r[5] is None}
-        for n, us, ua in p["closed"]:  # a node's open incident, from an earlier part
-            r = still_open.pop(n, None)
-            if r is not None:
-                r[5], r[6] = us, ua
-        fresh_incidents += [list(r) for r in p["incidents"]]
+    fresh = kept
+    for p in parts:  # an incident still open across a part ends in a later one
+        fresh = close(fresh, p["closed"]) + list(p["incidents"])
     as_of = []
-    for r in fresh_incidents:
-        if r[1] > derived_seq:
+    for r in fresh:
+        if r[5] > derived_seq:
             continue
-        if r[5] is not None and r[5] > derived_seq:
-            r = [*r[:5], None, None]
+        if r[6] is not None and r[6] > derived_seq:
+            r = (*r[:2], None, r[3], r[4], r[5], None)
         as_of.append(tuple(r))
     as_of.sort()
     if as_of != stored_incidents:
-        diff = sorted(set(as_of) ^ set(stored_incidents), key=lambda r: r[1])
-        problems.append(Problem(diff[0][1], f"{label}the derived incidents differ from a fresh "
-                                            f"fold from event {diff[0][1]} on{rebuild}"))
+        diff = sorted(set(as_of) ^ set(stored_incidents), key=lambda r: r[5])
+        problems.append(Problem(diff[0][5], f"{label}the derived incidents differ from a fresh "
+                                            f"fold from event {diff[0][5]} on{rebuild}"))
     fresh_sessions = [s for p in parts for s in p["sessions"] if s[0] <= derived_seq]
     old_sessions = [s for s in stored_sessions if s[0] <= first - 1]
     if old_sessions + fresh_sessions != stored_sessions:
@@ -231,18 +254,17 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
                     expected = live_bytes
                     break
         if live_bytes is None:
-            problems.append(Problem(head, f"the live file {live_path} is missing{rebuild}"))
+            if livefile.outage_reason(state.nodes) is None:
+                problems.append(Problem(head, f"the live file {live_path} is missing"
+                                              f"{rebuild}"))
+            else:
+                ok.append(f"no live file {live_path}, rightly: the log knows no node yet")
         elif live_bytes != expected and live_bytes not in lag_renders:
             problems.append(Problem(head, f"the live file {live_path} differs from a fresh "
                                           f"fold of the log up to event {head}{rebuild}"))
         else:
             ok.append(f"live file {live_path} agrees with the log")
     return Report(ok, notes, problems)
-
-
-def _max_at(blob: bytes) -> int | None:
-    plain = plain_of(blob)
-    return plain[2] if isinstance(plain, tuple) and len(plain) > 2 else None
 
 
 def verify(settings, progress=None) -> Report:
@@ -257,6 +279,11 @@ def verify(settings, progress=None) -> Report:
     with open_store(settings.db_url) as store:
         if store.role == ROLE_CENTRAL:
             origins = store.origins()
+            for forged in store.anchor_rows():
+                problems.append(Problem(None, f"{forged}: the central store has a retention "
+                                              f"anchor for this log, which ship never writes "
+                                              f"(it would hide events from verify): forged or "
+                                              f"foreign; remove it"))
             for origin in origins:
                 r = verify_log(store, origin, f"{origin}: ", progress=progress,
                                url=settings.db_url)

@@ -12,11 +12,15 @@ from ..stores import files
 
 def publisher(live_file: str, fmt: str = "droonga"):
     """A ``publish(state)`` that writes the live file of ``state`` in format ``fmt``,
-    atomically, only if its bytes change (every rewrite makes every engine reload). Called
+    atomically, only if its bytes change (every rewrite makes every engine reload), and
+    never while the log knows no node (Droonga reads a live file with no live node as an
+    outage: see :func:`membership_log.render.livefile.outage_reason`). Called
     while the store's write lock is held, so the file never moves backwards, and any
     temporary file of a writer killed mid-way can be swept."""
 
     def publish(state) -> None:
+        if livefile.outage_reason(state.nodes) is not None:
+            return  # no node known yet: no file, rather than one that says "none is live"
         files.write_atomic(live_file, livefile.render_view(state.nodes, fmt), sweep=True)
 
     return publish

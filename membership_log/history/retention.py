@@ -17,10 +17,14 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
+from ..core import anchors
+from ..core.clock import now_us
+from ..core.codec import STATE_FORMAT, encode_state
 from ..core.errors import MembershipError
-from ..core.timespec import Point
+from ..core.raw import SOURCE_ANCHOR
+from ..core.timespec import Point, iso
 from ..settings import Settings
-from ..stores.protocol import NODE
+from ..stores.protocol import NODE, Anchor
 from ..stores.setup import open_node_store
 from . import driver as derive
 from .publish import publisher
@@ -61,45 +65,101 @@ def _require_shipped(store, url: str, first: int, last: int, progress=None) -> N
                 progress(hi - first + 1, 2 * (last - first + 1))
 
 
+#: What a compaction would drop (``compact --dry-run``): ``events`` in seqs ``first..last``,
+#: received from ``first_at`` to ``last_at``, about ``bytes`` of the store file.
+Plan = namedtuple("Plan", "events first last first_at last_at bytes")
+
+
+def _last_to_drop(store, before: Point) -> int:
+    head = store.head_seq(NODE)
+    if before.seq is not None:
+        return min(before.seq - 1, head)
+    return derive.seq_at_time(store, NODE, before.us - 1)
+
+
+def plan(settings: Settings, before: Point) -> Plan:
+    """What ``compact --before`` would drop, changing nothing."""
+    store = open_node_store(settings.db_url, "compact")
+    try:
+        with store.read():
+            low = store.first_seq(NODE) - 1
+            last = _last_to_drop(store, before)
+            if last <= low:
+                return Plan(0, None, None, None, None, 0)
+            n, first_at, last_at, size = store.range_stats(low, last)
+            return Plan(n, low + 1, last, first_at, last_at, size)
+    finally:
+        store.close()
+
+
 def compact(settings: Settings, before: Point, require_shipped: str | None = None,
-            progress=None) -> Compacted:
-    """Drop the events received before ``before`` (or before event ``@N``)."""
+            force: bool = False, progress=None) -> Compacted:
+    """Drop the events received before ``before`` (or before event ``@N``). Without
+    ``require_shipped`` it refuses unless ``force`` says the events may go unshipped."""
     store = open_node_store(settings.db_url, "compact")
     path = store.path
     size_before = _size(path)
+    publish = publisher(settings.live_file, settings.live_format)
     try:
         # Derived state first: the anchors come from checkpoints and the fold.
-        derive.catch_up(store, NODE, publisher(settings.live_file, settings.live_format))
-        anchor = store.anchor()
+        derive.catch_up(store, NODE, publish)
+        anchor = store.anchor(NODE)
         low = anchor.seq if anchor is not None else 0
-        head = store.head_seq()
-        if before.seq is not None:
-            last = min(before.seq - 1, head)
-        else:
-            last = derive.seq_at_time(store, NODE, before.us - 1)
+        last = _last_to_drop(store, before)
         if last <= low:
-            at = anchor.max_at if anchor is not None else None
+            at = anchor.received_us if anchor is not None else None
             return Compacted(0, low, at, size_before, size_before)
         if require_shipped:
             _require_shipped(store, require_shipped, low + 1, last, progress)
+        elif not force:
+            n, first_at, last_at, size = store.range_stats(low, last)
+            raise MembershipError(
+                f"compact would drop {n} event(s) ({low + 1}..{last}, received "
+                f"{iso(first_at)} to {iso(last_at)}, about {size:,} bytes) that no central "
+                f"store was shown to hold: ship them first (membership ship --to URL, then "
+                f"compact --require-shipped URL), see what would go with --dry-run, or give "
+                f"--force to drop them unshipped")
         dropped = 0
         end = low
         while end < last:
             end = min(last, end + CHUNK)
             state = derive.start(store, NODE, end)
-            (seq, hash_), = store.hashes(NODE, end, end)
+            (_, hash_), = store.hashes(NODE, end, end)
             received = store.received_at(NODE, end)
             with store.write():
-                dropped += store.drop_through(end, bytes(hash_), received, state)
+                # The anchor, then its record in the log, in one transaction: a kill at any
+                # moment leaves both or neither (the chain covers the anchor from now on).
+                new = Anchor(end, hash_, received, state.max_at, STATE_FORMAT,
+                             encode_state(state), store.catalog_digest(end))
+                dropped += store.drop_through(new)
+                store.append([(now_us(), "", SOURCE_ANCHOR, b"", anchors.encode(new))])
             if progress is not None:
                 progress(end - low, last - low)
-        anchor = store.anchor()
+        derive.catch_up(store, NODE, publish)  # the anchors' records, folded as nothing
+        anchor = store.anchor(NODE)
         try:
             store.conn.execute("VACUUM")
             store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except Exception as e:  # noqa: BLE001 - the events are gone either way; say so
             raise MembershipError(f"compacted {dropped} events, but the file could not be "
                                   f"shrunk: {e} (run membership compact again later)") from None
-        return Compacted(dropped, anchor.seq, anchor.max_at, size_before, _size(path))
+        return Compacted(dropped, anchor.seq, anchor.received_us, size_before, _size(path))
     finally:
         store.close()
+
+
+def cover(store) -> int | None:
+    """Record a retention anchor that its log does not record yet (one made by a release
+    before 0005, which kept no record) as an ``anchor`` event, so that verify holds it to
+    the chain from now on. Trusts the anchor as it stands at this upgrade; returns the
+    anchor's seq if it recorded one."""
+    anchor = store.anchor(NODE)
+    if anchor is None or anchors.check(anchor, store.latest_anchors(NODE)) is None:
+        return None
+    with store.write():
+        if anchor.catalog_sha256 is None:
+            digest = store.catalog_digest(anchor.seq)
+            if digest is not None:
+                anchor = store.set_anchor_catalog(digest)
+        store.append([(now_us(), "", SOURCE_ANCHOR, b"", anchors.encode(anchor))])
+    return anchor.seq

@@ -14,7 +14,7 @@ from collections import namedtuple
 from ..core import fold
 from ..core.catalog import CATALOG_LIMIT
 from ..core.clock import now_us
-from ..core.errors import StoreError
+from ..core.errors import MembershipError, StoreError
 from ..core.redact import mask_url
 from ..settings import Settings
 from ..stores import files
@@ -58,12 +58,15 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
             refold(store, progress=progress)
         return {"store": mask_url(settings.db_url), "from": before, "to": after}
     before, after = store_setup.prepare(settings.db_url, ROLE_NODE)
+    upgraded = before is not None and before != after
     if received_us is None:
         received_us = now_us()
     store = nodestore.NodeStore(path)
     try:
         if store.role_of() != ROLE_NODE:
             raise StoreError(f"{path} is a central store; init makes node stores")
+        if upgraded:
+            _after_upgrade(store)
         warnings: list[str] = []
         if record_catalog:
             data, problem = files.read_regular(settings.catalog, CATALOG_LIMIT)
@@ -89,8 +92,19 @@ def upgrade_store(settings: Settings, role: str | None = None, progress=None) ->
     if before is None or before == after:
         return before, after
     with store_setup.open_store(settings.db_url) as store:
+        _after_upgrade(store)
         refold(store, settings if store.role == ROLE_NODE else None, progress)
     return before, after
+
+
+def _after_upgrade(store) -> None:
+    """What an upgrade from an older release adds beyond the schema: a retention anchor made
+    before 0005 gets its record in the log (trusted as it stands now: from here on the chain
+    covers it)."""
+    if store.role == ROLE_NODE:
+        from .retention import cover
+
+        cover(store)
 
 
 def rebuild(settings: Settings, progress=None) -> Rebuilt:
@@ -99,8 +113,16 @@ def rebuild(settings: Settings, progress=None) -> Rebuilt:
     file if its bytes differ. The raw log is never changed. Chunk by chunk (the driver's):
     handlers wait for one chunk at most, and a rebuild killed midway leaves derived state
     that merely lags."""
+    from .integrity import check_anchor
+
     with store_setup.open_store(settings.db_url) as store:
         origins = store.origins()
+        for origin in origins:
+            bad = check_anchor(store, origin)
+            if bad is not None:
+                raise MembershipError(f"rebuild refuses to fold from this anchor: {bad.what}; "
+                                      f"restore the store from a backup or the central store "
+                                      f"(membership export --observer NODE, then import)")
         for origin in origins:
             with store.write():
                 store.truncate_derived(origin, store.first_seq(origin) - 1)

@@ -16,7 +16,7 @@ from collections import namedtuple
 from datetime import datetime
 
 from ..core.errors import MembershipError, StoreError
-from ..core.raw import SOURCE_CATALOG, SOURCE_SERF, RawEvent, decode_env, encode_env, text_of
+from ..core.raw import SOURCE_SERF, SOURCES, RawEvent, decode_env, encode_env, serf_env, text_of
 from ..core.redact import mask_url
 from ..core.timespec import MAX_US, MIN_US, to_us
 from ..settings import Settings
@@ -25,8 +25,9 @@ from ..stores.setup import open_node_store
 from . import driver
 from .publish import publisher
 
-#: What an import did: events appended, the seqs they got, the log's head after it.
-Imported = namedtuple("Imported", "appended first last")
+#: What an import did: events appended, the seqs they got, and the variables dropped from
+#: their env (name -> how many lines carried it) because the handler never records them.
+Imported = namedtuple("Imported", "appended first last dropped")
 
 #: What a ship did: the node's name, events copied, the central head of its log after it.
 Shipped = namedtuple("Shipped", "origin copied central_head")
@@ -42,7 +43,7 @@ def _received(value: object, where: str) -> int:
     # The form export writes, YYYY-MM-DDTHH:MM:SS.ffffffZ, read without datetime (a third
     # of an import's parsing time otherwise); anything else goes the general way.
     if (isinstance(value, str) and len(value) == 27 and value[10] == "T" and value[19] == "."
-            and value[26] == "Z" and value[11:19].replace(":", "").isdigit()
+            and value[26] == "Z" and value.isascii() and value[11:19].replace(":", "").isdigit()
             and value[20:26].isdigit() and value[13] == value[16] == ":"):
         day = _DAYS.get(value[:10])
         if day is None:
@@ -69,9 +70,41 @@ def _general_received(value: object, where: str) -> int:
     return us
 
 
+def _text(value: object, what: str, where: str) -> str:
+    """A string of the log: any text, with undecodable bytes as the lone surrogates
+    U+DC80..U+DCFF that ``surrogateescape`` maps back to them; any other lone surrogate
+    stands for no byte at all, and is refused."""
+    if not isinstance(value, str):
+        raise MembershipError(f"{where}: {what} must be a string")
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as e:
+        bad = value[e.start]
+        raise MembershipError(f"{where}: {what} holds U+{ord(bad):04X}, a lone surrogate that "
+                              f"stands for no byte") from None
+    return value
+
+
 def parse_line(line: bytes | str, where: str) -> tuple:
     """One exported event as an append item ``(received_us, observer, source, env blob,
-    stdin)``; a one-line MembershipError naming ``where`` if it is not one."""
+    stdin)`` and the names of the variables dropped from its env; a one-line
+    MembershipError naming ``where`` if it is not an event.
+
+    The env keeps exactly what the handler would have kept (SPEC "The handler", step 1):
+    ``SERF_*`` variables but the serf CLI's own ``SERF_RPC_*`` on a Serf event, nothing on a
+    catalog or anchor record. Anything else (an export made before ``SERF_RPC_*`` was
+    dropped, a hand-edited line carrying ``AWS_SECRET_ACCESS_KEY``) is dropped here, never
+    stored, never shipped."""
+    try:
+        return _parse_line(line, where)
+    except MembershipError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the line holds: its number, one line
+        raise MembershipError(f"{where}: not an exported event ({type(e).__name__}: "
+                              f"{str(e)[:80]})") from None
+
+
+def _parse_line(line: bytes | str, where: str) -> tuple:
     try:
         doc = json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
@@ -82,42 +115,48 @@ def parse_line(line: bytes | str, where: str) -> tuple:
                if k not in doc]
     if missing:
         raise MembershipError(f"{where}: missing {', '.join(missing)}")
-    source, observer, env = doc["source"], doc["observer"], doc["env"]
-    if source not in (SOURCE_SERF, SOURCE_CATALOG):
-        raise MembershipError(f"{where}: source must be serf or catalog, not {source!r:.40}")
-    if not isinstance(observer, str):
-        raise MembershipError(f"{where}: observer must be a string")
+    source, env = doc["source"], doc["env"]
+    if source not in SOURCES:
+        raise MembershipError(f"{where}: source must be {', '.join(SOURCES)}, not "
+                              f"{str(source)[:40]!r}")
+    observer = _text(doc["observer"], "observer", where)
     if not isinstance(env, dict):
         raise MembershipError(f"{where}: env must be an object of variable names to strings")
-    key = tuple(env.items())
-    blob = _ENVS.get(key)
-    if blob is None:  # most lines of a log carry one of a few environments
-        if not all(isinstance(k, str) and isinstance(v, str) and k and "=" not in k
-                   and "\0" not in k and "\0" not in v for k, v in key):
-            raise MembershipError(f"{where}: env must be an object of variable names to "
-                                  f"strings")
-        blob = encode_env(env)
+    key = (source, tuple(env.items()))
+    known = _ENVS.get(key)
+    if known is None:  # most lines of a log carry one of a few environments
+        for k, v in env.items():
+            _text(k, "an env name", where)
+            _text(v, f"env {k[:40]!r}", where)
+            if not k or "=" in k or "\0" in k or "\0" in v:
+                raise MembershipError(f"{where}: env must be an object of variable names to "
+                                      f"strings")
+        kept = serf_env(env) if source == SOURCE_SERF else {}
+        known = (encode_env(kept), tuple(sorted(k for k in env if k not in kept)))
         if len(_ENVS) >= 4096:
             _ENVS.clear()
-        _ENVS[key] = blob
+        _ENVS[key] = known
     try:
         stdin = base64.b64decode(doc["stdin_b64"], validate=True)
     except (binascii.Error, TypeError, ValueError):
         raise MembershipError(f"{where}: stdin_b64 is not base64") from None
-    return (_received(doc["received"], where), text_of(observer), source, blob, stdin)
+    return (_received(doc["received"], where), text_of(observer), source, known[0], stdin), \
+        known[1]
 
 
-_ENVS: dict[tuple, bytes] = {}
+_ENVS: dict[tuple, tuple] = {}
 
 
 def import_(settings: Settings, lines, progress=None) -> Imported:
     """Append exported events (an iterable of lines) to the node store ``settings`` names, in
     order, through the handler's append path, then bring everything derived (the live file
     included) up to date. One transaction: a bad line stops the import with its line number
-    and nothing of it is kept. The store computes the chain; the input's seq and hash are
-    not trusted."""
+    and nothing of it is kept; a store this import created is removed again, so a failed
+    import into a new base dir leaves neither a store nor a live file behind. The store
+    computes the chain; the input's seq and hash are not trusted."""
     path = settings.sqlite_path
-    if path is not None and (not os.path.exists(path) or os.path.getsize(path) == 0):
+    created = path is not None and (not os.path.exists(path) or os.path.getsize(path) == 0)
+    if created:
         from .setup import init
 
         init(settings, record_catalog=False)
@@ -125,12 +164,16 @@ def import_(settings: Settings, lines, progress=None) -> Imported:
     try:
         first = last = None
         appended = 0
+        dropped: dict[str, int] = {}
         with store.write():
             batch: list = []
             for n, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
-                batch.append(parse_line(line, f"line {n}"))
+                item, gone = parse_line(line, f"line {n}")
+                batch.append(item)
+                for name in gone:
+                    dropped[name] = dropped.get(name, 0) + 1
                 if len(batch) >= IMPORT_BATCH:
                     first, last = _append_and_fold(store, batch, first)
                     appended += len(batch)
@@ -142,7 +185,14 @@ def import_(settings: Settings, lines, progress=None) -> Imported:
                 appended += len(batch)
         driver.catch_up(store, NODE, publisher(settings.live_file, settings.live_format),
                         progress=progress)
-        return Imported(appended, first, last)
+        return Imported(appended, first, last, dropped)
+    except BaseException:
+        if created and store.head_seq(NODE) == 0:
+            store.close()
+            from ..stores.setup import remove_empty_node_store
+
+            remove_empty_node_store(path)
+        raise
     finally:
         store.close()
 
@@ -182,14 +232,14 @@ def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) ->
             # so every check of "does the central copy continue the local log?" reads the
             # local head afresh: a stale one made a copy that had moved past it look like a
             # different log (ship --follow then exited after an outage).
-            target, _ = local.head()
+            target, _ = local.head(NODE)
             copied = 0
             total = None
             while True:
                 with central.write():
                     central.lock_origin(origin)
                     c_head, c_hash = central.head(origin)
-                    _check_continues(local, origin, c_head, c_hash, local.head()[0])
+                    _check_continues(local, origin, c_head, c_hash, local.head(NODE)[0])
                     if total is None:
                         total = max(0, target - c_head)
                         if progress is not None:
@@ -215,7 +265,7 @@ def _check_continues(local, origin: str, c_head: int, c_hash: bytes | None,
     if c_head > local_head:
         raise MembershipError(f"the central store holds {c_head} events of {origin}, the local log "
                          f"only {local_head}: they are not the same log")
-    anchor = local.anchor()
+    anchor = local.anchor(NODE)
     if anchor is not None and c_head < anchor.seq:
         raise MembershipError(f"events {c_head + 1}..{anchor.seq} of {origin} were compacted here "
                          f"before they were shipped; the central store cannot have them (ship "

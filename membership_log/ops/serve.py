@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..core.clock import now_us
 from ..core.errors import MembershipError, StoreError
-from ..render import exposition
+from ..render import exposition, jsondoc, timeline
 from ..render import tables as render
 
 DEFAULT_LISTEN = "127.0.0.1:9137"
@@ -107,7 +107,7 @@ def metrics_text(store, observer: str | None = None, now: int | None = None) -> 
     from ..history import api as history
 
     snapshot = history.metrics(store, observer, now)
-    if snapshot.get("observer") is None and store.role != "central":
+    if snapshot.get("observer") is None and not store.scope(None).merged:
         snapshot = {**snapshot, "observer": store.origin_name()}
     return exposition.render(snapshot)
 
@@ -120,7 +120,7 @@ def dashboard_html() -> bytes:
 
 
 class _JsonLines:
-    """A text stream that ``render.write_json_lines`` writes into, kept as byte chunks."""
+    """A text stream that ``jsondoc.write_lines`` writes into, kept as byte chunks."""
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
@@ -218,7 +218,7 @@ class Api:
 
         with self._open() as store:
             doc = {"role": store.role, "heads": history.heads(store)}
-        return Response(200, JSON, render.json_doc(doc).encode("ascii"))
+        return Response(200, JSON, jsondoc.encode(doc).encode("ascii"))
 
     def _api_state(self, params) -> Response:
         from ..history import api as history
@@ -226,7 +226,7 @@ class Api:
         at = self._time(params, "at")
         with self._open() as store:
             now = history.state_at(store, at, self._view(params))
-        return Response(200, JSON, render.json_doc(render.state_record(now)).encode("ascii"))
+        return Response(200, JSON, jsondoc.encode(jsondoc.state_doc(now)).encode("ascii"))
 
     def _api_audit(self, params) -> Response:
         from ..history import api as history
@@ -234,16 +234,17 @@ class Api:
         since, until = self._time(params, "since"), self._time(params, "until")
         with self._open() as store:
             doc = history.audit(store, since, until, params.get("node"), self._view(params),
-                                now=self.clock())
-        return Response(200, JSON, render.json_doc(doc).encode("ascii"))
+                                now=self.clock(), clip=True)
+        return Response(200, JSON, jsondoc.audit_text(doc).encode("ascii"))
 
     def _api_timeline_svg(self, params) -> Response:
         from ..history import api as history
 
         since, until = self._time(params, "since"), self._time(params, "until")
         with self._open() as store:
-            svg = history.timeline(store, since, until, params.get("node"), self._view(params),
-                                   now=self.clock())
+            svg = timeline.picture(history.audit(store, since, until, params.get("node"),
+                                                 self._view(params), now=self.clock(),
+                                                 clip=True))
         return Response(200, SVG, svg.encode("utf-8"), {"Content-Security-Policy": SVG_CSP})
 
     def _api_replay(self, params) -> Response:
@@ -274,17 +275,17 @@ class Api:
                 yield from records
 
             # write_json_lines flushes every 512 records: hand over what it wrote so far.
-            source = (render.replay_record(r) for r in chained())
+            source = (jsondoc.replay_doc(r) for r in chained())
             batch: list = []
             for record in source:
                 batch.append(record)
                 if len(batch) == 512:
-                    render.write_json_lines(buf, batch)
+                    jsondoc.write_lines(buf, batch)
                     yield b"".join(buf.chunks)
                     buf.chunks.clear()
                     batch = []
             if batch:
-                render.write_json_lines(buf, batch)
+                jsondoc.write_lines(buf, batch)
                 yield b"".join(buf.chunks)
         finally:
             store.close()

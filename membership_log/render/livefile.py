@@ -82,3 +82,14 @@ def render_compact(value: object) -> str:
             json_string(k) + ":" + render_compact(v) for k, v in value.items()
         ) + "}"
     raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+def outage_reason(nodes: dict) -> str | None:
+    """Why writing the live file of ``nodes`` would be an outage no event caused, or None.
+
+    Droonga's engine reads a live file with no live node as "route nowhere". That is right
+    when the log says every node is dead, and wrong when the state simply knows no node
+    (no catalog yet, no member seen): no command writes or prints such a file."""
+    if any(n.in_catalog for n in nodes.values()):
+        return None
+    return "the log knows no node yet (no catalog recorded, no Serf member seen)"

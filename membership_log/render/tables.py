@@ -7,7 +7,7 @@ draw a fake row. So every character that could move the cursor, change colours, 
 or hide itself is shown as a visible escape, and the backslash itself is escaped, so that
 what is printed maps back to exactly one string. Pure.
 
-And the one JSON convention every command writes (see :func:`json_doc`).
+JSON is :mod:`membership_log.render.jsondoc`'s.
 """
 
 from __future__ import annotations
@@ -60,73 +60,11 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-# -- JSON: one convention for every command ----------------------------------------------------
-# Compact (no spaces), keys in the order the record defines them, ASCII only (every
-# non-ASCII and control character escaped, so JSON output is as safe on a terminal as the
-# tables). One object per line for streams (replay, export), one document otherwise.
-
-
-def _encoder():
-    """The C encoder of the stdlib, set up once for our convention (json.dumps sets it up
-    again on every call: a tenth of a replay's time)."""
-    from json.encoder import c_make_encoder, encode_basestring_ascii
-
-    if c_make_encoder is None:  # another Python: the plain way
-        import json
-
-        return json.JSONEncoder(separators=(",", ":")).encode
-
-    def default(o):
-        raise TypeError(f"{type(o).__name__} is not JSON serializable")
-
-    make = c_make_encoder(None, default, encode_basestring_ascii, None, ":", ",", False,
-                          False, True)
-    return lambda obj: "".join(make(obj, 0))
-
-
-def json_doc(obj: object) -> str:
-    """One JSON document, the way every command writes one."""
-    import json
-
-    return json.dumps(obj, separators=(",", ":"))
-
-
-json_line = json_doc
-
-
-def write_json_lines(out, records) -> None:
-    """Records as JSON lines on ``out`` (streamed; flushed in blocks)."""
-    encode = _encoder()
-    buf: list[str] = []
-    for record in records:
-        buf.append(encode(record))
-        if len(buf) >= 512:
-            buf.append("")
-            out.write("\n".join(buf))
-            buf = []
-    if buf:
-        buf.append("")
-        out.write("\n".join(buf))
-    out.flush()
-
-
-# -- records ---------------------------------------------------------------------------------
+# -- records as tables ------------------------------------------------------------------------
 
 
 def _iso(us):
     return iso(us) if us is not None else None
-
-
-def state_record(now) -> dict:
-    """``state --json``: a :data:`~membership_log.history.api.StateAt` as plain data."""
-    return {
-        "seq": now.seq,
-        "at": _iso(now.at),
-        "nodes": {n.name: {"live": n.live, "serf": n.serf, "marked": n.marked,
-                           "address": n.address, "member": n.member,
-                           "in_catalog": n.in_catalog}
-                  for n in sorted(now.nodes.values(), key=lambda v: v.name)},
-    }
 
 
 def state_table(now, at=None) -> str:
@@ -143,28 +81,6 @@ def state_table(now, at=None) -> str:
     if not rows:
         return head
     return head + "\n" + table(["NODE", "LIVE", "SERF", "MARK", "ADDRESS", "MEMBER", ""], rows)
-
-
-def replay_record(r) -> dict:
-    """One ``replay --json`` line (SPEC "Replay and audit JSON")."""
-    e = r.event
-    out = {
-        "seq": e.seq,
-        "at": _iso(e.at),
-        "observer": e.observer,
-        "event": e.kind,
-        "name": e.name,
-        "ltime": e.ltime,
-        "members": [{"name": m.name, "address": m.address, "role": m.role, "tags": m.tags}
-                    for m in e.members],
-        "payload": e.payload,
-        "changes": [{"node": c.node, "from": c.before, "to": c.after} for c in r.changes],
-        "duplicate": r.redelivery,
-        "warnings": list(e.warnings),
-    }
-    if r.origin is not None:
-        out["origin"] = r.origin
-    return out
 
 
 def _summary(event) -> str:
@@ -193,44 +109,52 @@ def replay_row(r, observer=None) -> list[str]:
     return [seq, _iso(e.at)[:23], e.observer or r.origin or "-", e.kind, _summary(e), effect]
 
 
-def audit_text(doc: dict) -> str:
-    """The audit for people: a line per node, then a line per incident."""
+def audit_text(audit) -> str:
+    """The audit for people (an :data:`~membership_log.core.figures.Audit`): a line per
+    node, then a line per incident, then the unobserved stretches."""
+    from ..core.figures import LOWER_BOUND_NOTE
     from ..core.timespec import duration
 
-    lines = [f"audit {doc['since']} to {doc['until']}"]
-    if not doc["nodes"]:
+    def seconds(us):
+        return None if us is None else us / 1e6
+
+    lines = [f"audit {iso(audit.since)} to {iso(audit.until)}"]
+    if not audit.nodes:
         return "\n".join(lines + ["no nodes"])
     rows = []
-    for name, n in doc["nodes"].items():
-        avail = "-" if n["availability"] is None else f"{100 * n['availability']:.3f}%"
-        still = sum(1 for i in n["incidents"] if i["up_at"] is None)
-        flapping = f"{len(n['flapping'])} stretch(es)" if n["flapping"] else ""
-        rows.append([name, str(len(n["incidents"])) + (f" ({still} open)" if still else ""),
-                     duration(n["downtime_s"]), avail, duration(n["mttr_s"]),
-                     str(n["flaps"]), flapping])
+    for name, n in audit.nodes.items():
+        avail = "-" if n.availability is None else f"{100 * n.availability:.3f}%"
+        still = sum(1 for r in n.incidents if r.incident.up_at is None)
+        flapping = f"{len(n.flapping)} stretch(es)" if n.flapping else ""
+        rows.append([name, str(len(n.incidents)) + (f" ({still} open)" if still else ""),
+                     duration(seconds(n.downtime_us)), avail, duration(seconds(n.mttr_us)),
+                     str(n.flaps), flapping])
     lines.append(table(["NODE", "INCIDENTS", "DOWNTIME", "AVAILABILITY", "MTTR", "FLAPS",
                         "FLAPPING"], rows))
-    incidents = [(name, i) for name, n in doc["nodes"].items() for i in n["incidents"]]
-    blind = any("unobserved_s" in i for _, i in incidents)
-    estimated = any("est_down_at" in i for _, i in incidents)
+    reported = [(name, r) for name, n in audit.nodes.items() for r in n.incidents]
+    blind = any(r.unobserved_us for _, r in reported)
+    delay = audit.detection_delay_us
+    estimated = delay is not None and any(r.incident.cause == "failed" for _, r in reported)
     headers = ["NODE", "DOWN AT (UTC)", "UP AT (UTC)", "DURATION", "CAUSE", "OBSERVERS"]
     headers += ["UNOBSERVED"] * blind + ["EST. DOWN AT"] * estimated
     detail = []
-    for name, i in incidents:
-        row = [name, i["down_at"][:23], (i["up_at"] or "still down")[:23],
-               duration(i["duration_s"]), i["cause"], ",".join(i["observers"]) or "-"]
+    for name, r in reported:
+        i = r.incident
+        row = [name, iso(i.down_at)[:23], (_iso(i.up_at) or "still down")[:23],
+               duration(seconds(r.duration_us)), i.cause, ",".join(i.observers) or "-"]
         if blind:
-            row.append(duration(i["unobserved_s"]) if "unobserved_s" in i else "")
+            row.append(duration(seconds(r.unobserved_us)) if r.unobserved_us else "")
         if estimated:
-            row.append(i["est_down_at"][:23] if "est_down_at" in i else "")
-        detail.append(row)
+            row.append(iso(i.down_at - delay)[:23] if i.cause == "failed" else "")
+        detail.append((i.down_at, row))
     if detail:
-        lines += ["", table(headers, sorted(detail, key=lambda r: r[1]))]
-    gaps = [(obs, g) for obs, d in doc.get("observers", {}).items() for g in d["unobserved"]]
+        detail.sort(key=lambda d: d[0])
+        lines += ["", table(headers, [row for _, row in detail])]
+    gaps = [(obs, g) for obs, s in audit.observers.items() for g in s.unobserved]
     if gaps:
         lines += ["", table(["OBSERVER", "UNOBSERVED FROM", "TO"],
-                            [[o, g["from"][:23], g["to"][:23]] for o, g in gaps])]
-    lines += ["", f"note: {doc['note']}"]
+                            [[o, iso(a)[:23], iso(b)[:23]] for o, (a, b) in gaps])]
+    lines += ["", f"note: {LOWER_BOUND_NOTE}"]
     return "\n".join(lines)
 
 

@@ -20,13 +20,14 @@ from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.codec import STATE_FORMAT, decode_state
-from ..core.errors import SchemaMismatch, StoreError
-from ..core.raw import RawEvent, decode_env
+from ..core.errors import MembershipError, SchemaMismatch, StoreError
+from ..core.raw import GENESIS, RawEvent, decode_env
 from ..core.redact import first_line, mask_url
 from ..version import SCHEMA_REVISION
+from . import queries
 from .connect import engine_for
 from .node import schema_message
-from .protocol import ROLE_CENTRAL, Anchor
+from .protocol import ROLE_CENTRAL, Anchor, Scope, Store
 from .schema import (
     anchor,
     checkpoint,
@@ -38,9 +39,10 @@ from .schema import (
 )
 
 _EVENT_COLUMNS = ("origin", "seq", "received_us", "observer", "source", "env", "stdin", "hash")
+_MIN_RECEIVED = queries.MIN_RECEIVED.format(table="cluster_event", origin="origin = :origin AND ")
 
 
-class CentralStore:
+class CentralStore(Store):
     """An open central store. :meth:`write` gives a transaction that the reader methods
     then use too (so a fold and its derived rows commit together)."""
 
@@ -48,6 +50,7 @@ class CentralStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.label = mask_url(url)
         self.engine = engine_for(url)
         self._conn = None
         try:
@@ -80,12 +83,6 @@ class CentralStore:
 
     def close(self) -> None:
         self.engine.dispose()
-
-    def __enter__(self) -> CentralStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _fail(self, e: Exception, what: str = "read") -> StoreError:
         return StoreError(f"cannot {what} store {mask_url(self.url)}: {first_line(e, self.url)}")
@@ -143,44 +140,39 @@ class CentralStore:
                  " SELECT origin FROM o WHERE origin IS NOT NULL")
         return [r[0] for r in self._all(q)]
 
-    def head_seq(self, origin: str) -> int:
-        return self._scalar(select(func.max(cluster_event.c.seq))
-                            .where(cluster_event.c.origin == origin)) or 0
+    def scope(self, observer: str | None) -> Scope:
+        origins = self.origins()
+        if observer is None:
+            return Scope(origins, True, None)
+        if observer not in origins:
+            from ..core.names import unknown
 
-    def head(self, origin: str) -> tuple[int, bytes | None]:
+            raise MembershipError(unknown("observer", observer, origins,
+                                          f"the central store {self.label} holds no log of"))
+        return Scope([observer], False, None)
+
+    def head(self, origin: str) -> tuple[int, bytes]:
         rows = self._all(select(cluster_event.c.seq, cluster_event.c.hash)
                          .where(cluster_event.c.origin == origin)
                          .order_by(cluster_event.c.seq.desc()).limit(1))
-        return (rows[0][0], bytes(rows[0][1])) if rows else (0, None)
+        return (rows[0][0], bytes(rows[0][1])) if rows else (0, GENESIS)
 
     def first_seq(self, origin: str) -> int:
         return 1
 
-    def anchor(self, origin: str):
-        rows = self._all(select(anchor.c.seq, anchor.c.hash, anchor.c.received_us,
-                                anchor.c.max_at, anchor.c.format, anchor.c.state)
-                         .where(anchor.c.origin == origin))
-        return Anchor(*rows[0]) if rows else None
+    def anchor(self, origin: str) -> Anchor | None:
+        return None  # retention is a node's: every shipped log is whole here
 
     def events(self, origin: str, after: int = 0, until: int | None = None):
-        t = cluster_event
-        q = select(t).where(t.c.origin == origin, t.c.seq > after).order_by(t.c.seq)
-        if until is not None:
-            q = q.where(t.c.seq <= until)
-        try:
-            with self._use() as conn:
-                for r in conn.execute(q, execution_options={"yield_per": 2000}):
-                    yield RawEvent(r.seq, r.received_us, r.observer, r.source,
-                                   decode_env(bytes(r.env)), bytes(r.stdin), bytes(r.hash))
-        except SQLAlchemyError as e:
-            raise self._fail(e) from None
+        for r in self.rows(origin, after, until):
+            yield RawEvent(r[0], r[1], r[2], r[3], decode_env(r[4]), r[5], r[6])
 
-    def rows(self, origin: str, after: int = 0):
-        """Rows after ``after`` as stored ``(seq, received_us, observer, source, env blob,
-        stdin, hash)``, streamed."""
+    def rows(self, origin: str, after: int = 0, until: int | None = None):
         t = cluster_event
         q = (select(t.c.seq, t.c.received_us, t.c.observer, t.c.source, t.c.env, t.c.stdin,
                     t.c.hash).where(t.c.origin == origin, t.c.seq > after).order_by(t.c.seq))
+        if until is not None:
+            q = q.where(t.c.seq <= until)
         try:
             with self._use() as conn:
                 for r in conn.execute(q, execution_options={"yield_per": 2000}):
@@ -189,98 +181,63 @@ class CentralStore:
             raise self._fail(e) from None
 
     def hashes(self, origin: str, first: int, last: int) -> list[tuple[int, bytes]]:
-        """``(seq, hash)`` of one log's events first..last."""
         t = cluster_event
-        return self._all(select(t.c.seq, t.c.hash).where(
-            t.c.origin == origin, t.c.seq >= first, t.c.seq <= last).order_by(t.c.seq))
+        return [(r[0], bytes(r[1])) for r in self._all(select(t.c.seq, t.c.hash).where(
+            t.c.origin == origin, t.c.seq >= first, t.c.seq <= last).order_by(t.c.seq))]
 
     def received_at(self, origin: str, seq: int) -> int | None:
         return self._scalar(select(cluster_event.c.received_us).where(
             cluster_event.c.origin == origin, cluster_event.c.seq == seq))
 
-    def times_after(self, origin: str, after: int):
+    def last_received_by(self, origin: str, us: int, after: int, until: int) -> int | None:
         t = cluster_event
-        q = (select(t.c.seq, t.c.received_us).where(t.c.origin == origin, t.c.seq > after)
-             .order_by(t.c.seq))
-        try:
-            with self._use() as conn:
-                for r in conn.execute(q, execution_options={"yield_per": 1000}):
-                    yield r[0], r[1]
-        except SQLAlchemyError as e:
-            raise self._fail(e) from None
+        return self._scalar(select(func.max(t.c.seq)).where(
+            t.c.origin == origin, t.c.seq > after, t.c.seq <= until, t.c.received_us <= us))
+
+    def latest_anchors(self, origin: str) -> list:
+        t = cluster_event
+        return [(r[0], bytes(r[1])) for r in self._all(
+            select(t.c.seq, t.c.stdin).where(t.c.origin == origin, t.c.source == "anchor")
+            .order_by(t.c.seq.desc()).limit(8))]
 
     def snapshot(self, origin: str):
         rows = self._all(select(snapshot.c.seq, snapshot.c.format, snapshot.c.state,
                                 snapshot.c.live).where(snapshot.c.origin == origin))
         return tuple(rows[0]) if rows else None
 
-    def _decode(self, rows) -> tuple | None:
-        for r in rows:
+    def checkpoint_at_or_before(self, origin: str, seq: int):
+        c = checkpoint
+        for r in self._all(select(c.c.seq, c.c.max_at, c.c.format, c.c.state)
+                           .where(c.c.origin == origin, c.c.seq <= seq)
+                           .order_by(c.c.seq.desc()).limit(3)):
             state = decode_state(r[2], bytes(r[3]))
             if state is not None and state.seq == r[0]:
                 return r[0], r[1], state
         return None
 
-    def checkpoint_at_or_before(self, origin: str, seq: int):
-        return self._checkpoint(origin, checkpoint.c.seq, seq)
+    def stretch_received_by(self, origin: str, us: int) -> tuple[int, int] | None:
+        through = self._scalar(text(queries.STRETCH), {"origin": origin, "us": us})
+        if through is None:
+            return None
+        after = self._scalar(text(queries.PREVIOUS_CHECKPOINT), {"origin": origin,
+                                                                 "seq": through})
+        return (after or 0), through
 
-    def checkpoint_by_time(self, origin: str, us: int):
-        return self._checkpoint(origin, checkpoint.c.max_at, us)
-
-    def _checkpoint(self, origin: str, column, bound: int):
-        c = checkpoint
-        return self._decode(self._all(
-            select(c.c.seq, c.c.max_at, c.c.format, c.c.state)
-            .where(c.c.origin == origin, column <= bound).order_by(c.c.seq.desc()).limit(3)))
+    def last_checkpoint_seq(self, origin: str) -> int:
+        return self._scalar(text(queries.LAST_CHECKPOINT), {"origin": origin}) or 0
 
     def checkpoints(self, origin: str) -> list[tuple]:
         c = checkpoint
-        return [(r[0], r[1], r[2], bytes(r[3])) for r in self._all(
-            select(c.c.seq, c.c.max_at, c.c.format, c.c.state).where(c.c.origin == origin)
-            .order_by(c.c.seq))]
+        return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in self._all(
+            select(c.c.seq, c.c.max_at, c.c.min_at, c.c.format, c.c.state)
+            .where(c.c.origin == origin).order_by(c.c.seq))]
 
     def incidents(self, origin: str, since_us: int | None = None,
-                  until_us: int | None = None) -> list[tuple]:
-        i = incident
-        q = select(i.c.node, i.c.down_seq, i.c.down_at, i.c.cause, i.c.observer, i.c.up_seq,
-                   i.c.up_at).where(i.c.origin == origin)
-        if until_us is not None:
-            q = q.where(i.c.down_at <= until_us)
-        if since_us is not None:
-            q = q.where((i.c.up_at.is_(None)) | (i.c.up_at >= since_us))
-        return [tuple(r) for r in self._all(q.order_by(i.c.down_at, i.c.node))]
-
-    def incident_spans(self, origin: str, since_us: int | None = None,
-                       until_us: int | None = None, nodes: tuple = (None, None)) -> list[tuple]:
-        """:meth:`incidents` as audits read them, ``(node, down_at, up_at, cause, observer,
-        down_seq, up_seq)``, sorted by down_at then node; ``nodes``: names in [lo, hi)."""
-        i = incident
-        q = select(i.c.node, i.c.down_at, i.c.up_at, i.c.cause, i.c.observer, i.c.down_seq,
-                   i.c.up_seq).where(i.c.origin == origin)
-        if nodes[0] is not None:
-            q = q.where(i.c.node >= nodes[0])
-        if nodes[1] is not None:
-            q = q.where(i.c.node < nodes[1])
-        if until_us is not None:
-            q = q.where(i.c.down_at <= until_us)
-        if since_us is not None:
-            q = q.where((i.c.up_at.is_(None)) | (i.c.up_at >= since_us))
-        return [tuple(r) for r in self._all(q.order_by(i.c.down_at, i.c.node))]
-
-    def incident_totals(self, origin: str, now_us: int) -> list[tuple]:
-        """Per node and cause: ``(node, cause, incidents, downtime µs, last change µs)``,
-        open incidents counted up to ``now_us`` (metrics)."""
-        i = incident
-        up = func.coalesce(i.c.up_at, now_us)
-        down = func.sum(func.greatest(0, up - i.c.down_at)) if self.postgres else \
-            func.sum(func.max(0, up - i.c.down_at))
-        last = func.max(func.greatest(i.c.down_at, func.coalesce(i.c.up_at, i.c.down_at))) \
-            if self.postgres else func.max(func.max(i.c.down_at,
-                                                    func.coalesce(i.c.up_at, i.c.down_at)))
-        # PostgreSQL sums bigints as numeric (Decimal): back to int.
-        return [(n, c, int(k), int(d or 0), None if la is None else int(la)) for n, c, k, d, la
-                in self._all(select(i.c.node, i.c.cause, func.count(), down, last)
-                             .where(i.c.origin == origin).group_by(i.c.node, i.c.cause))]
+                  until_us: int | None = None, nodes: tuple = (None, None)) -> list[tuple]:
+        sql, params, sort_here = queries.incidents(since_us, until_us, nodes)
+        params["origin"] = origin
+        return queries.finish_incidents([tuple(r) for r in self._all(text(sql), params)],
+                                        until_us, sort_here)
 
     def sessions(self, origin: str) -> list[tuple]:
         s = observer_session
@@ -308,9 +265,7 @@ class CentralStore:
         """Store a :class:`membership_log.history.driver.Batch` (inside :meth:`write`)."""
         conn = self._conn
         try:
-            self._upsert(conn, checkpoint, [
-                {"origin": origin, "seq": s, "max_at": m, "format": STATE_FORMAT, "state": b}
-                for s, m, b in batch.checkpoints])
+            self._upsert(conn, checkpoint, self._with_min_at(conn, origin, batch.checkpoints))
             if batch.closed:  # first: the batch's own new incidents are open too
                 i = incident
                 conn.execute(
@@ -320,8 +275,8 @@ class CentralStore:
                     [{"o": origin, "n": n, "us": us, "ua": ua} for n, us, ua in batch.closed])
             # after closing: the batch's own new incidents are open too
             self._upsert(conn, incident, [
-                dict(zip(("origin", "node", "down_seq", "down_at", "cause", "observer",
-                          "up_seq", "up_at"), (origin, *row), strict=True))
+                dict(zip(("origin", "node", "down_at", "up_at", "cause", "observer",
+                          "down_seq", "up_seq"), (origin, *row), strict=True))
                 for row in batch.incidents])
             self._upsert(conn, observer_session, [
                 dict(zip(("origin", "seq", "observer", "started_at", "gap_from"),
@@ -333,6 +288,28 @@ class CentralStore:
                                                "live": live}])
         except SQLAlchemyError as e:
             raise self._fail(e, "write") from None
+
+    def _with_min_at(self, conn, origin: str, checkpoints: list) -> list[dict]:
+        """Checkpoint rows with the earliest receive time of the events since the previous
+        checkpoint (this transaction sees the events being shipped)."""
+        out = []
+        after = None
+        for seq, max_at, blob in checkpoints:
+            if after is None:
+                after = conn.execute(text(queries.PREVIOUS_CHECKPOINT),
+                                     {"origin": origin, "seq": seq}).scalar() or 0
+            low = conn.execute(text(_MIN_RECEIVED), {"origin": origin, "after": after,
+                                                     "through": seq}).scalar()
+            out.append({"origin": origin, "seq": seq, "max_at": max_at,
+                        "min_at": low if low is not None else max_at, "format": STATE_FORMAT,
+                        "state": blob})
+            after = seq
+        return out
+
+    def anchor_rows(self) -> list[str]:
+        """The origins with a row in ``anchor``: a central store never has one (``ship``
+        writes none; retention is a node's), so any is forged or foreign (verify says so)."""
+        return [r[0] for r in self._all(select(anchor.c.origin))]
 
     def truncate_derived(self, origin: str, seq: int) -> None:
         conn = self._conn

@@ -21,11 +21,19 @@ try:
 except ImportError:  # another Python
     import sqlite3
 
-from ..core import fold as project
-from ..core.codec import STATE_FORMAT, decode_state, encode_state
+from ..core.codec import STATE_FORMAT, decode_anchor_state, decode_state
 from ..core.errors import NotInitialised, SchemaMismatch, StoreError
-from ..core.raw import GENESIS, SOURCE_CATALOG, RawEvent, canonical_env, chain_hash, decode_env
-from .protocol import NODE, ROLE_CENTRAL, ROLE_NODE, Anchor  # noqa: F401 (ROLE_CENTRAL)
+from ..core.raw import (
+    GENESIS,
+    SOURCE_CATALOG,
+    RawEvent,
+    canonical_env,
+    chain_hash,
+    decode_env,
+    sha256,
+)
+from . import queries
+from .protocol import NODE, ROLE_NODE, Anchor, Scope, Store
 
 BUSY_TIMEOUT_S = 10.0
 
@@ -36,11 +44,12 @@ COLUMNS = {
     "event_note": ("seq", "n", "message"),
     "store_info": ("key", "value"),
     "snapshot": ("origin", "seq", "format", "state", "live"),
-    "checkpoint": ("origin", "seq", "max_at", "format", "state"),
+    "checkpoint": ("origin", "seq", "max_at", "min_at", "format", "state"),
     "incident": ("origin", "node", "down_seq", "down_at", "cause", "observer", "up_seq",
                  "up_at"),
     "observer_session": ("origin", "seq", "observer", "started_at", "gap_from"),
-    "anchor": ("origin", "seq", "hash", "received_us", "max_at", "format", "state"),
+    "anchor": ("origin", "seq", "hash", "received_us", "max_at", "format", "state",
+               "catalog_sha256"),
     "spool_intake": ("name", "seq"),
 }
 
@@ -52,11 +61,13 @@ def _insert(table: str, verb: str = "INSERT") -> str:
 
 _INSERT_EVENT = _insert("event")
 _INSERT_CHECKPOINT = _insert("checkpoint", "INSERT OR REPLACE")
-_INSERT_INCIDENT = _insert("incident", "INSERT OR REPLACE")
+# Incident rows come in membership_log.core.incidents.Row order, like every incident row.
+_INSERT_INCIDENT = ("INSERT OR REPLACE INTO incident (origin, node, down_at, up_at, cause, "
+                    "observer, down_seq, up_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_SESSION = _insert("observer_session", "INSERT OR REPLACE")
 _INSERT_SNAPSHOT = _insert("snapshot", "INSERT OR REPLACE")
 _EVENT_COLS = ", ".join(COLUMNS["event"])
-_INCIDENT_COLS = ", ".join(COLUMNS["incident"][1:])
+_MIN_RECEIVED = queries.MIN_RECEIVED.format(table="event", origin="")
 
 
 def _first_line(e: BaseException) -> str:
@@ -64,18 +75,14 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _by_start(row: tuple) -> tuple:
-    return row[1], row[0]
-
-
-class NodeStore:
+class NodeStore(Store):
     """An open node store. :meth:`write` gives a write transaction, :meth:`read` a consistent
     read snapshot; both translate ``sqlite3`` errors into :class:`StoreError`."""
 
     role = ROLE_NODE
 
     def __init__(self, path: str, timeout: float = BUSY_TIMEOUT_S) -> None:
-        self.path = path
+        self.path = self.label = path
         if not os.path.exists(path):
             raise StoreError(f"no store at {path} (run: membership init)")
         try:
@@ -110,12 +117,6 @@ class NodeStore:
 
     def close(self) -> None:
         self.conn.close()
-
-    def __enter__(self) -> NodeStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _fail(self, e: sqlite3.Error, what: str = "read") -> StoreError:
         text = _first_line(e)
@@ -154,13 +155,17 @@ class NodeStore:
 
     # -- the raw log ------------------------------------------------------------------------
 
-    def head(self) -> tuple[int, bytes]:
-        """The last event's seq and hash; after a compaction that dropped everything, the
-        anchor's."""
+    def _check(self, origin: str) -> None:
+        if origin != NODE:
+            raise StoreError(f"store {self.path} is a node store: it holds no log of "
+                             f"{origin!r} (its own log is origin {NODE!r})")
+
+    def head(self, origin: str) -> tuple[int, bytes]:
+        self._check(origin)
         row = self._one("SELECT seq, hash FROM event ORDER BY seq DESC LIMIT 1")
         if row:
             return row[0], row[1]
-        a = self.anchor()
+        a = self.anchor(NODE)
         return (a.seq, a.hash) if a is not None else (0, GENESIS)
 
     def append(self, items: list[tuple]) -> list[int]:
@@ -174,7 +179,7 @@ class NodeStore:
                 for r in self._append(items)]
 
     def _append(self, items: list[tuple]) -> list[tuple]:
-        seq, prev = self.head()
+        seq, prev = self.head(NODE)
         rows = []
         for received_us, observer, source, env_blob, stdin in items:
             # The hash covers the canonical (sorted) environment block that verify rebuilds
@@ -210,10 +215,6 @@ class NodeStore:
     def last_catalog(self) -> bytes | None:
         row = self._one("SELECT stdin FROM event WHERE source = 'catalog' ORDER BY seq DESC "
                         "LIMIT 1")
-        if row is None:
-            a = self.anchor()
-            if a is not None:  # compacted away: the anchor's state holds the catalog in force
-                return None
         return row[0] if row else None
 
     def origin_name(self) -> str | None:
@@ -237,24 +238,24 @@ class NodeStore:
     def origins(self) -> list[str]:
         return [NODE]
 
-    def head_seq(self, origin: str = NODE) -> int:
-        return self.head()[0]
+    def scope(self, observer: str | None) -> Scope:
+        return Scope([NODE], False, observer)
 
-    def first_seq(self, origin: str = NODE) -> int:
-        """The first event kept (1, or the one after the retention anchor)."""
-        a = self.anchor()
+    def first_seq(self, origin: str) -> int:
+        a = self.anchor(origin)
         return a.seq + 1 if a is not None else 1
 
-    def events(self, origin: str = NODE, after: int = 0, until: int | None = None):
-        """Raw events after ``after`` (up to ``until``) in seq order, streamed."""
-        if until is None:
-            sql, params = (f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? ORDER BY seq",
-                           (after,))
-        else:
-            sql, params = (f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? AND seq <= ? "
-                           f"ORDER BY seq", (after, until))
-        for r in self._stream(sql, params):
+    def events(self, origin: str, after: int = 0, until: int | None = None):
+        for r in self.rows(origin, after, until):
             yield RawEvent(r[0], r[1], r[2], r[3], decode_env(r[4]), r[5], r[6])
+
+    def rows(self, origin: str, after: int = 0, until: int | None = None):
+        self._check(origin)
+        if until is None:
+            return self._stream(f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? ORDER BY seq",
+                                (after,))
+        return self._stream(f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? AND seq <= ? "
+                            f"ORDER BY seq", (after, until))
 
     def _stream(self, sql: str, params: tuple):
         """A query's rows, fetched in blocks: a log of a million events never sits in
@@ -269,138 +270,93 @@ class NodeStore:
         except sqlite3.Error as e:
             raise self._fail(e) from e
 
-    def rows(self, origin: str = NODE, after: int = 0):
-        """Rows after ``after`` exactly as stored ``(seq, received_us, observer, source, env
-        blob, stdin, hash)``, streamed (verify checks the hash over the stored blob)."""
-        return self._stream(f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? ORDER BY seq",
-                            (after,))
-
     def stored_rows(self, after: int, limit: int) -> list[tuple]:
         """Up to ``limit`` rows after ``after`` exactly as stored (env still encoded)."""
         return self._all(f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? ORDER BY seq LIMIT ?",
                          (after, limit))
 
     def hashes(self, origin: str, first: int, last: int) -> list[tuple[int, bytes]]:
-        """``(seq, hash)`` of events first..last (the reader protocol; origin is NODE)."""
+        self._check(origin)
         return self._all("SELECT seq, hash FROM event WHERE seq >= ? AND seq <= ? ORDER BY seq",
                          (first, last))
 
     def received_at(self, origin: str, seq: int) -> int | None:
+        self._check(origin)
         row = self._one("SELECT received_us FROM event WHERE seq = ?", (seq,))
         if row is None:
-            a = self.anchor()
+            a = self.anchor(origin)
             if a is not None and a.seq == seq:
                 return a.received_us
         return row[0] if row else None
 
-    def times_after(self, origin: str, after: int):
-        """``(seq, received_us)`` of events after ``after``, streamed (time searches)."""
-        return self._stream("SELECT seq, received_us FROM event WHERE seq > ? ORDER BY seq",
-                            (after,))
+    def last_received_by(self, origin: str, us: int, after: int, until: int) -> int | None:
+        self._check(origin)
+        row = self._one("SELECT max(seq) FROM event WHERE seq > ? AND seq <= ? AND "
+                        "received_us <= ?", (after, until, us))
+        return row[0] if row else None
+
+    def latest_anchors(self, origin: str) -> list:
+        self._check(origin)
+        return self._all("SELECT seq, stdin FROM event WHERE source = 'anchor' ORDER BY seq "
+                         "DESC LIMIT 8")
 
     # -- derived state ----------------------------------------------------------------------
 
-    def snapshot(self, origin: str = NODE) -> tuple | None:
-        """``(seq, format, state blob, live bytes)`` of the head snapshot, or None."""
+    def snapshot(self, origin: str) -> tuple | None:
         return self._one("SELECT seq, format, state, live FROM snapshot WHERE origin = ?",
                          (origin,))
 
     def checkpoint_at_or_before(self, origin: str, seq: int) -> tuple | None:
-        """``(seq, max_at, State)`` of the latest usable checkpoint (or the anchor) at or
-        before ``seq``; None if there is none."""
-        return self._checkpoint(origin, "seq", seq) or self._anchor_point(seq)
-
-    def checkpoint_by_time(self, origin: str, us: int) -> tuple | None:
-        """``(seq, max_at, State)`` of the latest usable checkpoint whose events were all
-        received at or before ``us``."""
-        found = self._checkpoint(origin, "max_at", us)
-        if found is None:
-            a = self.anchor()
-            if a is not None and a.max_at <= us:
-                return self._anchor_point(a.seq)
-        return found
-
-    def _checkpoint(self, origin: str, column: str, bound: int) -> tuple | None:
-        # Both columns grow with seq: the latest rows at or below the bound, newest first
-        # (a damaged one is skipped: a cache is refolded, never trusted).
-        rows = self._all(f"SELECT seq, max_at, format, state FROM checkpoint WHERE origin = ? "
-                         f"AND {column} <= ? ORDER BY seq DESC LIMIT 3", (origin, bound))
+        # The latest rows at or below the bound, newest first (a damaged one is skipped: a
+        # cache is refolded, never trusted).
+        rows = self._all("SELECT seq, max_at, format, state FROM checkpoint WHERE origin = ? "
+                         "AND seq <= ? ORDER BY seq DESC LIMIT 3", (origin, seq))
         for r in rows:
             state = decode_state(r[2], r[3])
             if state is not None and state.seq == r[0]:
                 return r[0], r[1], state
-        return None
+        return self._anchor_point(origin, seq)
 
-    def checkpoints(self, origin: str = NODE) -> list[tuple]:
-        """Every checkpoint as ``(seq, max_at, format, state blob)``."""
-        return self._all("SELECT seq, max_at, format, state FROM checkpoint WHERE origin = ? "
-                         "ORDER BY seq", (origin,))
-
-    def _anchor_point(self, seq: int) -> tuple | None:
-        a = self.anchor()
+    def _anchor_point(self, origin: str, seq: int) -> tuple | None:
+        a = self.anchor(origin)
         if a is None or a.seq > seq:
             return None
-        state = decode_state(a.format, a.state)
-        if state is None:
-            raise StoreError(f"store {self.path}: the retention anchor's state is in another "
-                             f"format ({a.format}); this release cannot read before event "
-                             f"{a.seq + 1}")
-        return a.seq, a.max_at, state
+        return a.seq, a.max_at, decode_anchor_state(a, self.path)
 
-    def incidents(self, origin: str = NODE, since_us: int | None = None,
-                  until_us: int | None = None) -> list[tuple]:
-        """Incident rows ``(node, down_seq, down_at, cause, observer, up_seq, up_at)`` that
-        began at or before ``until_us`` and had not ended before ``since_us``, in the order
-        they began."""
-        sql = f"SELECT {_INCIDENT_COLS} FROM incident WHERE origin = ?"
-        params: list = [origin]
-        if until_us is not None:
-            sql += " AND down_at <= ?"
-            params.append(until_us)
-        if since_us is not None:
-            sql += " AND (up_at IS NULL OR up_at >= ?)"
-            params.append(since_us)
-        return self._all(sql + " ORDER BY down_at, node", tuple(params))
+    def stretch_received_by(self, origin: str, us: int) -> tuple[int, int] | None:
+        row = self._one(queries.STRETCH, {"origin": origin, "us": us})
+        if row is None:
+            return None
+        prev = self._one(queries.PREVIOUS_CHECKPOINT, {"origin": origin, "seq": row[0]})
+        if prev is not None and prev[0] is not None:
+            return prev[0], row[0]
+        a = self.anchor(origin)
+        return (a.seq if a is not None else 0), row[0]
 
-    def incident_spans(self, origin: str, since_us: int | None = None,
-                       until_us: int | None = None, nodes: tuple = (None, None)) -> list[tuple]:
-        """:meth:`incidents` as audits read them, ``(node, down_at, up_at, cause, observer,
-        down_seq, up_seq)``, sorted by down_at then node. A window reaching back to the
-        start reads the table in key order and sorts here (three times faster than walking
-        the time index and looking every row up); a recent window uses the index."""
-        cols = "node, down_at, up_at, cause, observer, down_seq, up_seq"
-        # ``nodes``: only names in [lo, hi) (None: open), a range of the primary key, so a
-        # share of an audit (membership_log.history.bulk) reads only its share.
-        lo, hi = nodes
-        where = "origin = ?" + (" AND node >= ?" if lo is not None else "") + \
-            (" AND node < ?" if hi is not None else "")
-        params = (origin,) + ((lo,) if lo is not None else ()) + ((hi,) if hi is not None else ())
-        if since_us is None:
-            rows = self._all(f"SELECT {cols} FROM incident WHERE {where}", params)
-            if until_us is not None:
-                rows = [r for r in rows if r[1] <= until_us]
-            rows.sort(key=_by_start)
-            return rows
-        return self._all(f"SELECT {cols} FROM incident WHERE {where} AND down_at <= ? AND "
-                         f"(up_at IS NULL OR up_at >= ?) ORDER BY down_at, node",
-                         params + (until_us if until_us is not None else 2**63 - 1, since_us))
+    def last_checkpoint_seq(self, origin: str) -> int:
+        row = self._one(queries.LAST_CHECKPOINT, {"origin": origin})
+        if row is not None and row[0] is not None:
+            return row[0]
+        a = self.anchor(origin)
+        return a.seq if a is not None else 0
 
-    def incident_totals(self, origin: str, now_us: int) -> list[tuple]:
-        """Per node and cause: ``(node, cause, incidents, downtime µs, last change µs)``,
-        open incidents counted up to ``now_us`` (metrics)."""
-        return self._all(
-            "SELECT node, cause, count(*), sum(max(0, coalesce(up_at, ?) - down_at)), "
-            "max(max(down_at, coalesce(up_at, down_at))) FROM incident WHERE origin = ? "
-            "GROUP BY node, cause", (now_us, origin))
+    def checkpoints(self, origin: str) -> list[tuple]:
+        return self._all("SELECT seq, max_at, min_at, format, state FROM checkpoint WHERE "
+                         "origin = ? ORDER BY seq", (origin,))
 
-    def sessions(self, origin: str = NODE) -> list[tuple]:
-        """``(seq, observer, started_at, gap_from)`` of every observer session."""
+    def incidents(self, origin: str, since_us: int | None = None,
+                  until_us: int | None = None, nodes: tuple = (None, None)) -> list[tuple]:
+        sql, params, sort_here = queries.incidents(since_us, until_us, nodes)
+        params["origin"] = origin
+        return queries.finish_incidents(self._all(sql, params), until_us, sort_here)
+
+    def sessions(self, origin: str) -> list[tuple]:
         return self._all("SELECT seq, observer, started_at, gap_from FROM observer_session "
                          "WHERE origin = ? ORDER BY seq", (origin,))
 
-    def anchor(self, origin: str = NODE):
-        row = self._one("SELECT seq, hash, received_us, max_at, format, state FROM anchor "
-                        "WHERE origin = ?", (origin,))
+    def anchor(self, origin: str) -> Anchor | None:
+        row = self._one("SELECT seq, hash, received_us, max_at, format, state, catalog_sha256 "
+                        "FROM anchor WHERE origin = ?", (origin,))
         return None if row is None else Anchor(*row)
 
     def write_derived(self, origin: str, batch) -> None:
@@ -408,8 +364,7 @@ class NodeStore:
         c = self.conn
         try:
             if batch.checkpoints:
-                c.executemany(_INSERT_CHECKPOINT,
-                              [(origin, s, m, STATE_FORMAT, b) for s, m, b in batch.checkpoints])
+                c.executemany(_INSERT_CHECKPOINT, self._with_min_at(origin, batch.checkpoints))
             if batch.closed:  # first: the batch's own new incidents are open too
                 c.executemany("UPDATE incident SET up_seq = ?, up_at = ? WHERE origin = ? AND "
                               "node = ? AND up_seq IS NULL",
@@ -423,6 +378,21 @@ class NodeStore:
                 c.execute(_INSERT_SNAPSHOT, (origin, seq, STATE_FORMAT, blob, live))
         except sqlite3.Error as e:
             raise self._fail(e, "write") from e
+
+    def _with_min_at(self, origin: str, checkpoints: list) -> list[tuple]:
+        """Checkpoint rows with the earliest receive time of the events since the previous
+        checkpoint (this transaction sees the events being folded)."""
+        out = []
+        after = None
+        for seq, max_at, blob in checkpoints:
+            if after is None:
+                row = self._one(queries.PREVIOUS_CHECKPOINT, {"origin": origin, "seq": seq})
+                after = row[0] if row and row[0] is not None else self.first_seq(origin) - 1
+            low = self._one(_MIN_RECEIVED, {"after": after, "through": seq})
+            min_at = low[0] if low and low[0] is not None else max_at
+            out.append((origin, seq, max_at, min_at, STATE_FORMAT, blob))
+            after = seq
+        return out
 
     def truncate_derived(self, origin: str, seq: int) -> None:
         """Make the derived rows say exactly what the fold knew after event ``seq`` (inside
@@ -439,30 +409,63 @@ class NodeStore:
         except sqlite3.Error as e:
             raise self._fail(e, "write") from e
 
-    def drop_through(self, seq: int, hash_: bytes, received_us: int,
-                     state: project.State) -> int:
-        """Move the anchor to event ``seq`` and drop the events up to it (inside a write
+    def drop_through(self, anchor: Anchor) -> int:
+        """Move the anchor to ``anchor`` and drop the events up to it (inside a write
         transaction: the delete guard lets only events at or below the anchor go). Derived
         incidents and sessions stay: counters and audits of later times must not change;
         so do the names of spool files taken in (a leftover file is never taken in twice).
-        Returns how many events were dropped."""
+        The caller records the anchor in the log in the same transaction. Returns how many
+        events were dropped."""
         c = self.conn
         try:
-            c.execute(_insert("anchor", "INSERT OR REPLACE"),
-                      (NODE, seq, hash_, received_us, state.max_at, STATE_FORMAT,
-                       encode_state(state)))
-            dropped = c.execute("DELETE FROM event WHERE seq <= ?", (seq,)).rowcount
-            c.execute("DELETE FROM event_note WHERE seq <= ?", (seq,))
-            c.execute("DELETE FROM checkpoint WHERE origin = ? AND seq <= ?", (NODE, seq))
+            c.execute(_insert("anchor", "INSERT OR REPLACE"), (NODE, *anchor))
+            dropped = c.execute("DELETE FROM event WHERE seq <= ?", (anchor.seq,)).rowcount
+            c.execute("DELETE FROM event_note WHERE seq <= ?", (anchor.seq,))
+            c.execute("DELETE FROM checkpoint WHERE origin = ? AND seq <= ?",
+                      (NODE, anchor.seq))
+            # The first checkpoint kept now starts its stretch at the anchor.
+            c.execute("UPDATE checkpoint SET min_at = coalesce((SELECT min(received_us) FROM "
+                      "event WHERE seq > ? AND seq <= checkpoint.seq), min_at) WHERE origin = ? "
+                      "AND seq = (SELECT min(seq) FROM checkpoint WHERE origin = ?)",
+                      (anchor.seq, NODE, NODE))
             return dropped
         except sqlite3.Error as e:
             raise self._fail(e, "write") from e
+
+    def set_anchor_catalog(self, digest: bytes) -> Anchor:
+        """Give an anchor made before 0005 (which kept no catalog digest) the digest of the
+        catalog in force (inside a write transaction); the anchor as it is now."""
+        try:
+            self.conn.execute("UPDATE anchor SET catalog_sha256 = ? WHERE origin = ?",
+                              (digest, NODE))
+        except sqlite3.Error as e:
+            raise self._fail(e, "write") from e
+        return self.anchor(NODE)
+
+    def range_stats(self, after: int, through: int) -> tuple[int, int | None, int | None, int]:
+        """``(events, first receive time, last receive time, bytes)`` of events
+        ``after+1..through`` (what a compaction would drop)."""
+        row = self._one("SELECT count(*), min(received_us), max(received_us), "
+                        "coalesce(sum(length(env) + length(stdin) + length(hash) + "
+                        "length(observer) + 32), 0) FROM event WHERE seq > ? AND seq <= ?",
+                        (after, through))
+        return row[0], row[1], row[2], row[3]
+
+    def catalog_digest(self, through: int) -> bytes | None:
+        """The SHA-256 of the last catalog recorded at or before event ``through`` (the
+        anchor's, if the log was compacted past every catalog event), or None."""
+        row = self._one("SELECT stdin FROM event WHERE source = 'catalog' AND seq <= ? ORDER BY "
+                        "seq DESC LIMIT 1", (through,))
+        if row is not None:
+            return sha256(row[0]).digest()
+        a = self.anchor(NODE)
+        return a.catalog_sha256 if a is not None else None
 
     # -- membership alerts: delivery progress (alert_delivery) ------------------------------
     # Kept apart from the log's own tables: see membership_log/alerts.py for what the rows
     # mean. ``ident`` is the incident's down_seq (or its start time when merged).
 
-    def alert_deliveries(self, target: str, origin: str = NODE) -> dict[tuple, tuple]:
+    def alert_deliveries(self, target: str, origin: str) -> dict[tuple, tuple]:
         """``(node, ident) -> (firing_at, resolved_at)`` of what was delivered to ``target``."""
         rows = self._all("SELECT node, down_seq, firing_at, resolved_at FROM alert_delivery "
                          "WHERE target = ? AND origin = ?", (target, origin))
@@ -486,21 +489,32 @@ def catalog_item(store: NodeStore, data: bytes | None, at: int, observer: str,
                  problem: str | None = None):
     """The catalog event to record just before the event received at ``at``, if the file's
     bytes (read before the write transaction, with ``files.read_regular``: ``problem`` says
-    why there are none) differ from the last catalog recorded; call inside the transaction.
+    why there are none) differ from the catalog in force; call inside the transaction.
 
-    A catalog that goes missing or unusable after one was recorded is recorded once as
-    empty: the log shows when, and the fold keeps the last good one. A missing file with no
-    catalog ever is allowed (members are the nodes) and records nothing; but something
-    unusable at the path (a FIFO, a device, a file over the size limit) is recorded once,
-    as empty, so the log and its one warning say so."""
+    The catalog in force is the last one recorded, or, if a compaction dropped every
+    catalog event, the one whose digest the retention anchor keeps. One that goes missing
+    or unusable after one was recorded is recorded once as empty: the log shows when, and
+    the fold keeps the last good one. A missing file with no catalog ever is allowed
+    (members are the nodes) and records nothing; but something unusable at the path (a
+    FIFO, a device, a file over the size limit) is recorded once, as empty, so the log and
+    its one warning say so."""
     last = store.last_catalog()
+    if last is not None:
+        same = (lambda new: new == last)  # noqa: E731
+        known, empty = True, not last
+    else:
+        a = store.anchor(NODE)
+        digest = a.catalog_sha256 if a is not None else None
+        same = (lambda new: digest is not None and sha256(new).digest() == digest)  # noqa: E731
+        known = digest is not None
+        empty = not known or digest == sha256(b"").digest()
     if data is None:
-        if last is None and problem:
+        if not known and problem:
             return (at, observer, SOURCE_CATALOG, b"", b"")
-        if not last:
+        if empty:
             return None
         data = b""
-    if data == last:
+    if same(data):
         return None
     return (at, observer, SOURCE_CATALOG, b"", data)
 

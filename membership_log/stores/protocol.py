@@ -11,6 +11,9 @@ loaded at interpreter start-up; ``typing`` is not, and costs the handler a milli
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Iterator
+
 #: The origin under which a node store keeps the derived rows of its own log (a central
 #: store uses each node's name; no node is named '').
 NODE = ""
@@ -20,13 +23,15 @@ ROLE_CENTRAL = "central"
 
 class Anchor(tuple):
     """The retention anchor of one log: the last dropped event's ``seq``, ``hash`` and
-    ``received_us``, the running maximum receive time ``max_at``, and the fold's state
-    after it (``format``, ``state`` blob)."""
+    ``received_us``, the running maximum receive time ``max_at``, the fold's state after it
+    (``format``, ``state`` blob) and ``catalog_sha256``, the SHA-256 of the last catalog
+    recorded at or before it (None if none was)."""
 
     __slots__ = ()
 
-    def __new__(cls, seq, hash_, received_us, max_at, fmt, state):
-        return tuple.__new__(cls, (seq, bytes(hash_), received_us, max_at, fmt, bytes(state)))
+    def __new__(cls, seq, hash_, received_us, max_at, fmt, state, catalog_sha256=None):
+        return tuple.__new__(cls, (seq, bytes(hash_), received_us, max_at, fmt, bytes(state),
+                                   None if catalog_sha256 is None else bytes(catalog_sha256)))
 
     seq = property(lambda self: self[0])
     hash = property(lambda self: self[1])
@@ -34,3 +39,172 @@ class Anchor(tuple):
     max_at = property(lambda self: self[3])
     format = property(lambda self: self[4])
     state = property(lambda self: self[5])
+    catalog_sha256 = property(lambda self: self[6])
+
+
+class Scope(tuple):
+    """The logs a question covers: ``origins`` to read, whether their answers ``merge``
+    cluster-wide (a central store without ``--observer``), and ``observer``, on a node
+    store, the one observer whose events count (None: all). Asked of the store
+    (:meth:`Store.scope`), so that no caller branches on its role."""
+
+    __slots__ = ()
+
+    def __new__(cls, origins, merged: bool, observer):
+        return tuple.__new__(cls, (tuple(origins), merged, observer))
+
+    origins = property(lambda self: self[0])
+    merged = property(lambda self: self[1])
+    observer = property(lambda self: self[2])
+
+
+class Store(abc.ABC):
+    """What every store answers, whatever its role (a node store over the stdlib, a central
+    store over SQLAlchemy). Every reader takes the log's ``origin`` first (:data:`NODE` on a
+    node store). Writers of the raw log are the role's own (a node store's ``append``, a
+    central store's ``append_rows``); the derived tables are written through
+    :meth:`write_derived` by the one fold driver. Readers inside :meth:`write` or
+    :meth:`read` see that transaction's snapshot.
+
+    Incident rows are plain tuples in :data:`~membership_log.core.incidents.Row` order:
+    ``(node, down_at, up_at, cause, observer, down_seq, up_seq)``.
+    """
+
+    #: :data:`ROLE_NODE` or :data:`ROLE_CENTRAL`, as recorded in the store.
+    role: str
+    #: How the store is named in messages (a path, or a URL with its password masked).
+    label: str
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def write(self):
+        """A context manager: one write transaction (errors as :class:`StoreError`)."""
+
+    @abc.abstractmethod
+    def read(self):
+        """A context manager: one consistent read snapshot for several queries."""
+
+    # -- which logs ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def origins(self) -> list[str]:
+        """The logs the store holds."""
+
+    @abc.abstractmethod
+    def scope(self, observer: str | None) -> Scope:
+        """The logs a question about ``observer`` (None: the store's whole view) covers.
+        A central store refuses an observer whose log it does not hold (naming those it
+        holds); a node store leaves checking the name to the caller (its observers are in
+        the fold's state)."""
+
+    # -- the raw log ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def head(self, origin: str) -> tuple[int, bytes]:
+        """The last event's seq and hash; after a compaction that dropped everything, the
+        anchor's; ``(0, GENESIS)`` for an empty log."""
+
+    def head_seq(self, origin: str) -> int:
+        return self.head(origin)[0]
+
+    @abc.abstractmethod
+    def first_seq(self, origin: str) -> int:
+        """The first event kept: 1, or the one after the retention anchor."""
+
+    @abc.abstractmethod
+    def anchor(self, origin: str) -> Anchor | None:
+        """The retention anchor (never on a central store: ship writes none)."""
+
+    @abc.abstractmethod
+    def events(self, origin: str, after: int = 0, until: int | None = None) -> Iterator:
+        """:data:`~membership_log.core.raw.RawEvent` after ``after`` (through ``until``), in
+        seq order, streamed."""
+
+    @abc.abstractmethod
+    def rows(self, origin: str, after: int = 0, until: int | None = None) -> Iterator:
+        """Events exactly as stored ``(seq, received_us, observer, source, env blob, stdin,
+        hash)``, streamed (verify checks the chain over the stored bytes)."""
+
+    @abc.abstractmethod
+    def hashes(self, origin: str, first: int, last: int) -> list[tuple[int, bytes]]:
+        """``(seq, hash)`` of events first..last."""
+
+    @abc.abstractmethod
+    def received_at(self, origin: str, seq: int) -> int | None:
+        """The receive time of event ``seq`` (the anchor's, for the anchor's seq)."""
+
+    @abc.abstractmethod
+    def last_received_by(self, origin: str, us: int, after: int, until: int) -> int | None:
+        """The last event in ``after+1..until`` received at or before ``us`` (None: none)."""
+
+    @abc.abstractmethod
+    def latest_anchors(self, origin: str) -> list:
+        """The anchor records the log holds (events of source ``anchor``), newest first, as
+        ``(seq, stdin)``."""
+
+    # -- derived state ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def snapshot(self, origin: str) -> tuple | None:
+        """``(seq, format, state blob, live bytes)`` of the head snapshot, or None."""
+
+    @abc.abstractmethod
+    def checkpoint_at_or_before(self, origin: str, seq: int) -> tuple | None:
+        """``(seq, max_at, State)`` of the latest usable checkpoint (or the anchor) at or
+        before ``seq``; None if there is none."""
+
+    @abc.abstractmethod
+    def stretch_received_by(self, origin: str, us: int) -> tuple[int, int] | None:
+        """``(after, through)``: the last stretch between two checkpoints (``after`` the
+        previous one, or the anchor, or 0) holding an event received at or before ``us``;
+        None if no checkpointed stretch does."""
+
+    @abc.abstractmethod
+    def last_checkpoint_seq(self, origin: str) -> int:
+        """The seq of the latest checkpoint (the anchor's, or 0, if none)."""
+
+    @abc.abstractmethod
+    def checkpoints(self, origin: str) -> list[tuple]:
+        """Every checkpoint as ``(seq, max_at, min_at, format, state blob)``."""
+
+    @abc.abstractmethod
+    def incidents(self, origin: str, since_us: int | None = None, until_us: int | None = None,
+                  nodes: tuple = (None, None)) -> list[tuple]:
+        """Incident rows that began at or before ``until_us`` and had not ended before
+        ``since_us``, of nodes named in ``[nodes[0], nodes[1])`` (None: open), sorted by
+        ``(down_at, node)``."""
+
+    @abc.abstractmethod
+    def sessions(self, origin: str) -> list[tuple]:
+        """``(seq, observer, started_at, gap_from)`` of every observer session."""
+
+    @abc.abstractmethod
+    def write_derived(self, origin: str, batch) -> None:
+        """Store a :class:`membership_log.history.driver.Batch`, inside :meth:`write`."""
+
+    @abc.abstractmethod
+    def truncate_derived(self, origin: str, seq: int) -> None:
+        """Make the derived rows say exactly what the fold knew after event ``seq``, inside
+        :meth:`write`: later checkpoints, incidents and sessions go, incidents closed later
+        are open again, the snapshot goes."""
+
+    # -- operations' own state -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def alert_deliveries(self, target: str, origin: str) -> dict[tuple, tuple]:
+        """``(node, ident) -> (firing_at, resolved_at)`` of what was delivered to ``target``."""
+
+    @abc.abstractmethod
+    def record_alert_deliveries(self, target: str, origin: str, rows: list[tuple]) -> None:
+        """Record ``(node, ident, firing_at, resolved_at)`` rows in one short transaction; a
+        row already there keeps its first ``firing_at``."""

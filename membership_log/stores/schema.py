@@ -105,18 +105,22 @@ snapshot = Table(
     Column("live", LargeBinary, nullable=False),
 )
 
-#: The fold's state right after every 250th or 1,000th event (derive.CHECKPOINT_*), so that
-#: the state at any moment is one lookup and a short fold away, however long the log.
-#: ``max_at``: the latest receive time up to this event (receive times can step back with the
-#: clock; their running maximum cannot), which makes "the state at time T" a binary search.
+#: The fold's state right after some events (history.driver decides which), so that the
+#: state at any moment is one lookup and a short fold away, however long the log.
+#: ``max_at``: the latest receive time up to this event; ``min_at``: the earliest receive time
+#: of the events since the previous checkpoint (or the anchor), so that "the last event
+#: received at or before T" is found in one stretch between checkpoints, however the clock
+#: stepped.
 checkpoint = Table(
     "checkpoint",
     metadata,
     Column("origin", Text, primary_key=True),
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("max_at", BigInteger, nullable=False),
+    Column("min_at", BigInteger, nullable=False),
     Column("format", String(64), nullable=False),
     Column("state", LargeBinary, nullable=False),
+    Index(None, "origin", "seq", "min_at"),
     sqlite_with_rowid=False,
 )
 
@@ -151,8 +155,10 @@ observer_session = Table(
 )
 
 #: Retention (``membership compact``): the last dropped event of a log (its seq, hash and
-#: receive time) and the fold's state right after it. The kept chain verifies from here; the
-#: event table's delete guard lets only events at or below the anchor go.
+#: receive time), the fold's state right after it and the SHA-256 of the catalog in force.
+#: The kept chain verifies from here; the event table's delete guard lets only events at or
+#: below the anchor go; an event of source ``anchor`` in the log records all of it, so the
+#: chain covers the anchor too.
 anchor = Table(
     "anchor",
     metadata,
@@ -163,6 +169,7 @@ anchor = Table(
     Column("max_at", BigInteger, nullable=False),
     Column("format", String(64), nullable=False),
     Column("state", LargeBinary, nullable=False),
+    Column("catalog_sha256", LargeBinary),
 )
 
 #: Spool files already taken in, by name, recorded in the transaction that appends their

@@ -24,7 +24,7 @@ from ..version import SCHEMA_REVISION
 from . import files
 from . import node as nodestore
 from .connect import engine_for
-from .protocol import ROLE_CENTRAL, ROLE_NODE
+from .protocol import NODE, ROLE_CENTRAL, ROLE_NODE
 
 
 def migrations_dir() -> str:
@@ -209,6 +209,34 @@ def prepare(url: str, role: str | None = None) -> tuple[str | None, str]:
         os.close(lock)
     os.chmod(path, 0o600)
     return before, after
+
+
+def remove_empty_node_store(path: str) -> None:
+    """Remove a node store that holds no event (and its WAL and shared-memory files), under
+    the set-up lock: what a failed import into a new base dir leaves must not stay behind.
+    A store that gained an event meanwhile (a handler ran) is kept."""
+    import fcntl
+
+    lock = _lock_file(path)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with nodestore.NodeStore(path) as store:
+                if store.head(NODE)[0]:
+                    return
+        except StoreError:
+            return
+        for name in (path, path + "-wal", path + "-shm"):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(lock)
+    try:
+        os.unlink(path + ".lock")
+    except OSError:
+        pass
 
 
 def open_node_store(url: str, command: str) -> nodestore.NodeStore:

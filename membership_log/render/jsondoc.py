@@ -1,0 +1,173 @@
+"""The one JSON convention every command writes, and the documents it writes.
+
+Compact (no spaces), keys in the order the record defines them, ASCII only (every non-ASCII
+and control character escaped, so JSON output is as safe on a terminal as the tables). One
+object per line for streams (replay, export), one document otherwise. The history API
+returns records with integer times; this module alone turns them into documents (ISO times,
+seconds as numbers) and text (:func:`encode`). Pure.
+
+The live file and the handler's query answer are JSON too, but written by
+:mod:`membership_log.render.livefile` by hand: importing ``json`` costs the handler about a
+sixth of its whole budget (README, "Performance").
+"""
+
+from __future__ import annotations
+
+import base64
+
+from ..core.timespec import iso
+
+
+def _make_encoder():
+    """The stdlib's C encoder, set up once for the convention (``json.dumps`` sets it up
+    again on every call: a tenth of a replay's time)."""
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    if c_make_encoder is None:  # another Python: the plain way
+        import json
+
+        return json.JSONEncoder(separators=(",", ":")).encode
+
+    def default(o):
+        raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+    make = c_make_encoder(None, default, encode_basestring_ascii, None, ":", ",", False,
+                          False, True)
+    return lambda obj: "".join(make(obj, 0))
+
+
+#: ``encode(value) -> str``: one JSON document or line.
+encode = _make_encoder()
+
+
+def write_lines(out, documents) -> None:
+    """Documents as JSON lines on ``out`` (streamed; written and flushed in blocks)."""
+    buf: list[str] = []
+    for doc in documents:
+        buf.append(encode(doc))
+        if len(buf) >= 512:
+            buf.append("")
+            out.write("\n".join(buf))
+            buf = []
+    if buf:
+        buf.append("")
+        out.write("\n".join(buf))
+    out.flush()
+
+
+def _iso(us):
+    return iso(us) if us is not None else None
+
+
+# -- the documents -----------------------------------------------------------------------------
+
+
+def state_doc(now) -> dict:
+    """``state --json``: a :data:`~membership_log.history.api.StateAt`."""
+    return {
+        "seq": now.seq,
+        "at": _iso(now.at),
+        "nodes": {n.name: {"live": n.live, "serf": n.serf, "marked": n.marked,
+                           "address": n.address, "member": n.member,
+                           "in_catalog": n.in_catalog}
+                  for n in sorted(now.nodes.values(), key=lambda v: v.name)},
+    }
+
+
+def replay_doc(r) -> dict:
+    """One ``replay --json`` line (SPEC "Replay and audit JSON")."""
+    e = r.event
+    out = {
+        "seq": e.seq,
+        "at": _iso(e.at),
+        "observer": e.observer,
+        "event": e.kind,
+        "name": e.name,
+        "ltime": e.ltime,
+        "members": [{"name": m.name, "address": m.address, "role": m.role, "tags": m.tags}
+                    for m in e.members],
+        "payload": e.payload,
+        "changes": [{"node": c.node, "from": c.before, "to": c.after} for c in r.changes],
+        "duplicate": r.redelivery,
+        "warnings": list(e.warnings),
+    }
+    if r.origin is not None:
+        out["origin"] = r.origin
+    return out
+
+
+def export_doc(raw) -> dict:
+    """One ``export`` line (SPEC "Export and import") of a raw event."""
+    return {"seq": raw.seq, "received": iso(raw.received_us), "observer": raw.observer,
+            "source": raw.source, "env": raw.env,
+            "stdin_b64": base64.b64encode(raw.stdin).decode("ascii"), "hash": raw.hash.hex()}
+
+
+def incident_doc(reported, delay_us: int | None) -> dict:
+    """One incident of ``audit --json``."""
+    inc = reported.incident
+    item = {
+        "down_at": iso(inc.down_at),
+        "up_at": _iso(inc.up_at),
+        "duration_s": reported.duration_us / 1e6,
+        "cause": inc.cause,
+        "observers": list(inc.observers),
+        "down_seq": inc.down_seq,
+        "up_seq": inc.up_seq,
+    }
+    if reported.unobserved_us:
+        item["unobserved_s"] = reported.unobserved_us / 1e6
+    if delay_us is not None and inc.cause == "failed":
+        item["est_down_at"] = iso(inc.down_at - delay_us)
+        item["est_duration_s"] = (reported.duration_us + delay_us) / 1e6
+    return item
+
+
+def node_doc(figures, delay_us: int | None) -> dict:
+    """One node of ``audit --json``."""
+    return {
+        "incidents": [incident_doc(r, delay_us) for r in figures.incidents],
+        "downtime_s": figures.downtime_us / 1e6,
+        "availability": figures.availability,
+        "mttr_s": None if figures.mttr_us is None else figures.mttr_us / 1e6,
+        "flaps": figures.flaps,
+        "flapping": [{"from": iso(a), "to": iso(b), "incidents": k}
+                     for a, b, k in figures.flapping],
+    }
+
+
+def audit_doc(audit) -> dict:
+    """``audit --json`` (SPEC "Replay and audit JSON") of an
+    :data:`~membership_log.core.figures.Audit`."""
+    from ..core.figures import LOWER_BOUND_NOTE
+
+    delay = audit.detection_delay_us
+    return {
+        "since": iso(audit.since),
+        "until": iso(audit.until),
+        "observed_s": audit.observed_us / 1e6,
+        "note": LOWER_BOUND_NOTE,
+        "nodes": {name: node_doc(n, delay) for name, n in audit.nodes.items()},
+        "observers": {name: {"sessions": [iso(t) for t in s.starts],
+                             "unobserved": [{"from": iso(a), "to": iso(b)}
+                                            for a, b in s.unobserved]}
+                      for name, s in audit.observers.items()},
+    }
+
+
+def node_fragment(name: str, figures, delay_us: int | None) -> str:
+    """One node's ``"name":{...}`` of ``audit --json``: the unit a share of a long audit
+    encodes in a worker of its own (:mod:`membership_log.history.bulk`)."""
+    return encode(name) + ":" + encode(node_doc(figures, delay_us))
+
+
+def audit_text(audit, fragments: list[str] | None = None) -> str:
+    """``audit --json`` as text: exactly ``encode(audit_doc(audit))``, or, with
+    ``fragments`` (:func:`node_fragment` of every node, in the report's order), the same
+    document with those in place of ``audit.nodes``."""
+    if fragments is None:
+        return encode(audit_doc(audit))
+    doc = audit_doc(audit._replace(nodes={}))
+    head = encode({k: v for k, v in doc.items() if k not in ("nodes", "observers")})
+    return (f'{head[:-1]},"nodes":{{{",".join(fragments)}}},'
+            f'"observers":{encode(doc["observers"])}}}')
