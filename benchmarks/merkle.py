@@ -184,9 +184,9 @@ def main() -> int:
         return 0
     print(f"membership-log Merkle core, in-process ({'quick' if args.quick else 'full'} run, "
           f"{n:,} leaves)")
-    print(f"{'figure':<82} {'measured':>12}  {'leaves read':>11}")
+    print(f"{'figure':<96} {'measured':>12}  {'leaves read':>11}")
     for r in rows:
-        print(f"{r['figure']:<82} {r['value']:>9.2f} {r['unit']:<2}  {r['leaves_read']:>11,}")
+        print(f"{r['figure']:<96} {r['value']:>9.2f} {r['unit']:<2}  {r['leaves_read']:>11,}")
     return 0
 
 
