@@ -72,14 +72,17 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
 class Agent:
     """One ``serf agent`` bound to its own loopback address, with its own base dir."""
 
-    def __init__(self, name: str, ip: str, base_dir: Path, serf: str, membership: str,
-                 profile: str = "local") -> None:
+    def __init__(self, name: str, ip: str, base_dir: Path, serf: str, membership: str | None,
+                 profile: str = "local", tags: dict[str, str] | None = None) -> None:
         self.name = name
         self.ip = ip
         self.base_dir = Path(base_dir)
         self.serf = serf
+        #: None: an agent with no event handler (a bare Serf member, e.g. a Droonga engine's).
         self.membership = membership
         self.profile = profile
+        #: Serf tags the agent starts with (``-tag k=v``), as Droonga's engines set them.
+        self.tags = dict(tags or {})
         self.proc: subprocess.Popen | None = None
         self.paused = False
 
@@ -102,8 +105,11 @@ class Agent:
     def start(self, join: Agent | None = None) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         cmd = [self.serf, "agent", f"-node={self.name}", f"-bind={self.bind}",
-               f"-rpc-addr={self.rpc}", f"-profile={self.profile}",
-               f"-event-handler={self.handler}"]
+               f"-rpc-addr={self.rpc}", f"-profile={self.profile}"]
+        if self.membership is not None:
+            cmd.append(f"-event-handler={self.handler}")
+        for key, value in self.tags.items():
+            cmd += ["-tag", f"{key}={value}"]
         if join is not None:
             cmd.append(f"-join={join.bind}")
         log = open(self.base_dir / "agent.log", "ab")
@@ -173,9 +179,19 @@ class Agent:
 
     def members(self) -> dict[str, str]:
         """Member name -> Serf status, as this agent sees it."""
+        return {m["name"]: m["status"] for m in self.member_list()}
+
+    def member_list(self) -> list[dict]:
+        """``serf members -format json`` through this agent: Serf's own member records
+        (name, addr, port, tags, status, protocol)."""
         r = subprocess.run([self.serf, "members", f"-rpc-addr={self.rpc}", "-format=json"],
                            capture_output=True, timeout=10, check=True)
-        return {m["name"]: m["status"] for m in json.loads(r.stdout)["members"]}
+        return json.loads(r.stdout)["members"]
+
+    def set_tag(self, key: str, value: str) -> None:
+        """``serf tags -set key=value`` on this agent (peers get a member-update)."""
+        subprocess.run([self.serf, "tags", f"-rpc-addr={self.rpc}", "-set", f"{key}={value}"],
+                       capture_output=True, timeout=10, check=True)
 
     def event(self, name: str, payload: str = "") -> None:
         subprocess.run([self.serf, "event", f"-rpc-addr={self.rpc}", name, payload],
