@@ -821,6 +821,11 @@ def alerts(s: settings.Settings,
            resend: Annotated[str, typer.Option(
                "--resend", metavar="S", help="Re-send open alerts this often, well within "
                "Alertmanager's resolve_timeout (5m by default), so they keep firing.")] = "60",
+           over_hold: Annotated[str, typer.Option(
+               "--over-hold", metavar="S", help="An incident already over when first sent "
+               "(while alerts or Alertmanager was down) is posted firing, as its own alert, "
+               "until this long after delivery: Alertmanager notifies no alert it never saw "
+               "firing. Keep it above your routes' group_wait.")] = "300",
            observer: ObserverOpt = None,
            interval: Annotated[float, typer.Option(
                "--interval", min=0.1, help="With --follow: seconds between looks at the "
@@ -830,13 +835,16 @@ def alerts(s: settings.Settings,
     Each incident is alert MembershipNodeDown with labels node, cause (failed, left,
     operator) and, for one node's view, observer; startsAt is the receive time of the event
     that took the node down, endsAt (once it is back) that of the event that brought it
-    back. Open alerts are re-sent every --resend seconds. What was delivered is kept in the
-    store (table alert_delivery), so a restart neither loses nor repeats an incident. On a
-    central store without --observer, the cluster-wide incidents are sent (no observer
-    label). Without --follow: one pass; exit 0 once everything due was delivered, else exit 1
-    after a few retries. With --follow, Alertmanager being down, or answering an error, is
-    reported once per outage and retried with backoff for ever; Ctrl-C or SIGTERM stops it
-    (exit 0).
+    back. Open alerts are re-sent every --resend seconds. An incident that was over before it
+    could be sent goes out firing until --over-hold seconds after delivery, with label
+    incident (its start) and annotation ended_at (its exact end). What was delivered is
+    kept in the store (table alert_delivery), so a restart neither loses nor repeats an
+    incident. On a central store without --observer, the cluster-wide incidents are sent
+    (no observer label). Without --follow: one pass; exit 0 once everything due was
+    delivered, else exit 1 after a few retries. With --follow, Alertmanager being down, or
+    answering an error, is reported once per outage and retried with backoff for ever;
+    Ctrl-C or SIGTERM stops it (exit 0). A 4xx answer (a wrong --to, a wrong password) is
+    never retried: one line, exit 1.
 
     Example:
 
@@ -848,7 +856,8 @@ def alerts(s: settings.Settings,
 
     min_s = _alert_seconds(min_duration, "--min-duration", zero=True)
     resend_s = _alert_seconds(resend, "--resend", zero=False)
-    sender = _alerts.Sender(s.db_url, to, observer, min_s, resend_s)
+    hold_s = _alert_seconds(over_hold, "--over-hold", zero=False)
+    sender = _alerts.Sender(s.db_url, to, observer, min_s, resend_s, over_hold_s=hold_s)
 
     def say(line: str) -> None:
         typer.echo(render.printable(line))
@@ -864,14 +873,17 @@ def alerts(s: settings.Settings,
         if len(shown) > 20:
             say(f"... and {len(shown) - 20} more")
         kinds = [x.kind for x in out.delivered]
+        over = kinds.count(_alerts.OVER)
         say(f"{len(kinds)} alert(s) delivered to {sender.target}: "
             f"{kinds.count(_alerts.FIRING)} firing, {kinds.count(_alerts.RESEND)} re-sent "
-            f"(still open), {kinds.count(_alerts.RESOLVED)} resolved")
+            f"(still open), {kinds.count(_alerts.RESOLVED)} resolved"
+            + (f", {over} already over (firing for {hold_s:g} s)" if over else ""))
         return
     _stop_on_sigterm()
     warn(f"sending the incidents of {s.sqlite_path or mask_url(s.db_url)} to "
          f"{sender.target} "
-         f"(--min-duration {min_s:g}s, --resend {resend_s:g}s); Ctrl-C stops")
+         f"(--min-duration {min_s:g}s, --resend {resend_s:g}s, --over-hold {hold_s:g}s); "
+         f"Ctrl-C stops")
     try:
         _alerts.follow(sender, interval, say=say, warn=warn)
     except KeyboardInterrupt:
