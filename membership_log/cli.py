@@ -766,7 +766,11 @@ def serve(s: settings.Settings,
               "--listen", metavar="HOST:PORT", help="Where to listen. The default answers "
               "this machine only; 0.0.0.0:9137 opens the log to the network (put a firewall "
               "or an authenticating proxy in front).")] = "127.0.0.1:9137",
-          observer: ObserverOpt = None) -> None:
+          observer: ObserverOpt = None,
+          client_timeout: Annotated[float, typer.Option(
+              "--client-timeout", metavar="S", min=1.0, help="Drop a client that sends "
+              "nothing, or takes nothing of its answer, for this many seconds (a request "
+              "must arrive whole within 10 s, or this if less).")] = 30.0) -> None:
     """Serve /metrics for Prometheus, the dashboard (/) and a JSON API over the log.
 
     GET /metrics is `membership metrics`, fresh at each scrape (?observer= on a central
@@ -776,8 +780,10 @@ def serve(s: settings.Settings,
     /api/replay?since=T&until=T&node=N (JSON lines, streamed), /api/heads (a change token),
     /api/timeline.svg?since=T&until=T. A bad parameter is HTTP 400, an unknown path 404, a
     store that cannot be read 503 (so Prometheus's `up` says so) while serving goes on.
-    Each request opens the store and closes it: the handler is never held up. Runs until
-    interrupted (Ctrl-C or SIGTERM), then exits 0.
+    Each request opens the store and closes it: the handler is never held up (a replay
+    stream reads the log a page at a time, so a stalled client pins nothing). Connections
+    are capped from the open-file limit (24 at 64, 256 at 1024 and above), so the store can
+    always be opened. Runs until interrupted (Ctrl-C or SIGTERM), then exits 0.
 
     Example:
 
@@ -794,7 +800,7 @@ def serve(s: settings.Settings,
         raise typer.BadParameter(str(e), param_hint="--listen") from None
     _stop_on_sigterm()
     try:
-        _serve.serve(s.db_url, listen, observer)
+        _serve.serve(s.db_url, listen, observer, client_timeout=client_timeout)
     except KeyboardInterrupt:
         return
 
