@@ -646,8 +646,8 @@ def store_outage(log: Callable[[str], None]) -> Callable[[StoreError | None], No
     outage = Outage(log, time.monotonic,
                     began="answering 503: {error} (reported again once the store is "
                           "readable)",
-                    ended="the store is readable again after {lasted} ({failures} requests "
-                          "answered 503)")
+                    ended="the store is readable again after {lasted} ({failures} failed "
+                          "reads)")
 
     def heard(error: StoreError | None) -> None:
         if error is None:
