@@ -798,7 +798,11 @@ def serve(s: settings.Settings,
               "--listen", metavar="HOST:PORT", help="Where to listen. The default answers "
               "this machine only; 0.0.0.0:9137 opens the log to the network (put a firewall "
               "or an authenticating proxy in front).")] = "127.0.0.1:9137",
-          observer: ObserverOpt = None) -> None:
+          observer: ObserverOpt = None,
+          client_timeout: Annotated[float, typer.Option(
+              "--client-timeout", metavar="S", min=1.0, help="Drop a client that sends "
+              "nothing, or takes nothing of its answer, for this many seconds (a request "
+              "must arrive whole within 10 s, or this if less).")] = 30.0) -> None:
     """Serve /metrics for Prometheus, the dashboard (/) and a JSON API over the log.
 
     GET /metrics is `membership metrics`, fresh at each scrape (?observer= on a central
@@ -808,8 +812,10 @@ def serve(s: settings.Settings,
     /api/replay?since=T&until=T&node=N (JSON lines, streamed), /api/heads (a change token),
     /api/timeline.svg?since=T&until=T. A bad parameter is HTTP 400, an unknown path 404, a
     store that cannot be read 503 (so Prometheus's `up` says so) while serving goes on.
-    Each request opens the store and closes it: the handler is never held up. Runs until
-    interrupted (Ctrl-C or SIGTERM), then exits 0.
+    Each request opens the store and closes it: the handler is never held up (a replay
+    stream reads the log a page at a time, so a stalled client pins nothing). Connections
+    are capped from the open-file limit (24 at 64, 256 at 1024 and above), so the store can
+    always be opened. Runs until interrupted (Ctrl-C or SIGTERM), then exits 0.
 
     Example:
 
@@ -826,7 +832,7 @@ def serve(s: settings.Settings,
         raise typer.BadParameter(str(e), param_hint="--listen") from None
     _stop_on_sigterm()
     try:
-        _serve.serve(s.db_url, listen, observer)
+        _serve.serve(s.db_url, listen, observer, client_timeout=client_timeout)
     except KeyboardInterrupt:
         return
 
@@ -853,6 +859,11 @@ def alerts(s: settings.Settings,
            resend: Annotated[str, typer.Option(
                "--resend", metavar="S", help="Re-send open alerts this often, well within "
                "Alertmanager's resolve_timeout (5m by default), so they keep firing.")] = "60",
+           over_hold: Annotated[str, typer.Option(
+               "--over-hold", metavar="S", help="An incident already over when first sent "
+               "(while alerts or Alertmanager was down) is posted firing, as its own alert, "
+               "until this long after delivery: Alertmanager notifies no alert it never saw "
+               "firing. Keep it above your routes' group_wait.")] = "300",
            observer: ObserverOpt = None,
            interval: Annotated[float, typer.Option(
                "--interval", min=0.1, help="With --follow: seconds between looks at the "
@@ -862,13 +873,16 @@ def alerts(s: settings.Settings,
     Each incident is alert MembershipNodeDown with labels node, cause (failed, left,
     operator) and, for one node's view, observer; startsAt is the receive time of the event
     that took the node down, endsAt (once it is back) that of the event that brought it
-    back. Open alerts are re-sent every --resend seconds. What was delivered is kept in the
-    store (table alert_delivery), so a restart neither loses nor repeats an incident. On a
-    central store without --observer, the cluster-wide incidents are sent (no observer
-    label). Without --follow: one pass; exit 0 once everything due was delivered, else exit 1
-    after a few retries. With --follow, Alertmanager being down, or answering an error, is
-    reported once per outage and retried with backoff for ever; Ctrl-C or SIGTERM stops it
-    (exit 0).
+    back. Open alerts are re-sent every --resend seconds. An incident that was over before it
+    could be sent goes out firing until --over-hold seconds after delivery, with label
+    incident (its start) and annotation ended_at (its exact end). What was delivered is
+    kept in the store (table alert_delivery), so a restart neither loses nor repeats an
+    incident. On a central store without --observer, the cluster-wide incidents are sent
+    (no observer label). Without --follow: one pass; exit 0 once everything due was
+    delivered, else exit 1 after a few retries. With --follow, Alertmanager being down, or
+    answering an error, is reported once per outage and retried with backoff for ever;
+    Ctrl-C or SIGTERM stops it (exit 0). A 4xx answer (a wrong --to, a wrong password) is
+    never retried: one line, exit 1.
 
     Example:
 
@@ -880,7 +894,8 @@ def alerts(s: settings.Settings,
 
     min_s = _alert_seconds(min_duration, "--min-duration", zero=True)
     resend_s = _alert_seconds(resend, "--resend", zero=False)
-    sender = _alerts.Sender(s.db_url, to, observer, min_s, resend_s)
+    hold_s = _alert_seconds(over_hold, "--over-hold", zero=False)
+    sender = _alerts.Sender(s.db_url, to, observer, min_s, resend_s, over_hold_s=hold_s)
 
     def say(line: str) -> None:
         typer.echo(render.printable(line))
@@ -896,14 +911,17 @@ def alerts(s: settings.Settings,
         if len(shown) > 20:
             say(f"... and {len(shown) - 20} more")
         kinds = [x.kind for x in out.delivered]
+        over = kinds.count(_alerts.OVER)
         say(f"{len(kinds)} alert(s) delivered to {sender.target}: "
             f"{kinds.count(_alerts.FIRING)} firing, {kinds.count(_alerts.RESEND)} re-sent "
-            f"(still open), {kinds.count(_alerts.RESOLVED)} resolved")
+            f"(still open), {kinds.count(_alerts.RESOLVED)} resolved"
+            + (f", {over} already over (firing for {hold_s:g} s)" if over else ""))
         return
     _stop_on_sigterm()
     warn(f"sending the incidents of {s.sqlite_path or mask_url(s.db_url)} to "
          f"{sender.target} "
-         f"(--min-duration {min_s:g}s, --resend {resend_s:g}s); Ctrl-C stops")
+         f"(--min-duration {min_s:g}s, --resend {resend_s:g}s, --over-hold {hold_s:g}s); "
+         f"Ctrl-C stops")
     try:
         _alerts.follow(sender, interval, say=say, warn=warn)
     except KeyboardInterrupt:

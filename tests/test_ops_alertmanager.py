@@ -11,13 +11,13 @@ from datetime import datetime
 import pytest
 
 from membership_log.core.errors import MembershipError
+from membership_log.core.outage import Backoff
 from membership_log.ops.alertmanager import (
     ALERTNAME,
     AlertmanagerError,
-    Backoff,
-    OutageLog,
     alert_for,
     mask_url,
+    outage_log,
     post_alerts,
     rfc3339,
 )
@@ -79,7 +79,7 @@ def test_backoff_doubles_up_to_the_cap_and_resets():
 def test_outage_is_reported_once_when_it_starts_and_once_when_it_ends():
     lines: list[str] = []
     clock = iter([100.0, 172.4])
-    log = OutageLog(lines.append, clock=lambda: next(clock))
+    log = outage_log(lines.append, clock=lambda: next(clock))
     log.succeeded()
     assert lines == [] and not log.down
     for _ in range(5):
@@ -217,7 +217,7 @@ def test_restart_on_the_same_port(alertmanager):
     alert = alert_for(incident(now_us() - 60_000_000), "node0")
     post_alerts(url, [alert])
     lines: list[str] = []
-    outage, backoff = OutageLog(lines.append), Backoff()
+    outage, backoff = outage_log(lines.append), Backoff()
 
     alertmanager.stop()
     for _ in range(3):

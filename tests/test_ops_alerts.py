@@ -12,10 +12,20 @@ from typer.testing import CliRunner
 
 from membership_log import settings
 from membership_log.cli import app
+from membership_log.core.outage import Backoff
 from membership_log.demo.synthetic import make_store
 from membership_log.ops import alerts
-from membership_log.ops.alertmanager import AlertmanagerError, Backoff
-from membership_log.ops.alerts import FIRING, RESEND, RESOLVED, Delivery, Incident, plan, recorded
+from membership_log.ops.alertmanager import AlertmanagerError
+from membership_log.ops.alerts import (
+    FIRING,
+    OVER,
+    RESEND,
+    RESOLVED,
+    Delivery,
+    Incident,
+    plan,
+    recorded,
+)
 
 S = 1_000_000  # one second in µs
 T0 = 1_800_000_000 * S
@@ -65,13 +75,28 @@ def test_a_closed_incident_is_resolved_once_and_never_again():
         assert plan([closed], delivered, {}, now=now).sends == []
 
 
-def test_an_incident_over_before_it_was_ever_sent_is_sent_resolved():
-    """The sender was down while it happened: it is delivered late, not lost."""
-    closed = inc(up=T0 + 30 * S)
+def test_an_incident_over_before_it_was_ever_sent_is_sent_as_already_over():
+    """The sender was down while it happened: it is delivered late, not lost; Alertmanager
+    notifies no alert it never saw firing, so it goes out firing (as its own alert) until
+    --over-hold after delivery, and is never sent again."""
+    from membership_log.ops.alerts import alert
+
+    closed = inc(down=T0 + 7, up=T0 + 30 * S)
     p = plan([closed], {}, {}, now=T0 + 3600 * S)
-    assert kinds(p) == [(RESOLVED, N1, T0)]
+    assert kinds(p) == [(OVER, N1, T0 + 7)]
     assert recorded(p.sends, {}, T0 + 3600 * S)[closed.key] == \
         Delivery(T0 + 3600 * S, T0 + 3600 * S)
+    a = alert(p.sends[0], now=T0 + 3600 * S, over_hold_us=300 * S)
+    assert a["startsAt"] == "2027-01-15T08:00:00.000007Z"
+    assert a["endsAt"] == "2027-01-15T09:05:00.000000Z"  # delivery + 300 s, in the future
+    assert a["labels"]["incident"] == a["startsAt"]  # its own alert: merges with no other
+    assert a["annotations"]["ended_at"] == "2027-01-15T08:00:30.000000Z"
+    assert "already over" in a["annotations"]["summary"]
+    assert plan([closed], recorded(p.sends, {}, T0 + 3600 * S), {}, now=T0 + 9999 * S).sends \
+        == []
+    # Over for more than a day (a first run over a long log): history, sent resolved (which
+    # Alertmanager records and notifies nobody of), not a page for every old outage.
+    assert kinds(plan([closed], {}, {}, now=T0 + 30 * S + 86_401 * S)) == [(RESOLVED, N1, T0 + 7)]
 
 
 def test_open_alerts_carry_no_end_and_resolved_ones_their_exact_end():
@@ -104,7 +129,7 @@ def test_min_duration_drops_short_incidents_but_never_holds_back_a_resolution():
     assert plan([short], {}, {}, now=T0 + 99 * S, min_duration_us=60 * S).sends == []
     long = inc(N2, up=T0 + 61 * S)
     assert kinds(plan([long], {}, {}, now=T0 + 99 * S, min_duration_us=60 * S)) == \
-        [(RESOLVED, N2, T0)]
+        [(OVER, N2, T0)]
     # Sent firing under an older, lower --min-duration: its end goes out whatever it lasted.
     assert kinds(plan([short], {short.key: Delivery(T0 + 5 * S)}, {}, now=T0 + 99 * S,
                       min_duration_us=60 * S)) == [(RESOLVED, N1, T0)]
@@ -137,7 +162,7 @@ def test_one_label_set_ends_with_its_current_open_incident():
     must be followed by the current one in the same post, or it would hide it."""
     old = inc(down=T0, up=T0 + 60 * S, seq=1)
     new = inc(down=T0 + 120 * S, seq=2)
-    delivered = {new.key: Delivery(T0 + 121 * S)}
+    delivered = {old.key: Delivery(T0 + S), new.key: Delivery(T0 + 121 * S)}
     p = plan([old, new], delivered, {new.key: T0 + 121 * S}, now=T0 + 130 * S)
     assert kinds(p) == [(RESOLVED, N1, T0), (RESEND, N1, T0 + 120 * S)]
     # Another label set (another cause) is left alone.
@@ -245,7 +270,7 @@ def test_follow_reports_an_outage_once_and_delivers_after_it(flappy):
                                 "Connection refused (retrying")
     assert warned[1].startswith("Alertmanager reachable again after ")
     assert counts(flappy.sqlite_path)[0] == len(post.alerts())
-    assert any("resolved (down " in line for line in said)
+    assert any("resolved (down " in line for line in said)  # years old: history
 
 
 def test_follow_survives_a_store_that_cannot_be_read(tmp_path):

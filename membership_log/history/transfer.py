@@ -16,6 +16,7 @@ from collections import namedtuple
 from datetime import datetime
 
 from ..core.errors import MembershipError, StoreError
+from ..core.outage import Backoff, Outage
 from ..core.raw import SOURCE_SERF, SOURCES, RawEvent, decode_env, encode_env, serf_env, text_of
 from ..core.redact import mask_url
 from ..core.timespec import MAX_US, MIN_US, to_us
@@ -281,18 +282,21 @@ def _check_continues(local, origin: str, c_head: int, c_hash: bytes | None,
 
 
 def follow(settings: Settings, to: str, interval: float, say, progress_factory=None,
-           sleep=time.sleep, max_backoff: float = 30.0) -> None:
+           sleep=time.sleep, max_backoff: float = 30.0, clock=time.monotonic) -> None:
     """``ship --follow``: ship, wait ``interval``, ship again, until interrupted. An outage
     of the central store (or of this store) is reported once when it begins and once when it
-    ends, and retried with backoff (doubling up to ``max_backoff`` seconds), never fatal.
-    A URL that can never work (malformed, an unknown kind of database, a driver that is not
-    installed) is not an outage: it is refused at once, in one line."""
+    ends, with how long it lasted, and retried with backoff (doubling up to ``max_backoff``
+    seconds), never fatal. A URL that can never work (malformed, an unknown kind of
+    database, a driver that is not installed) is not an outage: it is refused at once, in
+    one line."""
     open_node_store(settings.db_url, "ship").close()
     from ..stores.connect import engine_for
 
     engine_for(to).dispose()  # parses the URL and loads the driver; connects to nothing
-    backoff = interval
-    down: str | None = None
+    backoff = Backoff(interval, max(interval, max_backoff))
+    outage = Outage(say, clock, began="{error}; retrying with backoff until it answers",
+                    ended="{url} reachable again after {lasted} ({failures} failed "
+                          "attempts); shipping resumed", url=mask_url(to))
     while True:
         try:
             if progress_factory is not None:
@@ -300,17 +304,13 @@ def follow(settings: Settings, to: str, interval: float, say, progress_factory=N
                     r = ship(settings, to, progress)
             else:
                 r = ship(settings, to)
-            if down is not None:
-                say(f"{mask_url(to)} reachable again; shipping resumed")
-                down = None
-            backoff = interval
-            if r.copied:
-                say(f"shipped {r.copied} event(s) of {r.origin}: the central store holds its "
-                    f"events up to {r.central_head}")
-            sleep(interval)
         except StoreError as e:
-            if down is None:
-                say(f"{e}; retrying with backoff until it answers")
-            down = str(e)
-            sleep(backoff)
-            backoff = min(max_backoff, backoff * 2)
+            outage.failed(e)
+            sleep(backoff.next())
+            continue
+        outage.succeeded()
+        backoff.reset()
+        if r.copied:
+            say(f"shipped {r.copied} event(s) of {r.origin}: the central store holds its "
+                f"events up to {r.central_head}")
+        sleep(interval)

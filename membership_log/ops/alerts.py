@@ -15,11 +15,34 @@ What is sent, and when (:func:`plan`):
 - an open incident is sent firing once it has lasted ``--min-duration``, then re-sent every
   ``--resend`` seconds: without ``endsAt`` Alertmanager resolves an alert by itself after its
   ``resolve_timeout`` (5 min), and a restarted Alertmanager knows no alert at all;
-- a closed incident is sent resolved once, if it lasted ``--min-duration`` or was ever sent
-  firing (so a resolution is never held back);
+- a closed incident that was sent firing is sent resolved once, with its exact ``endsAt``
+  (a resolution is never held back by ``--min-duration``);
+- a closed incident never sent before (it was over before anything could deliver it: node1
+  failed and was back 2 s later, while ``alerts`` or Alertmanager was down, or between two
+  one-pass runs) is sent once, if it lasted ``--min-duration``, as an alert that is *already
+  over* (:data:`OVER`; see below); one that ended more than a day ago
+  (:data:`OVER_MAX_AGE_US`: a first run over a long log) is history, sent resolved, which
+  Alertmanager records and notifies nobody of;
 - Alertmanager keys alerts by their labels, and the same node and cause go down again and
   again: the alerts of one label set are posted oldest first, ending with its current open
   incident, so that an old resolution posted late never overwrites a newer firing alert.
+
+Incidents already over. Checked against the real Alertmanager (tests/test_ops_hardening.py):
+an alert that arrives resolved (``endsAt`` in the past) is never notified: Alertmanager
+sends a resolution only for an alert it notified as firing, so posting such an incident with
+its true ``endsAt`` reached no receiver at all. Posted firing with ``endsAt`` in the future,
+an alert is notified after the route's ``group_wait`` and resolves by itself at ``endsAt``,
+notified again. So an incident already over is posted firing with ``startsAt`` exact and
+``endsAt`` ``--over-hold`` seconds (300 by default: above Alertmanager's default
+``group_wait`` of 30 s and most routes', which must be shorter than it for the firing
+notification to go out) after delivery, and its annotations say that it was already over
+and when it ended (``ended_at``, to the microsecond). It is its own alert: an ``incident``
+label holding its exact start. Without it, Alertmanager would merge it with the node's next
+incident (same labels, overlapping in time: the merge keeps the earlier ``startsAt``), and
+the current outage would show the start of the old one. Delivered once, recorded as over
+(never sent again, never left firing: Alertmanager ends it at ``endsAt`` even if ``alerts``
+is never run again). An incident that was delivered firing but closed within ``group_wait``
+is Alertmanager's to suppress, as it suppresses Prometheus's short alerts.
 
 Identity (the key kept in ``alert_delivery``, with the target, the Alertmanager URL with its
 password masked):
@@ -36,7 +59,14 @@ password masked):
 
 Delivery is recorded after Alertmanager accepted the post: a crash between the two re-sends
 that batch once (Alertmanager treats an equal alert as an update: no new notification). So a
-restart neither loses an incident nor repeats one already delivered.
+restart neither loses an incident nor repeats one already delivered. A store that cannot
+take the record (locked by a long writer, read-only for a while) does not make ``--follow``
+post again: what was accepted is kept in memory (:attr:`Sender.unrecorded`) and counts as
+delivered until it is recorded.
+
+Failures: Alertmanager's permanent refusals (a 4xx: wrong URL, credentials) end the command
+in one line; everything else is an outage, reported once when it begins and once when it
+ends (:class:`membership_log.core.outage.Outage`), and retried with backoff.
 """
 
 from __future__ import annotations
@@ -47,9 +77,10 @@ from dataclasses import dataclass, field
 
 from ..core.clock import now_us
 from ..core.errors import StoreError
+from ..core.outage import Backoff, Outage
 from ..core.redact import mask_url
 from . import alertmanager
-from .alertmanager import AlertmanagerError, Backoff, OutageLog
+from .alertmanager import AlertmanagerError
 
 #: Alerts per POST: Alertmanager takes any number, but a first run on a long history would
 #: otherwise post tens of thousands in one body.
@@ -58,6 +89,14 @@ BATCH = 500
 FIRING = "firing"      # first delivery of an open incident
 RESEND = "resend"      # an open incident again, so that Alertmanager keeps it firing
 RESOLVED = "resolved"  # a closed incident, with its endsAt
+OVER = "over"          # a closed incident never delivered: firing for --over-hold, then over
+
+#: ``--over-hold``: how long an incident already over is shown firing (seconds).
+OVER_HOLD_S = 300.0
+#: An incident never delivered that ended longer ago than this is history, not news: it is
+#: posted resolved (recorded; Alertmanager notifies nobody), so that a first run over a
+#: year of log does not page anyone for a year of outages.
+OVER_MAX_AGE_US = 24 * 3600 * 1_000_000
 
 #: ``(origin, node, id)``: ``id`` is the down event's seq, or the start time (µs) when merged.
 Key = tuple[str, str, int]
@@ -93,7 +132,7 @@ class Delivery:
 @dataclass(frozen=True)
 class Send:
     incident: Incident
-    kind: str  # FIRING, RESEND or RESOLVED
+    kind: str  # FIRING, RESEND, RESOLVED or OVER
 
 
 @dataclass(frozen=True)
@@ -107,7 +146,7 @@ class Plan:
 
 def plan(incidents: Iterable[Incident], delivered: Mapping[Key, Delivery],
          last_sent: Mapping[Key, int], now: int, min_duration_us: int = 0,
-         resend_us: int = 60_000_000) -> Plan:
+         resend_us: int = 60_000_000, over_max_age_us: int = OVER_MAX_AGE_US) -> Plan:
     """The alerts due at ``now`` (µs). ``delivered``: the store's record; ``last_sent``: when
     this process last posted each open incident (empty after a restart, so every open
     incident is re-sent at once: Alertmanager may have restarted too)."""
@@ -124,7 +163,10 @@ def plan(incidents: Iterable[Incident], delivered: Mapping[Key, Delivery],
                 continue  # delivered, over: never again
             if d is None and inc.up_at - inc.down_at < min_duration_us:
                 continue  # too short to alert on, and never announced
-            sends[inc.key] = Send(inc, RESOLVED)
+            # Never announced: Alertmanager would notify nobody of it arriving resolved, so
+            # it goes out already over (unless it is old history).
+            news = d is None and now - inc.up_at <= over_max_age_us
+            sends[inc.key] = Send(inc, OVER if news else RESOLVED)
         elif d is None or d.resolved_at is not None:
             # Never delivered (or, after a rebuild that reopened it, delivered as over).
             due = inc.down_at + min_duration_us
@@ -140,7 +182,8 @@ def plan(incidents: Iterable[Incident], delivered: Mapping[Key, Delivery],
                 wake.append(last + resend_us)
     # End each label set with its current open incident, already announced (see the module
     # docstring): Alertmanager keeps one alert per label set.
-    for labels in {s.incident.labels for s in sends.values()}:
+    # (An OVER alert has labels of its own: it never hides another.)
+    for labels in {s.incident.labels for s in sends.values() if s.kind != OVER}:
         inc = newest[labels]
         d = delivered.get(inc.key)
         if (inc.up_at is None and inc.key not in sends and d is not None
@@ -157,17 +200,21 @@ def recorded(sends: Iterable[Send], delivered: Mapping[Key, Delivery],
     for s in sends:
         d = delivered.get(s.incident.key)
         firing_at = d.firing_at if d is not None else now
-        out[s.incident.key] = Delivery(firing_at, now if s.kind == RESOLVED else None)
+        out[s.incident.key] = Delivery(firing_at, now if s.kind in (RESOLVED, OVER) else None)
     return out
 
 
-def alert(send: Send) -> dict:
-    """The Alertmanager API v2 alert of one send (an open incident: no ``endsAt``)."""
+def alert(send: Send, now: int | None = None, over_hold_us: int = int(OVER_HOLD_S * 1e6)) -> dict:
+    """The Alertmanager API v2 alert of one send (an open incident: no ``endsAt``; one
+    already over: firing until ``now`` + ``over_hold_us``)."""
     inc = send.incident
-    up = inc.up_at if send.kind == RESOLVED else None
+    up = inc.up_at if send.kind in (RESOLVED, OVER) else None
+    until = None
+    if send.kind == OVER:
+        until = (now if now is not None else now_us()) + over_hold_us
     return alertmanager.alert_for({"node": inc.node, "cause": inc.cause,
                                    "down_at_us": inc.down_at, "up_at_us": up,
-                                   "observer": ", ".join(inc.seen_by)}, inc.observer)
+                                   "observer": ", ".join(inc.seen_by)}, inc.observer, until)
 
 
 # -- reading the store -------------------------------------------------------------------------
@@ -217,15 +264,19 @@ class Sender:
     def __init__(self, db_url: str, to: str, observer: str | None = None,
                  min_duration_s: float = 0.0, resend_s: float = 60.0,
                  post: Callable[[str, list], None] = alertmanager.post_alerts,
-                 clock: Callable[[], int] = now_us) -> None:
+                 clock: Callable[[], int] = now_us, over_hold_s: float = OVER_HOLD_S) -> None:
         alertmanager._endpoint(to)  # a bad URL is an error before anything else
         self.db_url, self.to, self.observer = db_url, to, observer
         self.target = target_of(to)
         self.min_duration_us = int(min_duration_s * 1e6)
         self.resend_us = int(resend_s * 1e6)
+        self.over_hold_us = int(over_hold_s * 1e6)
         self.post, self.clock = post, clock
         #: When this process last posted each open incident (µs).
         self.last_sent: dict[Key, int] = {}
+        #: Accepted by Alertmanager, not yet in the store (it could not be written): counted
+        #: as delivered, so nothing is posted again for want of its record.
+        self.unrecorded: dict[Key, Delivery] = {}
 
     def _open(self):
         from ..history import api as history
@@ -239,36 +290,64 @@ class Sender:
         with self._open() as store:
             return history.heads(store)
 
+    def record(self) -> None:
+        """Write what was accepted and not yet recorded (a StoreError keeps it in memory)."""
+        if not self.unrecorded:
+            return
+        rows = dict(self.unrecorded)
+        by_origin: dict[str, list] = {}
+        for (origin, node, ident), d in rows.items():
+            by_origin.setdefault(origin, []).append((node, ident, d.firing_at, d.resolved_at))
+        with self._open() as store:
+            for origin, batch in by_origin.items():
+                store.record_alert_deliveries(self.target, origin, batch)
+        for key in rows:
+            if self.unrecorded.get(key) == rows[key]:
+                del self.unrecorded[key]
+
     def run_pass(self, on_sent: Callable[[list[Send]], None] | None = None) -> Outcome:
         """Post everything due. Raises :class:`AlertmanagerError` (what was accepted before
-        the failure is recorded) or :class:`StoreError`."""
+        the failure is recorded) or :class:`StoreError` (what was accepted is kept in
+        :attr:`unrecorded` until a later pass can record it)."""
         with self._open() as store:
             origin, incs = read_incidents(store, self.observer)
             delivered = {(origin, node, ident): Delivery(f, r) for (node, ident), (f, r)
                          in store.alert_deliveries(self.target, origin).items()}
+        delivered.update({k: d for k, d in self.unrecorded.items() if k[0] == origin})
         p = plan(incs, delivered, self.last_sent, self.clock(), self.min_duration_us,
                  self.resend_us)
         out = Outcome(wake_at=p.wake_at)
+        unwritable: StoreError | None = None
+        try:
+            self.record()
+        except StoreError as e:
+            unwritable = e
         for i in range(0, len(p.sends), BATCH):
             chunk = p.sends[i:i + BATCH]
-            self.post(self.to, [alert(s) for s in chunk])
-            at = self.clock()
-            rows = recorded(chunk, delivered, at)
-            with self._open() as store:
-                store.record_alert_deliveries(self.target, origin, [
-                    (key[1], key[2], d.firing_at, d.resolved_at) for key, d in rows.items()])
+            now = self.clock()
+            self.post(self.to, [alert(s, now, self.over_hold_us) for s in chunk])
+            rows = recorded(chunk, delivered, now)
+            delivered.update(rows)
+            self.unrecorded.update(rows)
             for s in chunk:
-                if s.kind == RESOLVED:
+                if s.kind in (RESOLVED, OVER):
                     self.last_sent.pop(s.incident.key, None)
                 else:
-                    self.last_sent[s.incident.key] = at
+                    self.last_sent[s.incident.key] = now
             out.delivered.extend(chunk)
             if on_sent is not None:
                 on_sent(chunk)
+            if unwritable is None:
+                try:
+                    self.record()
+                except StoreError as e:
+                    unwritable = e
+        if unwritable is not None:
+            raise unwritable
         if out.delivered:
             # An open incident posted now is next due one --resend later.
             soonest = min((self.last_sent[s.incident.key] + self.resend_us
-                           for s in out.delivered if s.kind != RESOLVED), default=None)
+                           for s in out.delivered if s.kind in (FIRING, RESEND)), default=None)
             if soonest is not None:
                 out.wake_at = soonest if out.wake_at is None else min(out.wake_at, soonest)
         return out
@@ -281,6 +360,10 @@ def describe(send: Send) -> str:
 
     inc = send.incident
     who = printable(inc.node)
+    if send.kind == OVER:
+        return (f"{who} {inc.cause}: down {iso(inc.down_at)} to {iso(inc.up_at)} "
+                f"({duration((inc.up_at - inc.down_at) / 1e6)}), already over: sent firing "
+                f"for --over-hold, then resolved by Alertmanager")
     if send.kind == RESOLVED:
         return (f"{who} {inc.cause}: resolved (down {iso(inc.down_at)} to "
                 f"{iso(inc.up_at)}, {duration((inc.up_at - inc.down_at) / 1e6)})")
@@ -301,6 +384,8 @@ def once(sender: Sender, retries: int = 4, backoff: Backoff | None = None,
             out.delivered = done
             return out
         except AlertmanagerError as e:
+            if e.permanent:
+                raise
             if attempt == retries:
                 raise AlertmanagerError(
                     f"{e} ({attempt + 1} attempts over {waited:.1f} s; "
@@ -311,33 +396,26 @@ def once(sender: Sender, retries: int = 4, backoff: Backoff | None = None,
     raise AssertionError("unreachable")
 
 
-class _StoreTrouble:
-    """Says once that the store cannot be read, and once that it can again."""
-
-    def __init__(self, write: Callable[[str], None]) -> None:
-        self.write = write
-        self.down = False
-
-    def failed(self, e: Exception) -> None:
-        if not self.down:
-            self.down = True
-            self.write(f"{e} (retrying; reported again once it works)")
-
-    def succeeded(self) -> None:
-        if self.down:
-            self.down = False
-            self.write("the store is readable again")
+def store_outage(write: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic) -> Outage:
+    """The reporter of a store that cannot be read or written: once when it begins, once
+    when it ends."""
+    return Outage(write, clock, began="{error} (retrying; reported again once it works)",
+                  ended="the store is readable again after {lasted} ({failures} failed "
+                        "attempts)")
 
 
 def follow(sender: Sender, interval: float = 1.0, say: Callable[[str], None] = print,
            warn: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep,
-           stop: Callable[[], bool] = lambda: False) -> None:
+           stop: Callable[[], bool] = lambda: False,
+           clock: Callable[[], float] = time.monotonic) -> None:
     """Keep sending until ``stop()`` (or an interrupt): a pass whenever the log changes (its
     heads, looked at every ``interval`` s) or something falls due (a resend, an incident
     reaching --min-duration). Alertmanager and store failures are reported once per outage
-    and retried with backoff, for ever."""
-    outage = OutageLog(warn)
-    store = _StoreTrouble(warn)
+    and retried with backoff, for ever; a permanent refusal (:class:`AlertmanagerRefused
+    <membership_log.ops.alertmanager.AlertmanagerRefused>`) is raised."""
+    outage = alertmanager.outage_log(warn, clock)
+    store = store_outage(warn, clock)
     # A store that cannot be read (not set up yet, being restored) is looked at again within
     # 10 s: that costs nothing, and a new store is then noticed soon.
     am_backoff, store_backoff = Backoff(), Backoff(1.0, 10.0)
@@ -355,8 +433,6 @@ def follow(sender: Sender, interval: float = 1.0, say: Callable[[str], None] = p
     while not stop():
         try:
             heads = sender.heads()
-            store.succeeded()
-            store_backoff.reset()
         except StoreError as e:
             store.failed(e)
             sleep(store_backoff.next())
@@ -365,6 +441,10 @@ def follow(sender: Sender, interval: float = 1.0, say: Callable[[str], None] = p
             try:
                 out = sender.run_pass(on_sent=show)
             except AlertmanagerError as e:
+                if e.permanent:
+                    raise
+                if not sender.unrecorded:  # the store was read and written: it works
+                    store.succeeded()
                 outage.failed(e)
                 retry = True
                 sleep(am_backoff.next())
@@ -377,6 +457,9 @@ def follow(sender: Sender, interval: float = 1.0, say: Callable[[str], None] = p
             outage.succeeded()
             am_backoff.reset()
             retry, seen, wake_at = False, heads, out.wake_at
+        if not sender.unrecorded:  # read (and, if needed, written): the store works
+            store.succeeded()
+            store_backoff.reset()
         delay = interval
         if wake_at is not None:
             delay = min(delay, max(0.0, (wake_at - sender.clock()) / 1e6))

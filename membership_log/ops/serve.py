@@ -24,25 +24,80 @@ store that is replaced, missing or damaged answers 503 until it is back, while t
 keeps serving. Errors are one line of text: 400 for a bad parameter, 404 for an unknown
 path, 503 when the store cannot be read.
 
+A replay is streamed without holding the store while the client takes it: the stream reads
+the log a page (:data:`REPLAY_PAGE` events, keyset by seq) at a time, each page in a store
+opened and closed for it, and keeps the fold's state in memory between pages. So a client
+that stalls (``curl .../api/replay | less``) pins no read transaction: the WAL can be
+checkpointed and does not grow. The end is fixed when the stream begins (the head then), so
+the bytes are exactly those ``membership replay --json`` prints at that moment.
+
+Limits, so that slow or stalled clients cannot starve Prometheus (all per process):
+
+- :data:`REQUEST_TIMEOUT_S` (10 s, or ``--client-timeout`` if lower): the whole request
+  (line and headers) must arrive within it, or the connection is answered 408 and closed.
+  Prometheus, curl and browsers send a GET in one packet.
+- ``--client-timeout`` (:data:`CLIENT_TIMEOUT_S`, 30 s): no byte in for that long while
+  reading, or no progress for that long while the answer is sent (written in slices of
+  :data:`SEND_SLICE`), and the client is dropped (one log line when it was the answer);
+  a stalled stream holds neither a store nor a transaction meanwhile, only its socket.
+- at most :data:`STORE_READERS` (4) requests read the store at once (more buys nothing on
+  a machine this size); each open store costs up to :data:`FDS_PER_STORE` file
+  descriptors (SQLite: the database, its -wal and -shm; PostgreSQL: a socket). Others
+  wait up to 10 s for a turn, then 503.
+- a cap on open connections, from the open-file limit at the moment (:func:`connection_cap`:
+  the limit less :data:`RESERVED_FDS` for the process itself and the store readers'
+  descriptors, at most :data:`MAX_CONNECTIONS`; 24 at a limit of 64, 256 at 1024), so that
+  the store can always be opened. At the cap, a new connection takes the place of the one
+  that has waited longest without sending its request (answered 503 and closed), or, if
+  every connection is being answered, is answered 503 itself. One log line when the cap
+  is reached and one when connections are under it again.
+- a client that hangs up before its answer (a scrape timeout) is not news: no log line.
+
 :class:`Api` holds the routes without any socket, so tests and benchmarks call it directly.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import resource
+import socket
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..core.clock import now_us
 from ..core.errors import MembershipError, StoreError
+from ..core.outage import Outage
 from ..render import exposition, jsondoc, timeline
 from ..render import tables as render
 
 DEFAULT_LISTEN = "127.0.0.1:9137"
+
+#: Seconds a client has to send its whole request (line and headers).
+REQUEST_TIMEOUT_S = 10.0
+#: ``--client-timeout``: seconds without a byte in, or without progress on the answer.
+CLIENT_TIMEOUT_S = 30.0
+#: Requests reading the store at once; others wait up to STORE_WAIT_S for a turn.
+STORE_READERS = 4
+STORE_WAIT_S = 10.0
+#: File descriptors one open store may take (SQLite: database, -wal, -shm; one to spare).
+FDS_PER_STORE = 4
+#: File descriptors kept for the process itself (stdio, the listening socket, Python's own,
+#: connections being closed) besides the store readers'.
+RESERVED_FDS = 24
+#: Open connections at most, whatever the open-file limit (a thread each).
+MAX_CONNECTIONS = 256
+#: Connections beyond the cap while the ones they displaced are being closed.
+EVICTION_SLACK = 8
+#: Events a replay stream reads per page (each page in its own short read).
+REPLAY_PAGE = 2000
+#: Bytes per write of an answer: "no progress for --client-timeout" is measured on these.
+SEND_SLICE = 64 * 1024
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
@@ -138,15 +193,31 @@ class Api:
 
     def __init__(self, db_url: str, observer: str | None = None,
                  clock: Callable[[], int] = now_us,
-                 on_store_error: Callable[[StoreError | None], None] | None = None) -> None:
+                 on_store_error: Callable[[StoreError | None], None] | None = None,
+                 readers: int = STORE_READERS, wait_s: float = STORE_WAIT_S) -> None:
         self.db_url, self.observer, self.clock = db_url, observer, clock
         self.on_store_error = on_store_error or (lambda e: None)
         self._page: bytes | None = None
+        self.readers, self.wait_s = readers, wait_s
+        self._turns = threading.BoundedSemaphore(readers)
 
     def _open(self):
         from ..history import api as history
 
         return history.open_store(self.db_url)
+
+    @contextmanager
+    def _reading(self) -> Iterator:
+        """The store, open, for one of at most ``readers`` requests at once (so the file
+        descriptors it needs are always there); a StoreError (503) after ``wait_s``."""
+        if not self._turns.acquire(timeout=self.wait_s):
+            raise StoreError(f"{self.readers} requests are reading the store already; try "
+                             f"again")
+        try:
+            with self._open() as store:
+                yield store
+        finally:
+            self._turns.release()
 
     def respond(self, target: str) -> Response:
         """The response to ``GET target`` (path and query)."""
@@ -209,14 +280,14 @@ class Api:
         return Response(200, HTML, self._page, {"Content-Security-Policy": DASHBOARD_CSP})
 
     def _metrics(self, params) -> Response:
-        with self._open() as store:
+        with self._reading() as store:
             body = metrics_text(store, self._view(params))
         return Response(200, exposition.CONTENT_TYPE, body)
 
     def _api_heads(self, params) -> Response:
         from ..history import api as history
 
-        with self._open() as store:
+        with self._reading() as store:
             doc = {"role": store.role, "heads": history.heads(store)}
         return Response(200, JSON, jsondoc.encode(doc).encode("ascii"))
 
@@ -224,7 +295,7 @@ class Api:
         from ..history import api as history
 
         at = self._time(params, "at")
-        with self._open() as store:
+        with self._reading() as store:
             now = history.state_at(store, at, self._view(params))
         return Response(200, JSON, jsondoc.encode(jsondoc.state_doc(now)).encode("ascii"))
 
@@ -232,7 +303,7 @@ class Api:
         from ..history import api as history
 
         since, until = self._time(params, "since"), self._time(params, "until")
-        with self._open() as store:
+        with self._reading() as store:
             doc = history.audit(store, since, until, params.get("node"), self._view(params),
                                 now=self.clock(), clip=True)
         return Response(200, JSON, jsondoc.audit_text(doc).encode("ascii"))
@@ -241,7 +312,7 @@ class Api:
         from ..history import api as history
 
         since, until = self._time(params, "since"), self._time(params, "until")
-        with self._open() as store:
+        with self._reading() as store:
             svg = timeline.picture(history.audit(store, since, until, params.get("node"),
                                                  self._view(params), now=self.clock(),
                                                  clip=True))
@@ -249,22 +320,24 @@ class Api:
 
     def _api_replay(self, params) -> Response:
         """Streamed: the first record is read before answering (so a bad window is a 400,
-        not a broken 200), the rest as the client takes them."""
+        not a broken 200), the rest as the client takes them, a page at a time (see the
+        module docstring): no store is open while the stream waits on the client."""
         from ..history import api as history
 
         since, until = self._time(params, "since"), self._time(params, "until")
-        store = self._open()
+        paged = _PagedStore(self)
         try:
-            records = history.replay(store, since, until, params.get("node"),
+            records = history.replay(paged, since, until, params.get("node"),
                                      self._view(params))
             first = next(records, None)
         except BaseException:
-            store.close()
+            paged.release()
             raise
-        return Response(200, JSON_LINES, self._stream(store, first, records))
+        paged.release()
+        return Response(200, JSON_LINES, self._stream(first, records))
 
     @staticmethod
-    def _stream(store, first, records) -> Iterator[bytes]:
+    def _stream(first, records) -> Iterator[bytes]:
         try:
             if first is None:
                 return
@@ -288,7 +361,49 @@ class Api:
                 jsondoc.write_lines(buf, batch)
                 yield b"".join(buf.chunks)
         finally:
-            store.close()
+            records.close()
+
+
+class _PagedStore:
+    """The store as :func:`membership_log.history.api.replay` reads it for a stream.
+
+    The replay begins on a store held open (the checkpoint, the first page, the first
+    record), then :meth:`release` closes it; from there on it reads only events, and
+    :meth:`events` fetches them a page at a time, keyset by seq, each page whole in a store
+    opened for it and closed before a single record of it goes to the client. Between pages
+    nothing is open: the replay's generator keeps the fold's state, not a cursor.
+    """
+
+    def __init__(self, api: Api) -> None:
+        self._api = api
+        self._held = api._reading()
+        self._store = self._held.__enter__()
+
+    def __getattr__(self, name: str):
+        store = self.__dict__.get("_store")
+        if store is None:  # a replay reads nothing but events once it has begun
+            raise AttributeError(f"{name}: the stream's store is closed")
+        return getattr(store, name)
+
+    def release(self) -> None:
+        if self._store is not None:
+            self._store = None
+            self._held.__exit__(None, None, None)
+
+    def _page(self, origin: str, after: int, until: int) -> list:
+        if self._store is not None:
+            return list(self._store.events(origin, after, until))
+        with self._api._reading() as store:
+            return list(store.events(origin, after, until))
+
+    def events(self, origin: str, after: int = 0, until: int | None = None) -> Iterator:
+        end = until
+        if end is None:  # the head when the stream begins: the command's snapshot
+            end = self._store.head_seq(origin)
+        while after < end:
+            hi = min(after + REPLAY_PAGE, end)
+            yield from self._page(origin, after, hi)
+            after = hi
 
 
 # -- the HTTP server ---------------------------------------------------------------------------
@@ -305,11 +420,22 @@ def _loopback(host: str) -> bool:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "membership-serve"
+    timeout = CLIENT_TIMEOUT_S  # each read and each SEND_SLICE write (StreamRequestHandler)
     api: Api
     allowed_hosts: frozenset[str] | None
     log_error_line: Callable[[str], None]
+    server: _Server
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:
+            pass  # the client hung up (or was cut off) mid-request: nothing to tell
 
     def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+        self.close_connection = True
+        if not self.server.begin(self.request):
+            return  # too slow, or displaced at the cap: already answered and cut off
         if not self._host_ok():
             self._send(text_response(421, "this server answers only to the address it "
                                           "listens on (a DNS rebinding guard)"))
@@ -335,6 +461,23 @@ class _Handler(BaseHTTPRequestHandler):
         return host in self.allowed_hosts or _loopback(host)
 
     def _send(self, response: Response) -> None:
+        body = response.body
+        try:
+            self._write(response)
+        except TimeoutError:
+            self.log_error_line(f"GET {render.printable(self.path[:200])}: the client took "
+                                f"nothing of the answer for {self.timeout:g} s; dropped")
+        except OSError:
+            pass  # the client hung up (a scrape timeout, a closed tab): not news
+        except Exception as e:  # noqa: BLE001 -- the 200 is sent: cut the stream short
+            self.log_error_line(f"GET {render.printable(self.path[:200])}: stream cut: "
+                                f"{type(e).__name__}: {render.printable(str(e))}")
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()  # a stream's generator: it closes what it opened
+
+    def _write(self, response: Response) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Cache-Control", "no-store")
@@ -345,78 +488,188 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(body, bytes):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            self._slices(body)
             return
         self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
-        try:
-            for chunk in body:
-                self.wfile.write(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client went away; the generator's finally closes the store
-        except Exception as e:  # noqa: BLE001 -- the 200 is sent: cut the stream short
-            self.log_error_line(f"GET {render.printable(self.path[:200])}: stream cut: "
-                                f"{type(e).__name__}: {render.printable(str(e))}")
-        finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+        for chunk in body:
+            self._slices(chunk)
+
+    def _slices(self, data: bytes) -> None:
+        view = memoryview(data)
+        for i in range(0, len(view), SEND_SLICE):
+            self.wfile.write(view[i:i + SEND_SLICE])
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         pass  # a scrape every 15 s is not news; errors are logged where they happen
 
 
+def connection_cap() -> tuple[int, int | None]:
+    """How many connections may be open now, and the open-file limit it was derived from
+    (None: unlimited). Read at each connection: ``prlimit`` can change it while we run."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS, None
+    spare = soft - RESERVED_FDS - STORE_READERS * FDS_PER_STORE
+    return max(1, min(MAX_CONNECTIONS, spare)), soft
+
+
+def _answer_now(sock: socket.socket, status: str, message: str) -> None:
+    """A whole one-line answer, without blocking (the client may read nothing)."""
+    body = (message + "\n").encode()
+    head = (f"HTTP/1.0 {status}\r\nContent-Type: {TEXT}\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode()
+    try:
+        sock.send(head + body, socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+
+
+@dataclass
+class _Conn:
+    accepted: float
+    pending: bool = True   # its request has not arrived whole yet
+    cut: bool = False      # answered and shut down by the server (too slow, displaced)
+
+
 class _Server(ThreadingHTTPServer):
+    """Counts its connections: a cap (:func:`connection_cap`), the request deadline (checked
+    by the serving loop every half second), and one log line per spell at the cap."""
+
     daemon_threads = True
     block_on_close = False  # a stop must not wait for a long replay stream to finish
+    request_queue_size = 128
+
+    def __init__(self, address, handler, log: Callable[[str], None],
+                 request_timeout: float) -> None:
+        self.log_line, self.request_timeout = log, request_timeout
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._lock = threading.Lock()
+        self.at_cap = Outage(
+            log, time.monotonic,
+            began="connection cap reached: {error}; the connection waiting longest for its "
+                  "request is closed for each new one, or the new one answered 503 (reported "
+                  "again once under the cap)",
+            ended="under the connection cap again after {lasted} ({failures} connection(s) "
+                  "closed or refused)")
+        super().__init__(address, handler)
+
+    def _cut(self, sock: socket.socket, status: str, message: str) -> None:
+        """Answer a connection still sending its request, and shut it (its thread, woken,
+        closes it). Under the lock."""
+        self._conns[sock].cut = True
+        _answer_now(sock, status, message)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def process_request(self, request, client_address) -> None:
+        cap, limit = connection_cap()
+        now = time.monotonic()
+        with self._lock:
+            open_ = len(self._conns)
+            admit = open_ < cap
+            if not admit and open_ < cap + EVICTION_SLACK:
+                waiting = [(c.accepted, i) for i, c in enumerate(self._conns.values())
+                           if c.pending and not c.cut]
+                if waiting:
+                    victim = list(self._conns)[min(waiting)[1]]
+                    self._cut(victim, "503 Service Unavailable", "too many connections: "
+                              "this one waited longest for its request; try again")
+                    admit = True
+            if admit:
+                self._conns[request] = _Conn(now)
+        if open_ < cap:
+            self.at_cap.succeeded()
+        else:
+            self.at_cap.failed(f"{open_} connections open, the most for an open-file limit "
+                               f"of {limit}" if limit else f"{open_} connections open")
+        if not admit:
+            _answer_now(request, "503 Service Unavailable",
+                        "too many connections: try again")
+            super().shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def begin(self, sock: socket.socket) -> bool:
+        """The request has arrived whole: False if the server has cut it off already."""
+        with self._lock:
+            conn = self._conns.get(sock)
+            if conn is None or conn.cut:
+                return False
+            conn.pending = False
+            return True
+
+    def service_actions(self) -> None:
+        """Called by serve_forever between polls: cut off requests past their deadline."""
+        now = time.monotonic()
+        with self._lock:
+            late = [s for s, c in self._conns.items()
+                    if c.pending and not c.cut and now - c.accepted > self.request_timeout]
+            for sock in late:
+                self._cut(sock, "408 Request Timeout", f"the request did not arrive within "
+                          f"{self.request_timeout:g} s")
+
+    def shutdown_request(self, request) -> None:
+        with self._lock:
+            self._conns.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """One line, never a traceback; nothing at all for a client that hung up."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            return
+        self.log_line(f"internal error answering a request: {type(error).__name__}: "
+                      f"{render.printable(str(error))[:300]}")
 
 
 def make_server(api: Api, host: str, port: int,
-                log: Callable[[str], None] = lambda line: None) -> ThreadingHTTPServer:
+                log: Callable[[str], None] = lambda line: None,
+                client_timeout: float = CLIENT_TIMEOUT_S) -> ThreadingHTTPServer:
     """A server for ``api`` bound to ``host:port`` (port 0: any free one)."""
-    import socket
-
     allowed = frozenset({host.lower(), "localhost"}) if _loopback(host) else None
     handler = type("Handler", (_Handler,), {"api": api, "allowed_hosts": allowed,
-                                            "log_error_line": staticmethod(log)})
+                                            "log_error_line": staticmethod(log),
+                                            "timeout": client_timeout})
     server_class = _Server
     if ":" in host:
         server_class = type("Server6", (_Server,), {"address_family": socket.AF_INET6})
     try:
-        return server_class((host, port), handler)
+        return server_class((host, port), handler, log,
+                            min(REQUEST_TIMEOUT_S, client_timeout))
     except OSError as e:
         raise MembershipError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
-class _StoreTrouble:
-    """Logs once that the store cannot be read (the 503s), and once that it can again."""
+def store_outage(log: Callable[[str], None]) -> Callable[[StoreError | None], None]:
+    """``Api.on_store_error`` for serve: one line when the 503s begin, one when they end."""
+    outage = Outage(log, time.monotonic,
+                    began="answering 503: {error} (reported again once the store is "
+                          "readable)",
+                    ended="the store is readable again after {lasted} ({failures} failed "
+                          "reads)")
 
-    def __init__(self, log: Callable[[str], None]) -> None:
-        self.log = log
-        self.lock = threading.Lock()
-        self.down = False
-
-    def __call__(self, error: StoreError | None) -> None:
-        with self.lock:
-            if error is not None and not self.down:
-                self.down = True
-                self.log(f"answering 503: {render.printable(str(error))} (reported again "
-                         f"once the store is readable)")
-            elif error is None and self.down:
-                self.down = False
-                self.log("the store is readable again")
+    def heard(error: StoreError | None) -> None:
+        if error is None:
+            outage.succeeded()
+        else:
+            outage.failed(render.printable(str(error)))
+    return heard
 
 
 def serve(db_url: str, listen: str = DEFAULT_LISTEN, observer: str | None = None,
           log: Callable[[str], None] | None = None,
-          ready: Callable[[ThreadingHTTPServer], None] | None = None) -> None:
+          ready: Callable[[ThreadingHTTPServer], None] | None = None,
+          client_timeout: float = CLIENT_TIMEOUT_S) -> None:
     """Serve until interrupted (KeyboardInterrupt; the CLI turns SIGTERM into one)."""
     if log is None:
         def log(line: str) -> None:
             sys.stderr.write(f"membership serve: {line}\n")
             sys.stderr.flush()
     host, port = parse_listen(listen)
-    api = Api(db_url, observer, on_store_error=_StoreTrouble(log))
-    server = make_server(api, host, port, log)
+    api = Api(db_url, observer, on_store_error=store_outage(log))
+    server = make_server(api, host, port, log, client_timeout)
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
     scope = "this machine only" if _loopback(host) else "the network: anyone who can " \
