@@ -15,12 +15,13 @@ import sys
 from typing import Annotated
 
 import typer
+import typer.core
 from typer.core import TyperGroup
 
 from . import settings
 from .core import timespec
 from .core.clock import now_us
-from .core.errors import MembershipError
+from .core.errors import MembershipError, UsageError
 from .core.redact import mask_url
 from .core.timespec import iso
 from .render import jsondoc
@@ -29,11 +30,15 @@ from .version import __version__
 
 
 class _Group(TyperGroup):
-    """Turns a :class:`MembershipError` into one line on stderr and exit 1."""
+    """Turns a :class:`MembershipError` into one line on stderr and exit 1 (a
+    :class:`UsageError`: exit 2, as Click's own usage errors)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except UsageError as e:
+            typer.echo(f"membership: {render.printable(str(e))}", err=True)
+            raise typer.Exit(2) from None
         except MembershipError as e:
             typer.echo(f"membership: {render.printable(str(e))}", err=True)
             raise typer.Exit(1) from None
@@ -51,6 +56,10 @@ class _Group(TyperGroup):
                        f"for the traceback, and report it)", err=True)
             raise typer.Exit(1) from None
 
+
+# Typer prints an argument's Python type beside its name ("FILE <str>"); the help says what
+# the argument is instead.
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[assignment]
 
 _APP = {"cls": _Group, "rich_markup_mode": None, "pretty_exceptions_enable": False,
         "no_args_is_help": True, "add_completion": False,
@@ -82,12 +91,21 @@ def _location_param(name: str, shown: bool) -> inspect.Parameter:
                              annotation=Annotated[str | None, option])
 
 
+def _summary(doc: str | None) -> str | None:
+    """A command's one-line summary for the command list: its docstring's first paragraph,
+    whole (Click would cut it at 45 characters with "...")."""
+    if not doc:
+        return None
+    return " ".join(inspect.cleandoc(doc).split("\n\n", 1)[0].split())
+
+
 def command(target=None, name: str | None = None, reads: tuple = STORE, **kw):
     """Register ``fn(s: Settings, ...)`` as a command that takes every location option
     (SPEC "Where things live") and documents those in ``reads``."""
     target = target or app
 
     def register(fn):
+        kw.setdefault("short_help", _summary(fn.__doc__))
         sig = inspect.signature(fn, eval_str=True)
         own = list(sig.parameters.values())[1:]  # the first is the resolved Settings
 
@@ -103,6 +121,27 @@ def command(target=None, name: str | None = None, reads: tuple = STORE, **kw):
         return target.command(name, **kw)(run)
 
     return register
+
+
+def _duration(zero: bool = False):
+    """The parser of a duration option: ``90``, ``90s``, ``5m``, ``2h``, ``1d`` (a plain
+    number is seconds), the one way every duration option is read; a bad one exits 2."""
+
+    def parse(value):
+        if value is None or isinstance(value, (int, float)):
+            return value
+        try:
+            return timespec.parse_duration(value, zero=zero)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+
+    return parse
+
+
+def Duration(flag: str, help: str, zero: bool = False):  # noqa: N802 - reads as a type
+    """A duration option (seconds as a float)."""
+    return typer.Option(flag, parser=_duration(zero), metavar="DURATION",
+                        help=help + " (90, 90s, 5m, 2h, 1d: a plain number is seconds)")
 
 
 def _time(value):
@@ -186,7 +225,17 @@ def init(s: settings.Settings) -> None:
         _out(f"store {result['store']}: schema {result['from']} -> {result['to']}")
         return
     _out(f"store {result['store']} at schema {result['to']}, {result['seq']} events")
-    _out(f"live file {s.live_file}: {len(result['live'])} live node(s)")
+    status, why = result["catalog"]
+    if status == "unusable":
+        kept = "left as it was" if result["live_file"] else "not written"
+        raise MembershipError(f"catalog {s.catalog} is unusable ({why}); the live file "
+                              f"{s.live_file} was {kept}")
+    if result["live_file"] and result["live"]:
+        _out(f"live file {s.live_file}: {len(result['live'])} live node(s)")
+    elif result["live_file"]:
+        _out(f"live file {s.live_file}: no live node (the log says every node is dead)")
+    else:
+        _out(f"no live file yet: {why if status == 'missing' else 'the log knows no node'}")
     for warning in result["warnings"]:
         typer.echo(f"warning: {render.printable(warning)}", err=True)
 
@@ -300,29 +349,40 @@ def replay(s: settings.Settings, since: Since = None, until: Until = None,
          if rows else "no events match")
 
 
-FlapWindow = Annotated[str, typer.Option(
-    "--flap-window", metavar="DURATION", help="Flapping: incidents beginning within this "
-    "long of each other ('10m', '90s', '1h').")]
+FlapWindow = Annotated[float, Duration(
+    "--flap-window", "Flapping: incidents beginning within this long of each other")]
 FlapThreshold = Annotated[int, typer.Option(
-    "--flap-threshold", min=2, help="Flapping: at least this many incidents within the "
-    "window.")]
-DetectionDelay = Annotated[float | None, typer.Option(
-    "--detection-delay", metavar="S", min=0, help="Serf's failure detection delay in "
-    "seconds: adds est_down_at and est_duration_s to failed incidents.")]
+    "--flap-threshold", min=2, metavar="N", help="Flapping: at least this many incidents "
+    "within the window (2 or more).")]
+DetectionDelay = Annotated[float | None, Duration(
+    "--detection-delay", "Serf's failure detection delay: adds est_down_at and "
+    "est_duration_s to failed incidents", zero=True)]
 
 
-def _seconds(text: str, option: str) -> float:
-    try:
-        return timespec.parse_duration(text)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint=option) from None
+def _causes(value):
+    """``--exclude-cause CAUSE[,CAUSE]``: causes among failed, left, operator."""
+    from .core.incidents import CAUSES
+
+    if value is None or isinstance(value, tuple):
+        return value
+    causes = tuple(c.strip() for c in value.split(",") if c.strip())
+    bad = [c for c in causes if c not in CAUSES]
+    if bad or not causes:
+        raise typer.BadParameter(f"{value!r}: causes are {', '.join(CAUSES)} (comma-separated)")
+    return causes
+
+
+ExcludeCause = Annotated[tuple | None, typer.Option(
+    "--exclude-cause", parser=_causes, metavar="CAUSE[,CAUSE]", help="Leave incidents of "
+    "these causes (failed, left, operator) out of incidents, downtime and availability: "
+    "planned leaves and operator marks out of the SLO.")]
 
 
 @command()
 def audit(s: settings.Settings, since: Since = None, until: Until = None,
           node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False,
           flap_window: FlapWindow = "10m", flap_threshold: FlapThreshold = 3,
-          detection_delay: DetectionDelay = None) -> None:
+          detection_delay: DetectionDelay = None, exclude_cause: ExcludeCause = None) -> None:
     """Incidents per node (down, up, how long, why) and figures over a window.
 
     An incident opens when a node goes dead and closes when it is live again; its cause is
@@ -344,9 +404,8 @@ def audit(s: settings.Settings, since: Since = None, until: Until = None,
     """
     from .history import api as history
 
-    window = _seconds(flap_window, "--flap-window")
-    options = {"flap_window_s": window, "flap_threshold": flap_threshold,
-               "detection_delay_s": detection_delay}
+    options = {"flap_window_s": flap_window, "flap_threshold": flap_threshold,
+               "detection_delay_s": detection_delay, "exclude": exclude_cause or ()}
     with _store(s) as store:
         if json_out:
             from .history import bulk
@@ -383,10 +442,9 @@ def timeline(s: settings.Settings, since: Since = None, until: Until = None,
     if not output.endswith((".svg", ".html", ".htm")):
         raise typer.BadParameter(f"{output!r}: the file must end in .svg or .html",
                                  param_hint="-o")
-    window = _seconds(flap_window, "--flap-window")
     with _store(s) as store:
         svg = _timeline.picture(history.audit(store, since, until, node, observer,
-                                              flap_window_s=window,
+                                              flap_window_s=flap_window,
                                               flap_threshold=flap_threshold))
     data = svg if output.endswith(".svg") else _timeline.render_html(svg)
     try:
@@ -422,8 +480,8 @@ def export(s: settings.Settings, since: Since = None, until: Until = None,
 @command(name="import", reads=tuple(_LOCATION))
 def import_(s: settings.Settings,
             file: Annotated[str, typer.Argument(
-                metavar="[FILE]", help="JSON lines from membership export; - or none: "
-                "stdin.")] = "-") -> None:
+                metavar="FILE", show_default=False, help="JSON lines from membership "
+                "export; - or none: stdin.")] = "-") -> None:
     """Append exported events to this node's store, then bring the live file up to date.
 
     Through the same append path as the handler, in file order: new sequence numbers
@@ -570,7 +628,8 @@ def compact(s: settings.Settings,
              f"(nothing changed: --dry-run)")
         return
     with _progress("compacting") as progress:
-        r = retention.compact(s, before, require_shipped, force, progress)
+        r = retention.compact(s, before, require_shipped and settings.store_url(require_shipped),
+                              force, progress)
     if not r.dropped:
         _out("nothing to compact: no event kept was received before "
              f"{iso(before.us) if before.us is not None else before.text}")
@@ -582,12 +641,13 @@ def compact(s: settings.Settings,
 @command()
 def ship(s: settings.Settings,
          to: Annotated[str, typer.Option(
-             "--to", metavar="URL", help="The central store (postgresql://...).")] = ...,
+             "--to", metavar="URL", help="The central store: a URL (postgresql://...), or a "
+             "plain path for SQLite, as --db takes it.")] = ...,
          follow: Annotated[bool, typer.Option(
              "--follow", help="Keep shipping as events arrive, until interrupted; an outage "
              "of the central store is retried with backoff.")] = False,
-         interval: Annotated[float, typer.Option(
-             "--interval", min=0.1, help="With --follow: seconds between looks.")] = 1.0,
+         interval: Annotated[float, Duration(
+             "--interval", "With --follow: how long between looks at the log")] = 1.0,
          ) -> None:
     """Copy this node's new events to a central store, in batches, with its derived tables.
 
@@ -610,6 +670,7 @@ def ship(s: settings.Settings,
     def terminate(signum, frame):
         raise KeyboardInterrupt
 
+    to = settings.store_url(to)
     signal.signal(signal.SIGTERM, terminate)
     try:
         if follow:
@@ -629,8 +690,8 @@ def ship(s: settings.Settings,
 
 @command(reads=("base_dir", "live_file"))
 def watch(s: settings.Settings, json_out: Json = False,
-          interval: Annotated[float, typer.Option(
-              "--interval", min=0.01, help="Seconds between looks at the file.")] = 0.2,
+          interval: Annotated[float, Duration(
+              "--interval", "How long between looks at the file")] = 0.2,
           ) -> None:
     """For the engine side: print the live set each time the live file changes.
 
@@ -759,7 +820,7 @@ def metrics(s: settings.Settings,
             output: Annotated[str | None, typer.Option(
                 "-o", "--output", metavar="FILE", help="Write to FILE atomically instead of "
                 "stdout (node_exporter's textfile collector reads *.prom files).")] = None,
-            observer: ObserverOpt = None) -> None:
+            observer: ObserverOpt = None, exclude_cause: ExcludeCause = None) -> None:
     """Prometheus metrics of the log, in the text exposition format (0.0.4).
 
     Per node: membership_node_up, membership_node_marked_down,
@@ -781,7 +842,7 @@ def metrics(s: settings.Settings,
     from .stores import files
 
     with _store(s) as store:
-        data = metrics_text(store, observer)
+        data = metrics_text(store, observer, exclude=exclude_cause or ())
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -799,10 +860,10 @@ def serve(s: settings.Settings,
               "this machine only; 0.0.0.0:9137 opens the log to the network (put a firewall "
               "or an authenticating proxy in front).")] = "127.0.0.1:9137",
           observer: ObserverOpt = None,
-          client_timeout: Annotated[float, typer.Option(
-              "--client-timeout", metavar="S", min=1.0, help="Drop a client that sends "
-              "nothing, or takes nothing of its answer, for this many seconds (a request "
-              "must arrive whole within 10 s, or this if less).")] = 30.0) -> None:
+          client_timeout: Annotated[float, Duration(
+              "--client-timeout", "Drop a client that sends nothing, or takes nothing of its "
+              "answer, for this long (a request must arrive whole within 10 s, or this if "
+              "less)")] = 30.0) -> None:
     """Serve /metrics for Prometheus, the dashboard (/) and a JSON API over the log.
 
     GET /metrics is `membership metrics`, fresh at each scrape (?observer= on a central
@@ -837,11 +898,17 @@ def serve(s: settings.Settings,
         return
 
 
-def _alert_seconds(text: str, option: str, zero: bool) -> float:
-    t = text.strip()
-    if zero and t in ("0", "0s", "0.0"):
-        return 0.0
-    return _seconds(t, option)
+def _severity(value):
+    """``--severity CAUSE=LEVEL`` (repeatable)."""
+    from .core.incidents import CAUSES
+
+    if value is None or isinstance(value, tuple):
+        return value
+    cause, eq, level = value.partition("=")
+    if not eq or cause not in CAUSES or not level.strip():
+        raise typer.BadParameter(f"{value!r}: give CAUSE=LEVEL, CAUSE one of "
+                                 f"{', '.join(CAUSES)} (e.g. left=info)")
+    return (cause, level.strip())
 
 
 @command()
@@ -852,22 +919,29 @@ def alerts(s: settings.Settings,
            follow: Annotated[bool, typer.Option(
                "--follow", help="Keep sending as the log changes, until interrupted; an "
                "unreachable Alertmanager is retried for ever.")] = False,
-           min_duration: Annotated[str, typer.Option(
-               "--min-duration", metavar="S", help="Only incidents that lasted (or have "
-               "lasted so far) at least this long, like a rule's for: (seconds, or 90s, "
-               "5m).")] = "0",
-           resend: Annotated[str, typer.Option(
-               "--resend", metavar="S", help="Re-send open alerts this often, well within "
-               "Alertmanager's resolve_timeout (5m by default), so they keep firing.")] = "60",
-           over_hold: Annotated[str, typer.Option(
-               "--over-hold", metavar="S", help="An incident already over when first sent "
-               "(while alerts or Alertmanager was down) is posted firing, as its own alert, "
-               "until this long after delivery: Alertmanager notifies no alert it never saw "
-               "firing. Keep it above your routes' group_wait.")] = "300",
+           min_duration: Annotated[float, Duration(
+               "--min-duration", "Only incidents that lasted (or have lasted so far) at "
+               "least this long, like a rule's for:", zero=True)] = 0.0,
+           resend: Annotated[float, Duration(
+               "--resend", "Re-send open alerts this often, well within Alertmanager's "
+               "resolve_timeout (5m by default), so they keep firing")] = 60.0,
+           over_hold: Annotated[float, Duration(
+               "--over-hold", "An incident already over when first sent (while alerts or "
+               "Alertmanager was down) is posted firing, as its own alert, until this long "
+               "after delivery: Alertmanager notifies no alert it never saw firing. Keep it "
+               "above your routes' group_wait")] = 300.0,
            observer: ObserverOpt = None,
-           interval: Annotated[float, typer.Option(
-               "--interval", min=0.1, help="With --follow: seconds between looks at the "
-               "log.")] = 1.0) -> None:
+           interval: Annotated[float, Duration(
+               "--interval", "With --follow: how long between looks at the log")] = 1.0,
+           severity: Annotated[list[str] | None, typer.Option(
+               "--severity", parser=_severity, metavar="CAUSE=LEVEL", help="The severity "
+               "label of a cause's alerts (default: failed=critical, left=warning, "
+               "operator=warning); repeat for several.")] = None,
+           exclude_cause: ExcludeCause = None,
+           dashboard_url: Annotated[str | None, typer.Option(
+               "--dashboard-url", metavar="URL", help="Where membership serve's dashboard "
+               "is (e.g. http://monitor:9137/): every alert's generatorURL links there.")]
+           = None) -> None:
     """Send incidents to Alertmanager (API v2) with their exact start and end times.
 
     Each incident is alert MembershipNodeDown with labels node, cause (failed, left,
@@ -892,10 +966,10 @@ def alerts(s: settings.Settings,
     """
     from .ops import alerts as _alerts
 
-    min_s = _alert_seconds(min_duration, "--min-duration", zero=True)
-    resend_s = _alert_seconds(resend, "--resend", zero=False)
-    hold_s = _alert_seconds(over_hold, "--over-hold", zero=False)
-    sender = _alerts.Sender(s.db_url, to, observer, min_s, resend_s, over_hold_s=hold_s)
+    min_s, resend_s, hold_s = min_duration, resend, over_hold
+    sender = _alerts.Sender(s.db_url, to, observer, min_s, resend_s, over_hold_s=hold_s,
+                            severity=dict(severity or ()), generator_url=dashboard_url,
+                            exclude=exclude_cause or ())
 
     def say(line: str) -> None:
         typer.echo(render.printable(line))

@@ -39,6 +39,12 @@ def sqlite_path_of(url: str) -> str | None:
     return None
 
 
+def store_url(text: str) -> str:
+    """A store as ``--db`` (and ``ship --to``, ``compact --require-shipped``) takes it: a URL,
+    or a plain path, which means SQLite."""
+    return text if "://" in text else "sqlite:///" + os.path.abspath(text)
+
+
 def resolve(
     base_dir: str | None = None,
     db: str | None = None,
@@ -50,9 +56,7 @@ def resolve(
     env = os.environ
     base = base_dir or env.get("MEMBERSHIP_BASE_DIR") or "."
     base = os.path.abspath(base)
-    db = db or env.get("MEMBERSHIP_DB") or os.path.join(base, "membership.db")
-    if "://" not in db:  # a plain path means SQLite
-        db = "sqlite:///" + os.path.abspath(db)
+    db = store_url(db or env.get("MEMBERSHIP_DB") or os.path.join(base, "membership.db"))
     catalog = catalog or env.get("MEMBERSHIP_CATALOG") or os.path.join(base, "catalog.json")
     live_file = live_file or env.get("MEMBERSHIP_LIVE_FILE") or os.path.join(
         base, "live-nodes.json"

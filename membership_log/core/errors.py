@@ -16,3 +16,13 @@ class SchemaMismatch(StoreError):
 
 class NotInitialised(StoreError):
     """The store file exists but holds no tables yet (set-up was interrupted)."""
+
+
+class UsageError(MembershipError):
+    """A command asked for something that cannot be asked (``--since`` after ``--until``, a
+    URL that is no URL): the CLI exits 2, as for any usage error (SPEC "Safety")."""
+
+
+class BadURL(UsageError, StoreError):
+    """A store or Alertmanager URL that can never work (malformed, an unknown kind of
+    database): a usage error (exit 2), never an outage to retry."""

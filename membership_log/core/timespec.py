@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import namedtuple
 from datetime import date, datetime, timezone
 
-from .errors import MembershipError
+from .errors import MembershipError, UsageError  # noqa: F401 (MembershipError)
 
 #: ``seq`` is set for ``@N`` (and ``us`` is None); otherwise ``us`` is UTC microseconds.
 Point = namedtuple("Point", "text us seq")
@@ -152,7 +152,7 @@ def _parse(text: str, now_us: int) -> Point:
     return _in_range(text, to_us(dt))
 
 
-class WindowError(MembershipError, ValueError):
+class WindowError(UsageError, ValueError):
     """``--since`` after ``--until``. A :class:`MembershipError`, so that wherever it is
     raised (the window is checked by the library, after option parsing) the CLI prints one
     line instead of a traceback; a ValueError, as the pure functions here raise."""
@@ -184,17 +184,19 @@ def reached(point: Point | None, seq: int, received_us: int) -> bool:
     return received_us <= point.us
 
 
-def parse_duration(text: str) -> float:
-    """``90s``, ``10m``, ``2h``, ``1d``, ``1w`` or a plain number of seconds -> seconds;
-    ValueError naming the accepted forms otherwise."""
-    t = text.strip().lower()
+def parse_duration(text: str, zero: bool = False) -> float:
+    """``90``, ``90s``, ``10m``, ``2h``, ``1d``, ``1w`` -> seconds (a plain number is
+    seconds; ``zero``: 0 is allowed); ValueError naming the accepted forms otherwise. The one
+    parser of every duration option (SPEC "Safety")."""
+    t = str(text).strip().lower()
     unit = t[-1:] if t[-1:] in _UNITS else ""
     number = t[: len(t) - len(unit)].strip()
     try:
         value = float(number)
     except ValueError:
         raise ValueError(f"{text!r} is not a duration; accepted: a number of seconds, or "
-                         f"with s, m, h, d or w (e.g. 90s, 10m, 2h)") from None
-    if not 0 < value < 1e9 or value != value:
-        raise ValueError(f"{text!r}: a duration must be positive and below 1e9")
+                         f"with s, m, h, d or w (e.g. 90, 90s, 5m, 2h, 1d)") from None
+    if value != value or not (0 <= value < 1e9 if zero else 0 < value < 1e9):
+        raise ValueError(f"{text!r}: a duration must be {'0 or more' if zero else 'positive'} "
+                         f"and below 1e9 seconds")
     return value * _UNITS.get(unit, 1)

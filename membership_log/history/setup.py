@@ -68,8 +68,10 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
         if upgraded:
             _after_upgrade(store)
         warnings: list[str] = []
+        catalog = None
         if record_catalog:
             data, problem = files.read_regular(settings.catalog, CATALOG_LIMIT)
+            catalog = _catalog_status(settings.catalog, data, problem)
             with store.write():
                 item = nodestore.catalog_item(store, data, received_us, observer, problem)
                 if item is not None:
@@ -80,8 +82,24 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
     finally:
         store.close()
     return {"store": path, "from": before, "to": after, "seq": state.seq,
-            "live": sorted(fold.live_nodes(state)),
+            "live": sorted(fold.live_nodes(state)), "catalog": catalog,
+            "live_file": files.read_bytes(settings.live_file) is not None,
             "warnings": warnings + [w for seq in sorted(notes) for w in notes[seq]]}
+
+
+def _catalog_status(path: str, data: bytes | None, problem: str | None) -> tuple[str, str]:
+    """``("ok", nodes)``, ``("missing", why it is allowed)`` or ``("unusable", why)``."""
+    from ..core import catalog as _catalog
+
+    if data is None and problem is None:
+        return "missing", (f"no catalog at {path}: every Serf member seen is a node, and no "
+                           f"live file is written until one is seen")
+    if data is None:
+        return "unusable", problem
+    parsed, reasons = _catalog.parse(data)
+    if parsed is None:
+        return "unusable", "; ".join(reasons[:2]) or "no node in it"
+    return "ok", f"{len(parsed.nodes)} node(s)"
 
 
 def upgrade_store(settings: Settings, role: str | None = None, progress=None) -> tuple:

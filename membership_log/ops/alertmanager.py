@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..core import labels
-from ..core.errors import MembershipError
+from ..core.errors import BadURL, MembershipError
 from ..core.outage import Outage
 from ..core.redact import mask_url
 
@@ -90,9 +90,9 @@ def _endpoint(url: str) -> tuple[str, dict[str, str]]:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError on a bad port
     except ValueError as e:
-        raise AlertmanagerError(f"bad Alertmanager URL {mask_url(url)!r}: {e}") from e
+        raise BadURL(f"bad Alertmanager URL {mask_url(url)!r}: {e}") from e
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AlertmanagerError(
+        raise BadURL(
             f"bad Alertmanager URL {mask_url(url)!r}: expected http(s)://HOST[:PORT][/PATH]")
     headers = {"Content-Type": "application/json"}
     if parts.username is not None:
@@ -221,7 +221,8 @@ def rfc3339(us: int) -> str:
 
 
 def alert_for(incident: Mapping[str, Any], observer: str | None,
-              over_until_us: int | None = None) -> dict[str, Any]:
+              over_until_us: int | None = None, severity: str | None = None,
+              generator_url: str | None = None) -> dict[str, Any]:
     """The ``MembershipNodeDown`` alert for one incident record
     ``{"node", "cause", "down_at_us", "up_at_us" (None while open), "observer"}``.
 
@@ -235,6 +236,9 @@ def alert_for(incident: Mapping[str, Any], observer: str | None,
     ``endsAt``), as its own alert (an ``incident`` label, its exact start: it must not merge
     with the node's next incident, which Alertmanager would give this one's earlier start),
     the end it really had in the ``ended_at`` annotation and the text.
+
+    ``severity`` is the ``severity`` label (by cause: see ``membership alerts``);
+    ``generator_url`` the alert's ``generatorURL`` (where the dashboard is).
     """
     node, cause = str(incident["node"]), str(incident["cause"])
     down, up = int(incident["down_at_us"]), incident.get("up_at_us")
@@ -242,6 +246,8 @@ def alert_for(incident: Mapping[str, Any], observer: str | None,
                     "cause": labels.clean(cause)}
     if observer:
         alert_labels["observer"] = labels.clean(observer)
+    if severity:
+        alert_labels["severity"] = labels.clean(severity)
     why = _CAUSES.get(cause, f"cause {cause}")
     summary = f"{node} is down ({cause})"
     description = f"Node {node} is down since {rfc3339(down)}: {why}."
@@ -266,6 +272,8 @@ def alert_for(incident: Mapping[str, Any], observer: str | None,
         annotations["ended_at"] = rfc3339(int(up))
     alert: dict[str, Any] = {"labels": alert_labels, "annotations": annotations,
                              "startsAt": rfc3339(down)}
+    if generator_url:
+        alert["generatorURL"] = generator_url
     if over:
         alert["endsAt"] = rfc3339(int(over_until_us))
     elif up is not None:

@@ -204,9 +204,17 @@ def recorded(sends: Iterable[Send], delivered: Mapping[Key, Delivery],
     return out
 
 
-def alert(send: Send, now: int | None = None, over_hold_us: int = int(OVER_HOLD_S * 1e6)) -> dict:
+#: The ``severity`` label by cause (SPEC "Deployment"): a failure pages; a graceful leave
+#: and an operator's own mark are planned, and only warn. ``--severity CAUSE=LEVEL``
+#: changes one.
+SEVERITY = {"failed": "critical", "left": "warning", "operator": "warning"}
+
+
+def alert(send: Send, now: int | None = None, over_hold_us: int = int(OVER_HOLD_S * 1e6),
+          severity: Mapping[str, str] = SEVERITY, generator_url: str | None = None) -> dict:
     """The Alertmanager API v2 alert of one send (an open incident: no ``endsAt``; one
-    already over: firing until ``now`` + ``over_hold_us``)."""
+    already over: firing until ``now`` + ``over_hold_us``), its ``severity`` label by cause
+    and, if the dashboard's address is known, its ``generatorURL``."""
     inc = send.incident
     up = inc.up_at if send.kind in (RESOLVED, OVER) else None
     until = None
@@ -214,25 +222,29 @@ def alert(send: Send, now: int | None = None, over_hold_us: int = int(OVER_HOLD_
         until = (now if now is not None else now_us()) + over_hold_us
     return alertmanager.alert_for({"node": inc.node, "cause": inc.cause,
                                    "down_at_us": inc.down_at, "up_at_us": up,
-                                   "observer": ", ".join(inc.seen_by)}, inc.observer, until)
+                                   "observer": ", ".join(inc.seen_by)}, inc.observer, until,
+                                  severity.get(inc.cause, "warning"), generator_url)
 
 
 # -- reading the store -------------------------------------------------------------------------
 
 
-def read_incidents(store, observer: str | None = None) -> tuple[str, list[Incident]]:
-    """The origin under which deliveries are kept, and every incident of the view: the same
-    incidents ``audit`` reports (:func:`membership_log.history.api.incidents_of`)."""
+def read_incidents(store, observer: str | None = None,
+                   exclude: tuple = ()) -> tuple[str, list[Incident]]:
+    """The origin under which deliveries are kept, and every incident of the view (but those
+    of a cause in ``exclude``): the same incidents ``audit`` reports
+    (:func:`membership_log.history.api.incidents_of`)."""
     from ..history import api as history
-    from ..stores.protocol import NODE, ROLE_CENTRAL
+    from ..stores.protocol import NODE
 
-    found = history.incidents_of(store, observer)
-    if store.role != ROLE_CENTRAL:
+    found = [i for i in history.incidents_of(store, observer) if i.cause not in exclude]
+    scope = store.scope(observer)
+    if scope.origins == (NODE,):
         me = store.origin_name()
         return NODE, [Incident((NODE, i.node, i.down_seq), i.node, i.cause,
                                i.observers[0] if i.observers else (me or None), i.down_at,
                                i.up_at, i.observers) for i in found]
-    if observer is not None:
+    if not scope.merged:
         return observer, [Incident((observer, i.node, i.down_seq), i.node, i.cause, observer,
                                    i.down_at, i.up_at, i.observers) for i in found]
     return "", [Incident(("", i.node, i.down_at), i.node, i.cause, None, i.down_at, i.up_at,
@@ -264,8 +276,13 @@ class Sender:
     def __init__(self, db_url: str, to: str, observer: str | None = None,
                  min_duration_s: float = 0.0, resend_s: float = 60.0,
                  post: Callable[[str, list], None] = alertmanager.post_alerts,
-                 clock: Callable[[], int] = now_us, over_hold_s: float = OVER_HOLD_S) -> None:
+                 clock: Callable[[], int] = now_us, over_hold_s: float = OVER_HOLD_S,
+                 severity: Mapping[str, str] | None = None, generator_url: str | None = None,
+                 exclude: tuple = ()) -> None:
         alertmanager._endpoint(to)  # a bad URL is an error before anything else
+        self.severity = {**SEVERITY, **(severity or {})}
+        self.generator_url = generator_url
+        self.exclude = tuple(exclude)
         self.db_url, self.to, self.observer = db_url, to, observer
         self.target = target_of(to)
         self.min_duration_us = int(min_duration_s * 1e6)
@@ -310,7 +327,7 @@ class Sender:
         the failure is recorded) or :class:`StoreError` (what was accepted is kept in
         :attr:`unrecorded` until a later pass can record it)."""
         with self._open() as store:
-            origin, incs = read_incidents(store, self.observer)
+            origin, incs = read_incidents(store, self.observer, self.exclude)
             delivered = {(origin, node, ident): Delivery(f, r) for (node, ident), (f, r)
                          in store.alert_deliveries(self.target, origin).items()}
         delivered.update({k: d for k, d in self.unrecorded.items() if k[0] == origin})
@@ -325,7 +342,8 @@ class Sender:
         for i in range(0, len(p.sends), BATCH):
             chunk = p.sends[i:i + BATCH]
             now = self.clock()
-            self.post(self.to, [alert(s, now, self.over_hold_us) for s in chunk])
+            self.post(self.to, [alert(s, now, self.over_hold_us, self.severity,
+                                         self.generator_url) for s in chunk])
             rows = recorded(chunk, delivered, now)
             delivered.update(rows)
             self.unrecorded.update(rows)

@@ -155,13 +155,14 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 
-def metrics_text(store, observer: str | None = None, now: int | None = None) -> bytes:
+def metrics_text(store, observer: str | None = None, now: int | None = None,
+                 exclude: tuple = ()) -> bytes:
     """The exposition of a store (``membership metrics`` and ``GET /metrics``). On a node
     store the view is the node's own, so it is named by the node (``observer`` label of
     ``membership_observer_info``) unless ``observer`` says otherwise."""
     from ..history import api as history
 
-    snapshot = history.metrics(store, observer, now)
+    snapshot = history.metrics(store, observer, now, exclude=exclude)
     if snapshot.get("observer") is None and not store.scope(None).merged:
         snapshot = {**snapshot, "observer": store.origin_name()}
     return exposition.render(snapshot)

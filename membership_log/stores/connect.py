@@ -9,7 +9,7 @@ the central store, never on the handler's path.
 
 from __future__ import annotations
 
-from ..core.errors import StoreError
+from ..core.errors import BadURL, StoreError
 from ..core.redact import first_line, mask_url
 
 #: Seconds to wait for a database server to accept a connection: one that accepts TCP but
@@ -49,11 +49,11 @@ def engine_for(url: str):
         return create_engine(target, connect_args=args)
     except NoSuchModuleError:
         scheme = url.split(":", 1)[0]
-        raise StoreError(f"{mask_url(url)}: unknown database kind {scheme!r} (use sqlite:/// "
+        raise BadURL(f"{mask_url(url)}: unknown database kind {scheme!r} (use sqlite:/// "
                          f"or postgresql://)") from None
     except ImportError as e:
         raise StoreError(f"{mask_url(url)}: its database driver is not installed "
                          f"({e.name or e})") from None
     except (ArgumentError, SQLAlchemyError, ValueError, TypeError) as e:
-        raise StoreError(f"cannot use store URL {mask_url(url)}: "
+        raise BadURL(f"cannot use store URL {mask_url(url)}: "
                          f"{first_line(e, url)}") from None
