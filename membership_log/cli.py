@@ -863,7 +863,11 @@ def serve(s: settings.Settings,
           client_timeout: Annotated[float, Duration(
               "--client-timeout", "Drop a client that sends nothing, or takes nothing of its "
               "answer, for this long (a request must arrive whole within 10 s, or this if "
-              "less)")] = 30.0) -> None:
+              "less)")] = 30.0,
+          stale_after: Annotated[float, Duration(
+              "--stale-after", "The dashboard marks an observer stale (red, in words) when "
+              "its latest event is older than this; heartbeats (membership heartbeat) keep a "
+              "quiet cluster's observers fresh")] = 900.0) -> None:
     """Serve /metrics for Prometheus, the dashboard (/) and a JSON API over the log.
 
     GET /metrics is `membership metrics`, fresh at each scrape (?observer= on a central
@@ -893,7 +897,8 @@ def serve(s: settings.Settings,
         raise typer.BadParameter(str(e), param_hint="--listen") from None
     _stop_on_sigterm()
     try:
-        _serve.serve(s.db_url, listen, observer, client_timeout=client_timeout)
+        _serve.serve(s.db_url, listen, observer, client_timeout=client_timeout,
+                     stale_after_s=stale_after)
     except KeyboardInterrupt:
         return
 

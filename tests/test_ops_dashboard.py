@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from opshelpers import Chromium, Serve, chromium_binary, wait_for
-from samples import NODES
+from samples import CATALOG_V2, NODES
 
 N0, N1, N2 = NODES
 JOIN = b"node1\t192.168.100.51\t\t\nnode2\t192.168.100.52\t\t\n"
@@ -162,3 +163,47 @@ def make_screenshot(out: Path) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     make_screenshot(Path(sys.argv[1] if len(sys.argv) > 1 else "dashboard.png"))
+
+
+# -- freshness: stale data looks stale ------------------------------------------------------
+
+
+FRESHNESS = """Array.from(document.querySelectorAll('#freshness tbody tr')).map(tr =>
+  Array.from(tr.cells).map(td => td.textContent))"""
+
+
+def test_a_silent_observer_is_shown_stale_in_words_and_down_since(membership, tmp_path):
+    """A log whose last event is 27 minutes old: the header and the observers table say
+    STALE in words (and red); the cluster table says since when a node is down, and for
+    how long; /api/heads carries each log's head and each observer's latest event."""
+    from membership_log.core.timespec import iso
+
+    now = int(time.time() * 1e6)
+    catalog = json.dumps(CATALOG_V2).encode()
+    lines = demo_log(catalog, now - 27 * 60 * 1_000_000)
+    lines.append({**lines[-1], "received": iso(now - 27 * 60 * 1_000_000),
+                  "env": {**lines[-1]["env"], "SERF_EVENT": "member-failed"}})
+    base = tmp_path / "quiet"
+    r = subprocess.run([membership, "import", "--base-dir", str(base), "-"],
+                       input="".join(json.dumps(x) + "\n" for x in lines).encode(),
+                       capture_output=True)
+    assert r.returncode == 0, r.stderr
+    with Serve(membership, ["--base-dir", str(base), "--stale-after", "15m"], tmp_path) as serve, \
+            Chromium(chromium_binary(), tmp_path / "profile") as browser:
+        heads = serve.json("/api/heads")
+        assert heads["stale_after_s"] == 900.0 and set(heads["observers"]) == {"node0"}
+        assert heads["logs"][""]["head"] == len(lines)
+        browser.goto(serve.url + "/")
+        table = wait_for("the observers table", lambda: browser.eval(FRESHNESS) or None)
+        (name, latest, age, status, head), = table
+        assert name == "node0" and status.startswith("STALE: nothing heard for 2")
+        assert head == f"event {len(lines)}"
+        wait_for("the header says stale", lambda: "STALE data: node0 silent for" in
+                 browser.eval("document.getElementById('status-text').textContent"))
+        assert browser.eval("document.getElementById('status').className") == "error"
+        cells = wait_for("a dead node's down-since", lambda: [
+            c for c in browser.eval("""Array.from(document.querySelectorAll('#nodes tbody tr.dead'))
+              .map(tr => Array.from(tr.cells).map(td => td.textContent))""") if c[2]] or None)
+        down_since, lasted = cells[0][2], cells[0][3]
+        assert down_since[:4] == iso(now)[:4] and lasted.endswith(("m", "s", "h"))
+        assert serve.stop() == 0

@@ -17,6 +17,7 @@ RULES = EXAMPLES / "prometheus-rules.yml"
 # promtool's rule unit test: synthetic series sampled each minute, alerts expected at given
 # times. Labels as Prometheus adds them when scraping `membership serve`.
 SCRAPED = 'job="membership",instance="node0:9137"'
+OTHER = 'job="membership",instance="node1:9137"'
 EXPECTED = 'job: membership, instance: "node0:9137"'  # the same, as a YAML flow mapping
 RULE_TESTS = f"""
 rule_files:
@@ -25,8 +26,14 @@ evaluation_interval: 1m
 tests:
   - interval: 1m
     input_series:
-      - series: 'membership_node_up{{{SCRAPED},node="node1"}}'
-        values: '1 1 0 0 0'
+      # node1 failed from 2m, as two observers' stores report it: one alert, not two.
+      - series: 'membership_node_down_cause{{{SCRAPED},node="node1",cause="failed"}}'
+        values: '_ _ 1 1 1'
+      - series: 'membership_node_down_cause{{{OTHER},node="node1",cause="failed"}}'
+        values: '_ _ 1 1 1'
+      # node4 left at 1m: out, a warning.
+      - series: 'membership_node_down_cause{{{SCRAPED},node="node4",cause="left"}}'
+        values: '_ 1 1 1 1'
       - series: 'membership_node_incidents_total{{{SCRAPED},node="node2",cause="failed"}}'
         values: '0 1 1 2 2'
       - series: 'membership_node_incidents_total{{{SCRAPED},node="node2",cause="operator"}}'
@@ -45,12 +52,21 @@ tests:
       - eval_time: 3m
         alertname: MembershipNodeDead
         exp_alerts:
-          - exp_labels: {{{EXPECTED}, node: node1, severity: critical}}
+          - exp_labels: {{node: node1, cause: failed, severity: critical}}
             exp_annotations:
-              summary: "node1 is down (seen by node0:9137)"
+              summary: "node1 failed"
               description: >-
-                membership-log on node0:9137 has had node1 dead for more than a minute. `membership
-                audit --node node1` says why (failed, left or an operator mark) and since when.
+                node1 has been dead for more than a minute: Serf reported it failed. `membership
+                audit --node node1` says since when and who saw it.
+      - eval_time: 3m
+        alertname: MembershipNodeOut
+        exp_alerts:
+          - exp_labels: {{node: node4, cause: left, severity: warning}}
+            exp_annotations:
+              summary: "node4 is out (left)"
+              description: >-
+                node4 has been out for more than a minute (left: a graceful leave or an
+                operator's membership-down mark).
       # node2: a third incident (of any cause) within 10 minutes at 3m; node3 flags itself.
       - eval_time: 2m
         alertname: MembershipNodeFlapping
@@ -112,7 +128,7 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 def test_rules_check():
     r = promtool("check", "rules", str(RULES))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 4 rules found" in r.stdout
+    assert "SUCCESS: 5 rules found" in r.stdout
 
 
 def test_rules_fire_as_documented(tmp_path):

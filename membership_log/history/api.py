@@ -455,8 +455,10 @@ def metrics(store, observer: str | None = None, now: int | None = None,
     if exclude:
         found = [i for i in found if i[3] not in exclude]
     nodes: dict[str, dict] = {}
+    open_cause = {i[0]: i[3] for i in found if i[2] is None}  # in the order they began
     for name, v in view.items():
         nodes[name] = {"up": v.live, "marked": v.marked,
+                       "down_cause": None if v.live else open_cause.get(name),
                        "incidents": dict.fromkeys(CAUSES, 0), "downtime_s": 0.0,
                        "last_change_s": None, "flapping": False}
     for node, by_cause in totals(found, now).items():
@@ -497,6 +499,22 @@ def metrics(store, observer: str | None = None, now: int | None = None,
         "last_event_s": last_event,
         "observer": observer,
     }
+
+
+def freshness(store) -> tuple[dict[str, tuple], dict[str, int]]:
+    """How current the store is: per log ``(head seq, the head's receive time)``, and per
+    observer the receive time of its latest event (a quiet, healthy cluster sends its
+    heartbeats; an observer silent for long is stale)."""
+    logs = {}
+    last: dict[str, int] = {}
+    for o in store.origins():
+        head = store.head_seq(o)
+        logs[o] = (head, store.received_at(o, head) if head else None)
+        if head:
+            for obs, at in _head_state(store, o).last_at.items():
+                if at > last.get(obs, at - 1):
+                    last[obs] = at
+    return logs, last
 
 
 def heads(store) -> dict[str, int]:

@@ -78,6 +78,10 @@ from ..render import tables as render
 
 DEFAULT_LISTEN = "127.0.0.1:9137"
 
+#: An observer whose latest event is older than this is shown as stale on the dashboard:
+#: three missed heartbeats of the shipped timer (every 5 minutes).
+STALE_AFTER_S = 900.0
+
 #: Seconds a client has to send its whole request (line and headers).
 REQUEST_TIMEOUT_S = 10.0
 #: ``--client-timeout``: seconds without a byte in, or without progress on the answer.
@@ -195,8 +199,10 @@ class Api:
     def __init__(self, db_url: str, observer: str | None = None,
                  clock: Callable[[], int] = now_us,
                  on_store_error: Callable[[StoreError | None], None] | None = None,
-                 readers: int = STORE_READERS, wait_s: float = STORE_WAIT_S) -> None:
+                 readers: int = STORE_READERS, wait_s: float = STORE_WAIT_S,
+                 stale_after_s: float = STALE_AFTER_S) -> None:
         self.db_url, self.observer, self.clock = db_url, observer, clock
+        self.stale_after_s = stale_after_s
         self.on_store_error = on_store_error or (lambda e: None)
         self._page: bytes | None = None
         self.readers, self.wait_s = readers, wait_s
@@ -286,10 +292,16 @@ class Api:
         return Response(200, exposition.CONTENT_TYPE, body)
 
     def _api_heads(self, params) -> Response:
+        from ..core.timespec import iso
         from ..history import api as history
 
         with self._reading() as store:
-            doc = {"role": store.role, "heads": history.heads(store)}
+            logs, last = history.freshness(store)
+            doc = {"role": store.role, "heads": {o: h for o, (h, _) in logs.items()},
+                   "logs": {o: {"head": h, "at": iso(t) if t is not None else None}
+                            for o, (h, t) in logs.items()},
+                   "observers": {obs: iso(t) for obs, t in sorted(last.items())},
+                   "now": iso(self.clock()), "stale_after_s": self.stale_after_s}
         return Response(200, JSON, jsondoc.encode(doc).encode("ascii"))
 
     def _api_state(self, params) -> Response:
@@ -662,14 +674,15 @@ def store_outage(log: Callable[[str], None]) -> Callable[[StoreError | None], No
 def serve(db_url: str, listen: str = DEFAULT_LISTEN, observer: str | None = None,
           log: Callable[[str], None] | None = None,
           ready: Callable[[ThreadingHTTPServer], None] | None = None,
-          client_timeout: float = CLIENT_TIMEOUT_S) -> None:
+          client_timeout: float = CLIENT_TIMEOUT_S,
+          stale_after_s: float = STALE_AFTER_S) -> None:
     """Serve until interrupted (KeyboardInterrupt; the CLI turns SIGTERM into one)."""
     if log is None:
         def log(line: str) -> None:
             sys.stderr.write(f"membership serve: {line}\n")
             sys.stderr.flush()
     host, port = parse_listen(listen)
-    api = Api(db_url, observer, on_store_error=store_outage(log))
+    api = Api(db_url, observer, on_store_error=store_outage(log), stale_after_s=stale_after_s)
     server = make_server(api, host, port, log, client_timeout)
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host

@@ -12,7 +12,7 @@ process, not the cluster).
 
 The snapshot::
 
-    {"nodes": {NODE: {"up": bool, "marked": bool,
+    {"nodes": {NODE: {"up": bool, "marked": bool, "down_cause": str | None,
                       "incidents": {"failed": int, "left": int, "operator": int},
                       "downtime_s": float, "last_change_s": float | None,
                       "flapping": bool | None}},
@@ -83,6 +83,12 @@ class _SnapshotCollector(Collector):
             "Unix time of the node's last liveness change (absent if it never changed). "
             "A failure is recorded when Serf reports it, after its suspicion timeout.",
             labels=["node"])
+        down_cause = GaugeMetricFamily(
+            "membership_node_down_cause",
+            "1 for the cause of a dead node's current incident (failed, left, operator); no "
+            "series while the node is live. Rules alert on it per node and cause, across "
+            "observers (one alert per node, its severity by cause).",
+            labels=["node", "cause"])
         flapping = GaugeMetricFamily(
             "membership_node_flapping",
             "1 if the node is flapping (too many incidents began within the flap window), "
@@ -100,7 +106,9 @@ class _SnapshotCollector(Collector):
                 changed.add_metric([label], float(n["last_change_s"]))
             if n.get("flapping") is not None:
                 flapping.add_metric([label], 1.0 if n["flapping"] else 0.0)
-        yield from (up, marked, incidents, downtime, changed)
+            if n.get("down_cause") is not None:
+                down_cause.add_metric([label, labels.clean(n["down_cause"])], 1.0)
+        yield from (up, marked, incidents, downtime, changed, down_cause)
         if flapping.samples:
             yield flapping
 
