@@ -741,9 +741,11 @@ def test_09_a_password_in_a_url_is_never_shown(membership, handle, base, url):
     if "notaport" in url or url.startswith(("foo:", "mysql:")):
         # A URL that can never work is refused at once, not retried as an outage forever.
         commands.append(["ship", "--base-dir", base, "--follow", "--to", url])
+    # A URL that can never work (malformed, an unknown kind) is a usage error: exit 2.
+    code = 2 if "notaport" in url or url.startswith("foo:") else 1
     for command in commands:
         r = cli(membership, *command, timeout=30)
-        one_line(r)
+        one_line(r, code)
         assert SECRET not in r.stdout + r.stderr, (command, r.stderr)
     r = subprocess.run([membership, "handle", "--base-dir", str(base), "--db", url], input=NODE1,
                        env=serf_env(SERF_EVENT="member-join"), capture_output=True, timeout=60)

@@ -24,11 +24,23 @@ from ..core.codec import decode_state, encode_state
 from ..core.errors import MembershipError
 from ..render import livefile
 
-#: A checkpoint of the fold's state after every this-many events: closer together while the
-#: state is small (a few hundred bytes each), farther apart for large clusters.
-CHECKPOINT_EVERY = 1000
-CHECKPOINT_EVERY_SMALL = 250
-SMALL_STATE_MEMBERS = 200
+#: Checkpoints of the fold's state are spaced by the bytes they cost: the next comes once
+#: the events since the last one "paid" for its size at this many bytes an event, so a
+#: 200-member cluster's 8 KB state is kept every ~2,700 events and a 3-node one's every 250;
+#: never sooner than CHECKPOINT_MIN_EVERY events, never later than CHECKPOINT_MAX_EVERY (a
+#: ``state --at`` folds at most one stretch).
+CHECKPOINT_BYTES_PER_EVENT = 3
+CHECKPOINT_MIN_EVERY = 250
+CHECKPOINT_MAX_EVERY = 5000
+
+
+def checkpoint_due(last_seq: int, last_size: int | None) -> int:
+    """The seq at which the checkpoint after one at ``last_seq`` (of ``last_size`` bytes;
+    None: there is none yet) is due."""
+    if last_size is None:
+        return last_seq + CHECKPOINT_MIN_EVERY
+    every = -(-last_size // CHECKPOINT_BYTES_PER_EVENT)
+    return last_seq + min(max(every, CHECKPOINT_MIN_EVERY), CHECKPOINT_MAX_EVERY)
 
 #: Events folded per write transaction when catching up a long log, so that a handler
 #: arriving meanwhile waits for one chunk, never for the whole log.
@@ -99,7 +111,7 @@ def seq_at_time(store, origin: str, us: int) -> int:
     seq if the anchor's event was received by ``us``, else :class:`OutOfRange` naming the
     earliest time kept."""
     head = store.head_seq(origin)
-    tail = store.last_checkpoint_seq(origin)
+    tail = store.last_checkpoint(origin)[0]
     if head > tail:
         found = store.last_received_by(origin, us, tail, head)
         if found is not None:
@@ -157,12 +169,15 @@ class Batch:
 
 class Keeper:
     """Keeps one log's derived rows while its steps go by (:meth:`see`), handing them over in
-    batches (:meth:`take`)."""
+    batches (:meth:`take`). ``last``: the log's latest checkpoint ``(seq, bytes)`` (the
+    store's :meth:`~membership_log.stores.protocol.Store.last_checkpoint`), from which the
+    next is due; None: keep no checkpoints (an audit's or verify's fold in memory)."""
 
-    def __init__(self) -> None:
+    def __init__(self, last: tuple[int, int | None] | None = None) -> None:
         self.reducer = None  # made at the first liveness change: most events have none
         self.batch = Batch()
         self.opened: dict = {}
+        self.due = None if last is None else checkpoint_due(*last)
 
     def see(self, state: project.State, raw, event, effect) -> None:
         if effect.changes:
@@ -182,10 +197,10 @@ class Keeper:
         if effect.restart is not None:
             observer, gap_from = effect.restart
             self.batch.sessions.append((raw.seq, observer, raw.received_us, gap_from))
-        seq = raw.seq
-        if seq % CHECKPOINT_EVERY_SMALL == 0 and (
-                seq % CHECKPOINT_EVERY == 0 or len(state.members) < SMALL_STATE_MEMBERS):
-            self.batch.checkpoints.append((seq, state.max_at, encode_state(state)))
+        if self.due is not None and raw.seq >= self.due:
+            blob = encode_state(state)
+            self.batch.checkpoints.append((raw.seq, state.max_at, blob))
+            self.due = checkpoint_due(raw.seq, len(blob))
 
     def take(self, state: project.State | None = None, live: bytes | None = None) -> Batch:
         """The rows gathered since the last take (and, with ``state``, the head snapshot)."""
@@ -223,7 +238,7 @@ def advance(store, origin: str, raws: list) -> project.State:
     together). If the derived state lags, the stored events before ``raws`` are folded
     first."""
     state, _ = resume(store, origin)
-    keeper = Keeper()
+    keeper = Keeper(store.last_checkpoint(origin))
     first = raws[0].seq if raws else state.seq + 1
     if state.seq < first - 1:
         for raw, event, effect in forward(state, store.events(origin, state.seq, first - 1)):
@@ -253,7 +268,7 @@ def catch_up(store, origin: str, publish=None, progress=None,
             head = store.head_seq(origin)
             stop = min(head, state.seq + chunk)
             total = head - state.seq + done
-            keeper = Keeper()
+            keeper = Keeper(store.last_checkpoint(origin))
             moved = stop > state.seq
             for raw, event, effect in forward(state, store.events(origin, state.seq, stop)):
                 keeper.see(state, raw, event, effect)

@@ -223,8 +223,9 @@ class CentralStore(Store):
                                                                  "seq": through})
         return (after or 0), through
 
-    def last_checkpoint_seq(self, origin: str) -> int:
-        return self._scalar(text(queries.LAST_CHECKPOINT), {"origin": origin}) or 0
+    def last_checkpoint(self, origin: str) -> tuple[int, int | None]:
+        rows = self._all(text(queries.LAST_CHECKPOINT), {"origin": origin})
+        return (rows[0][0], rows[0][1]) if rows else (0, None)
 
     def checkpoints(self, origin: str) -> list[tuple]:
         c = checkpoint

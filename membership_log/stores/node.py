@@ -213,8 +213,9 @@ class NodeStore(Store):
             raise self._fail(e, "write") from e
 
     def last_catalog(self) -> bytes | None:
-        row = self._one("SELECT stdin FROM event WHERE source = 'catalog' ORDER BY seq DESC "
-                        "LIMIT 1")
+        # source != 'serf' names the partial index ix_event_records (catalogs and anchors).
+        row = self._one("SELECT stdin FROM event WHERE source != 'serf' AND "
+                        "source = 'catalog' ORDER BY seq DESC LIMIT 1")
         return row[0] if row else None
 
     def origin_name(self) -> str | None:
@@ -297,8 +298,8 @@ class NodeStore(Store):
 
     def latest_anchors(self, origin: str) -> list:
         self._check(origin)
-        return self._all("SELECT seq, stdin FROM event WHERE source = 'anchor' ORDER BY seq "
-                         "DESC LIMIT 8")
+        return self._all("SELECT seq, stdin FROM event WHERE source != 'serf' AND "
+                         "source = 'anchor' ORDER BY seq DESC LIMIT 8")
 
     # -- derived state ----------------------------------------------------------------------
 
@@ -333,12 +334,12 @@ class NodeStore(Store):
         a = self.anchor(origin)
         return (a.seq if a is not None else 0), row[0]
 
-    def last_checkpoint_seq(self, origin: str) -> int:
+    def last_checkpoint(self, origin: str) -> tuple[int, int | None]:
         row = self._one(queries.LAST_CHECKPOINT, {"origin": origin})
-        if row is not None and row[0] is not None:
-            return row[0]
+        if row is not None:
+            return row[0], row[1]
         a = self.anchor(origin)
-        return a.seq if a is not None else 0
+        return (a.seq if a is not None else 0), None
 
     def checkpoints(self, origin: str) -> list[tuple]:
         return self._all("SELECT seq, max_at, min_at, format, state FROM checkpoint WHERE "
@@ -454,8 +455,8 @@ class NodeStore(Store):
     def catalog_digest(self, through: int) -> bytes | None:
         """The SHA-256 of the last catalog recorded at or before event ``through`` (the
         anchor's, if the log was compacted past every catalog event), or None."""
-        row = self._one("SELECT stdin FROM event WHERE source = 'catalog' AND seq <= ? ORDER BY "
-                        "seq DESC LIMIT 1", (through,))
+        row = self._one("SELECT stdin FROM event WHERE source != 'serf' AND "
+                        "source = 'catalog' AND seq <= ? ORDER BY seq DESC LIMIT 1", (through,))
         if row is not None:
             return sha256(row[0]).digest()
         a = self.anchor(NODE)

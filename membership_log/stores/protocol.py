@@ -170,8 +170,9 @@ class Store(abc.ABC):
         None if no checkpointed stretch does."""
 
     @abc.abstractmethod
-    def last_checkpoint_seq(self, origin: str) -> int:
-        """The seq of the latest checkpoint (the anchor's, or 0, if none)."""
+    def last_checkpoint(self, origin: str) -> tuple[int, int | None]:
+        """``(seq, bytes)`` of the latest checkpoint; ``(the anchor's seq or 0, None)`` if
+        there is none."""
 
     @abc.abstractmethod
     def checkpoints(self, origin: str) -> list[tuple]:

@@ -61,4 +61,5 @@ STRETCH = ("SELECT seq FROM checkpoint WHERE origin = :origin AND min_at <= :us 
            "ORDER BY seq DESC LIMIT 1")
 PREVIOUS_CHECKPOINT = ("SELECT max(seq) FROM checkpoint WHERE origin = :origin AND "
                        "seq < :seq")
-LAST_CHECKPOINT = "SELECT max(seq) FROM checkpoint WHERE origin = :origin"
+LAST_CHECKPOINT = ("SELECT seq, length(state) FROM checkpoint WHERE origin = :origin ORDER BY "
+                   "seq DESC LIMIT 1")

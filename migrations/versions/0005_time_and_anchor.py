@@ -8,6 +8,8 @@
 - ``anchor.catalog_sha256``: the SHA-256 of the last catalog recorded at or before the
   anchor, so that a handler after a compaction that dropped every catalog event knows the
   catalog in force is unchanged (it used to record it again).
+- ``ix_event_records``: catalogs and anchors, the only events looked up by source, in a
+  partial index, instead of an index entry for every event.
 - The anchor's summary is now also recorded in the raw log itself, as an event of source
   ``anchor`` appended by ``compact`` (or, for an anchor made by 0004, by the first upgrade):
   the hash chain covers it, so a forged anchor state no longer verifies.
@@ -66,11 +68,19 @@ def upgrade() -> None:
                     ["origin", "seq", "min_at"])
     with op.batch_alter_table("anchor") as batch:
         batch.add_column(sa.Column("catalog_sha256", sa.LargeBinary(), nullable=True))
+    # Catalogs and anchors are the only events looked up by source: a partial index of them
+    # replaces an index entry per event.
+    op.drop_index(op.f("ix_event_source_seq"), table_name="event")
+    op.create_index("ix_event_records", "event", ["seq"],
+                    sqlite_where=sa.text("source != 'serf'"),
+                    postgresql_where=sa.text("source != 'serf'"))
 
 
 def downgrade() -> None:
     bind = op.get_bind()
     _truncate_derived(bind)
+    op.drop_index("ix_event_records", table_name="event")
+    op.create_index(op.f("ix_event_source_seq"), "event", ["source", "seq"])
     with op.batch_alter_table("anchor") as batch:
         batch.drop_column("catalog_sha256")
     op.drop_index(op.f("ix_checkpoint_origin_seq_min_at"), table_name="checkpoint")
