@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..core.errors import MembershipError, SchemaMismatch, StoreError
 from ..core.redact import first_line, mask_url
-from ..settings import sqlite_path_of
+from ..settings import sqlite_path_of, store_url
 from ..version import SCHEMA_REVISION
 from . import files
 from . import node as nodestore
@@ -242,25 +242,22 @@ def remove_empty_node_store(path: str) -> None:
 def open_node_store(url: str, command: str) -> nodestore.NodeStore:
     """The node store at ``url`` for a command that only a node's own log can serve
     (``import``, ``ship``, ``compact``, ``head``): anything else is one line naming why."""
-    path = sqlite_path_of(url)
-    if path is None:
+    url = store_url(url)
+    if sqlite_path_of(url) is None:
         raise MembershipError(f"{command} works on a node's SQLite store; --db names a "
                               f"central store ({mask_url(url)})")
-    store = nodestore.NodeStore(path)
-    try:
-        role = store.role_of()
-    except BaseException:
+    store = open_store(url)
+    if store.role != ROLE_NODE:
         store.close()
-        raise
-    if role != ROLE_NODE:
-        store.close()
-        raise MembershipError(f"{path} is a central store; {command} works on node stores")
+        raise MembershipError(f"{store.label} is a central store; {command} works on node "
+                              f"stores")
     return store
 
 
 def open_store(url: str):
     """The store at ``url``, opened for its role: a :class:`~.nodestore.NodeStore` (stdlib,
-    no SQLAlchemy) or a :class:`~.centralstore.CentralStore`."""
+    no SQLAlchemy) or a :class:`~.centralstore.CentralStore`. A plain path means SQLite."""
+    url = store_url(url)
     path = sqlite_path_of(url)
     if path is not None:
         store = nodestore.NodeStore(path)
