@@ -101,9 +101,12 @@ def test_mask_url():
 @pytest.mark.parametrize("url", ["ftp://host", "http://", "host:9093", "",
                                  "http://host:99999", "http://u:s3cret@[::1"])
 def test_bad_urls_are_one_line_errors(url):
-    with pytest.raises(AlertmanagerError) as e:
+    from membership_log.core.errors import BadURL, UsageError
+
+    with pytest.raises(BadURL) as e:  # a usage error (exit 2): never retried as an outage
         post_alerts(url, [])
-    assert isinstance(e.value, MembershipError)
+    assert isinstance(e.value, MembershipError) and isinstance(e.value, UsageError)
+    assert not isinstance(e.value, AlertmanagerError)
     assert "\n" not in str(e.value) and "s3cret" not in str(e.value)
     assert "URL" in str(e.value)
 

@@ -107,7 +107,7 @@ def test_open_alerts_carry_no_end_and_resolved_ones_their_exact_end():
     assert a["startsAt"] == "2027-01-15T08:00:00.123456Z"
     assert a["endsAt"] == "2027-01-15T08:01:01.654321Z"
     assert a["labels"] == {"alertname": "MembershipNodeDown", "node": N1, "cause": "failed",
-                           "observer": "node0"}
+                           "observer": "node0", "severity": "critical"}
     assert "endsAt" not in alert(alerts.Send(i, RESEND))  # still open as far as it knows
     merged = Incident(("", N1, T0), N1, "left", None, T0, None, ("a", "b"))
     assert "observer" not in alert(alerts.Send(merged, FIRING))["labels"]

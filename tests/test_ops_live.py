@@ -185,7 +185,8 @@ def test_alerts_carry_the_exact_down_and_up_times(membership, handle, base, tmp_
 
         [got] = am.alerts()
         assert got["labels"] == {"alertname": "MembershipNodeDown", "node": N1,
-                                 "cause": "failed", "observer": "node0"}
+                                 "cause": "failed", "observer": "node0",
+                                 "severity": "critical"}
         assert got["startsAt"] == to_ms(down_at)  # what the API shows: milliseconds
         assert got["status"]["state"] == "active"
         firing = wait_for("the firing notification",

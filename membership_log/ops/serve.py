@@ -592,9 +592,11 @@ class _Server(ThreadingHTTPServer):
                     admit = True
             if admit:
                 self._conns[request] = _Conn(now)
-        if open_ < cap:
+        if open_ < cap * 3 // 4:
+            # A spell at the cap ends once clearly under it: a server hovering at the cap
+            # (evicting and admitting) says so once, not at every connection.
             self.at_cap.succeeded()
-        else:
+        elif open_ >= cap:
             self.at_cap.failed(f"{open_} connections open, the most for an open-file limit "
                                f"of {limit}" if limit else f"{open_} connections open")
         if not admit:
