@@ -170,3 +170,30 @@ def test_merging_observers_unions_overlapping_incidents():
                               for o, rows in (("a", a), ("b", b))})
     assert [(i.node, i.down_at, i.up_at, i.observers) for i in merged] == [
         (N2, 0, 5, ("b",)), (N1, 10, 60, ("a", "b")), (N1, 100, None, ("a",))]
+
+
+# -- the audit's JSON: written directly, byte for byte what the one encoder writes -----------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from membership_log.core.figures import NodeFigures, Reported  # noqa: E402
+from membership_log.render import jsondoc  # noqa: E402
+
+names = st.text(min_size=0, max_size=8)
+times = st.integers(min_value=-10**12, max_value=10**16)
+incident_tuples = st.tuples(
+    names, times, st.none() | times, st.sampled_from(["failed", "left", "operator", "x\u2028"]),
+    names | st.lists(names, max_size=3).map(tuple), st.none() | st.integers(0, 10**12),
+    st.none() | st.integers(0, 10**12))
+reported = st.tuples(incident_tuples, st.integers(0, 10**13),
+                     st.integers(0, 10**9) | st.just(0)).map(
+    lambda t: tuple.__new__(Reported, t))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(reported, max_size=20), st.none() | st.integers(0, 10**8), names)
+def test_the_direct_writer_equals_the_encoder(items, delay, name):
+    figures = NodeFigures(items, 5, 0.5, None, len(items), [(1, 2, 3)])
+    want = jsondoc.encode(name) + ":" + jsondoc.encode(jsondoc.node_doc(figures, delay))
+    assert jsondoc.node_fragment(name, figures, delay) == want

@@ -127,7 +127,11 @@ def test_api_answers_with_the_commands_json(history_store):
     assert a.respond("/api/replay?since=%4099").status == 200  # nothing after the head
     assert b"".join(a.respond("/api/replay?since=%4099").body) == b""
     heads = json.loads(a.respond("/api/heads").body)
-    assert heads == {"role": "node", "heads": {"": 7}}  # the catalog event and six events
+    # The catalog event and six events; each log's head and each observer's latest event.
+    assert heads["role"] == "node" and heads["heads"] == {"": 7}
+    assert heads["logs"][""]["head"] == 7 and set(heads["observers"]) == {"node0"}
+    assert heads["logs"][""]["at"] == heads["observers"]["node0"]
+    assert heads["stale_after_s"] == 900.0
     svg = a.respond(f"/api/timeline.svg?until={until}")
     assert svg.content_type == "image/svg+xml" and svg.body.startswith(b"<svg")
     assert "default-src 'none'" in svg.headers["Content-Security-Policy"]
@@ -274,8 +278,10 @@ def test_api_on_the_central_store_merged_and_per_observer(tmp_path, pg_url):
         assert runner.invoke(app, ["ship", "--base-dir", s.base_dir, "--to", pg_url]) \
             .exit_code == 0
     a = Api(pg_url)
-    assert json.loads(a.respond("/api/heads").body) == {
-        "role": "central", "heads": {"node0": 300, "node1": 300}}
+    heads = json.loads(a.respond("/api/heads").body)
+    assert heads["role"] == "central" and heads["heads"] == {"node0": 300, "node1": 300}
+    assert {o: h["head"] for o, h in heads["logs"].items()} == heads["heads"]
+    assert set(heads["observers"]) == {"node0", "node1"}
     merged = a.respond("/metrics")
     assert merged.status == 200
     merged_samples = samples(merged.body.decode())

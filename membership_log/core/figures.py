@@ -87,10 +87,11 @@ def flapping(down_ats: list[int], window_us: int, threshold: int) -> list[tuple[
     return out
 
 
-#: One incident as the audit reports it: the :data:`~membership_log.core.incidents.Incident`
-#: (``up_at`` None when it is still open at the window's end), how long it lasted within
-#: its own bounds (``duration_us``, up to the window's end while open) and how much of the
-#: window it spent unobserved (0 if none).
+#: One incident as the audit reports it: ``incident``, a tuple in
+#: :data:`~membership_log.core.incidents.Incident` order (its ``observers`` a tuple of names,
+#: or one name; ``up_at`` None when it is still open at the window's end), how long it
+#: lasted within its own bounds (``duration_us``, up to the window's end while open) and how
+#: much of the window it spent unobserved (0 if none).
 Reported = namedtuple("Reported", "incident duration_us unobserved_us")
 
 #: One node's figures over the window: ``incidents`` (:data:`Reported`, in the order they
@@ -114,18 +115,20 @@ def report(incidents, nodes, since_us: int, until_us: int, gaps=(), sessions=Non
            flap_window_us: int = 600_000_000, flap_threshold: int = 3,
            detection_delay_us: int | None = None) -> Audit:
     """The audit (SPEC "Replay and audit JSON") over [since_us, until_us], as an
-    :data:`Audit` record. ``incidents``: :data:`~membership_log.core.incidents.Incident`
-    records (or tuples in that order whose ``observers`` is one name), in the order they
-    began; ``gaps``: unobserved ``(from, to)`` within the window; ``sessions``: observer ->
-    :data:`Sessions`, reported as is."""
-    from .incidents import Incident
-
+    :data:`Audit` record. ``incidents``: tuples in
+    :data:`~membership_log.core.incidents.Incident` order (``observers`` a tuple of names,
+    or one name as a stored row has it), each node's in the order they began; ``gaps``:
+    unobserved ``(from, to)`` within the window; ``sessions``: observer -> :data:`Sessions`,
+    reported as is."""
     gaps = list(gaps)
     window = max(until_us - since_us, 0)
     observed = window - _overlap(since_us, until_us, gaps)
     # Per node: [reported, downtime_us, repairs, starts]. The loop runs once per incident of
-    # the whole window (300,000 of them in a busy year), so it stays lean.
+    # the whole window (300,000 of them in a busy year), so it stays lean: the incident
+    # tuple is kept as given (a new one only for one that ends after the window), and
+    # records are made by tuple.__new__ (a namedtuple's own __new__ is a Python call).
     per: dict[str, list] = {n: [[], 0, [], []] for n in nodes}
+    new = tuple.__new__
     for inc in incidents:
         node, down_at, up_at, cause, observers, down_seq, up_seq = inc
         up = up_at if up_at is not None and up_at <= until_us else None
@@ -147,13 +150,9 @@ def report(incidents, nodes, since_us: int, until_us: int, gaps=(), sessions=Non
             n[3].append(down_at)
         if up is not None:
             n[2].append(duration)
-        if observers.__class__ is str:
-            observers = (observers,) if observers else ()
-        if up is None and up_at is not None:  # ended after the window: open within it
-            inc = Incident(node, down_at, None, cause, tuple(observers), down_seq, None)
-        elif inc.__class__ is not Incident or observers.__class__ is not tuple:
-            inc = Incident(node, down_at, up_at, cause, tuple(observers), down_seq, up_seq)
-        n[0].append(Reported(inc, duration, blind))
+        elif up_at is not None:  # ended after the window: open within it
+            inc = (node, down_at, None, cause, observers, down_seq, None)
+        n[0].append(new(Reported, (inc, duration, blind)))
     out = {}
     for name, (items, downtime, repairs, starts) in per.items():
         out[name] = NodeFigures(

@@ -53,6 +53,15 @@ def record(row: tuple) -> Incident:
                     up_seq)
 
 
+def as_incident(inc: tuple) -> Incident:
+    """A tuple in :data:`Incident` order whose ``observers`` may be one name (as a stored
+    :data:`Row` names it) as an :data:`Incident` record."""
+    observers = inc[4]
+    if observers.__class__ is str:
+        observers = (observers,) if observers else ()
+    return Incident(inc[0], inc[1], inc[2], inc[3], tuple(observers), inc[5], inc[6])
+
+
 def close(rows: list, closed: list) -> list:
     """``rows`` (tuples in :data:`Row` order) with each node's open incident ended as
     ``closed`` says: ``(node, up_seq, up_at)`` for incidents that began before the rows it

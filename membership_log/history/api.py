@@ -277,11 +277,13 @@ def _merged(store, windows: dict, node: str | None) -> Iterator[Replayed]:
 
 
 def _log_incidents(store, origin: str, since_us: int, until_us: int,
-                   whole: bool = False, nodes: tuple = (None, None)) -> list:
+                   whole: bool = False, nodes: tuple = (None, None),
+                   by_node: bool = False) -> list:
     """A log's incident rows touching the window: the derived table, plus those of events
     recorded but not yet folded (a handler killed between the two), folded here in memory.
-    ``whole``: the window starts at the log's first event."""
-    rows = store.incidents(origin, None if whole else since_us, until_us, nodes)
+    ``whole``: the window starts at the log's first event; ``by_node``: each node's in the
+    order they began is enough (an audit's), else all of them in that order."""
+    rows = store.incidents(origin, None if whole else since_us, until_us, nodes, by_node)
     snap = store.snapshot(origin)
     head = store.head_seq(origin)
     if snap is None or snap[0] < head:
@@ -304,11 +306,12 @@ def _in_range(name: str, nodes: tuple) -> bool:
 
 
 def _incidents(store, scope, since_us: int, until_us: int, whole: bool,
-               part: tuple = (None, None)) -> list:
+               part: tuple = (None, None), by_node: bool = False) -> list:
     """The incidents of a scope: one log's rows (only its observer's, if one is given), or
     the cluster-wide merge of every log's."""
     if not scope.merged:
-        rows = _log_incidents(store, scope.origins[0], since_us, until_us, whole, part)
+        rows = _log_incidents(store, scope.origins[0], since_us, until_us, whole, part,
+                              by_node)
         if scope.observer is not None:
             rows = [r for r in rows if r[4] == scope.observer]
         return rows
@@ -373,7 +376,7 @@ def audit(store, since: Point | None = None, until: Point | None = None,
         from ..core.timespec import WindowError
 
         raise WindowError(f"--since {iso(since_us)} is after --until {iso(until_us)}")
-    found = _incidents(store, scope, since_us, until_us, since is None, part)
+    found = _incidents(store, scope, since_us, until_us, since is None, part, by_node=True)
     if exclude:
         found = [i for i in found if i[3] not in exclude]
     gap_lists = []
@@ -451,7 +454,7 @@ def metrics(store, observer: str | None = None, now: int | None = None,
     states = [_head_state(store, o) for o in scope.origins]
     view = merge.views({o: s.nodes for o, s in zip(scope.origins, states, strict=True)}) \
         if scope.merged else states[0].nodes
-    found = _incidents(store, scope, MIN_US, MAX_US, True)
+    found = _incidents(store, scope, MIN_US, MAX_US, True, by_node=True)
     if exclude:
         found = [i for i in found if i[3] not in exclude]
     nodes: dict[str, dict] = {}

@@ -113,6 +113,7 @@ def audit_text(audit) -> str:
     """The audit for people (an :data:`~membership_log.core.figures.Audit`): a line per
     node, then a line per incident, then the unobserved stretches."""
     from ..core.figures import LOWER_BOUND_NOTE
+    from ..core.incidents import as_incident
     from ..core.timespec import duration
 
     def seconds(us):
@@ -124,7 +125,7 @@ def audit_text(audit) -> str:
     rows = []
     for name, n in audit.nodes.items():
         avail = "-" if n.availability is None else f"{100 * n.availability:.3f}%"
-        still = sum(1 for r in n.incidents if r.incident.up_at is None)
+        still = sum(1 for r in n.incidents if r.incident[2] is None)
         flapping = f"{len(n.flapping)} stretch(es)" if n.flapping else ""
         rows.append([name, str(len(n.incidents)) + (f" ({still} open)" if still else ""),
                      duration(seconds(n.downtime_us)), avail, duration(seconds(n.mttr_us)),
@@ -134,12 +135,12 @@ def audit_text(audit) -> str:
     reported = [(name, r) for name, n in audit.nodes.items() for r in n.incidents]
     blind = any(r.unobserved_us for _, r in reported)
     delay = audit.detection_delay_us
-    estimated = delay is not None and any(r.incident.cause == "failed" for _, r in reported)
+    estimated = delay is not None and any(r.incident[3] == "failed" for _, r in reported)
     headers = ["NODE", "DOWN AT (UTC)", "UP AT (UTC)", "DURATION", "CAUSE", "OBSERVERS"]
     headers += ["UNOBSERVED"] * blind + ["EST. DOWN AT"] * estimated
     detail = []
     for name, r in reported:
-        i = r.incident
+        i = as_incident(r.incident)
         row = [name, iso(i.down_at)[:23], (_iso(i.up_at) or "still down")[:23],
                duration(seconds(r.duration_us)), i.cause, ",".join(i.observers) or "-"]
         if blind:

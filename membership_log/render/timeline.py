@@ -177,9 +177,10 @@ def picture(audit) -> str:
     """The picture of an :data:`~membership_log.core.figures.Audit`'s window: one row per
     node in the audit's order, its incidents, its observers' unobserved stretches and its
     flapping stretches."""
+    from ..core.incidents import as_incident
     from ..core.timespec import iso
 
-    rows = [r.incident for n in audit.nodes.values() for r in n.incidents]
+    rows = [as_incident(r.incident) for n in audit.nodes.values() for r in n.incidents]
     gaps = [g for s in audit.observers.values() for g in s.unobserved]
     flaps = {name: [(a, b) for a, b, _ in n.flapping] for name, n in audit.nodes.items()}
     return render_svg(list(audit.nodes), rows, audit.since, audit.until, iso,

@@ -234,11 +234,12 @@ class CentralStore(Store):
             .where(c.c.origin == origin).order_by(c.c.seq))]
 
     def incidents(self, origin: str, since_us: int | None = None,
-                  until_us: int | None = None, nodes: tuple = (None, None)) -> list[tuple]:
-        sql, params, sort_here = queries.incidents(since_us, until_us, nodes)
+                  until_us: int | None = None, nodes: tuple = (None, None),
+                  by_node: bool = False) -> list[tuple]:
+        sql, params, post = queries.incidents(since_us, until_us, nodes, by_node)
         params["origin"] = origin
         return queries.finish_incidents([tuple(r) for r in self._all(text(sql), params)],
-                                        until_us, sort_here)
+                                        until_us, post)
 
     def sessions(self, origin: str) -> list[tuple]:
         s = observer_session

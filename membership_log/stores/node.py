@@ -346,10 +346,11 @@ class NodeStore(Store):
                          "origin = ? ORDER BY seq", (origin,))
 
     def incidents(self, origin: str, since_us: int | None = None,
-                  until_us: int | None = None, nodes: tuple = (None, None)) -> list[tuple]:
-        sql, params, sort_here = queries.incidents(since_us, until_us, nodes)
+                  until_us: int | None = None, nodes: tuple = (None, None),
+                  by_node: bool = False) -> list[tuple]:
+        sql, params, post = queries.incidents(since_us, until_us, nodes, by_node)
         params["origin"] = origin
-        return queries.finish_incidents(self._all(sql, params), until_us, sort_here)
+        return queries.finish_incidents(self._all(sql, params), until_us, post)
 
     def sessions(self, origin: str) -> list[tuple]:
         return self._all("SELECT seq, observer, started_at, gap_from FROM observer_session "

@@ -11,15 +11,17 @@ from __future__ import annotations
 INCIDENT_COLUMNS = "node, down_at, up_at, cause, observer, down_seq, up_seq"
 
 
-def incidents(since_us: int | None, until_us: int | None,
-              nodes: tuple = (None, None)) -> tuple[str, dict, bool]:
-    """The one incidents-in-a-window query: ``(sql, params, sort_here)``.
+def incidents(since_us: int | None, until_us: int | None, nodes: tuple = (None, None),
+              by_node: bool = False) -> tuple[str, dict, tuple[bool, bool]]:
+    """The one incidents-in-a-window query: ``(sql, params, (filter_here, sort_here))``.
 
     Incidents that began at or before ``until_us`` and had not ended before ``since_us``,
     of nodes in ``[lo, hi)`` (a range of the primary key, so a share of an audit reads only
-    its share). A window reaching back to the start reads the table in key order, filtered
-    and sorted by the caller (``sort_here``: three times faster on SQLite than walking the
-    time index and looking every row up); a recent window uses the index, already sorted.
+    its share). A window reaching back to the start reads the table in key order (three
+    times faster on SQLite than walking the time index and looking every row up), filtered
+    by the caller, and sorted by it unless ``by_node`` (key order gives each node's
+    incidents in the order they began, all an audit needs); a recent window uses the
+    index, already sorted.
     """
     lo, hi = nodes
     where = "origin = :origin"
@@ -31,19 +33,21 @@ def incidents(since_us: int | None, until_us: int | None,
         where += " AND node < :hi"
         params["hi"] = hi
     if since_us is None:
-        return f"SELECT {INCIDENT_COLUMNS} FROM incident WHERE {where}", params, True
+        return (f"SELECT {INCIDENT_COLUMNS} FROM incident WHERE {where}", params,
+                (until_us is not None, not by_node))
     params.update(since=since_us, until=until_us if until_us is not None else 2**63 - 1)
     return (f"SELECT {INCIDENT_COLUMNS} FROM incident WHERE {where} AND down_at <= :until "
-            f"AND (up_at IS NULL OR up_at >= :since) ORDER BY down_at, node", params, False)
+            f"AND (up_at IS NULL OR up_at >= :since) ORDER BY down_at, node", params,
+            (False, False))
 
 
-def finish_incidents(rows: list, until_us: int | None, sort_here: bool) -> list:
-    """The caller's half of :func:`incidents` for a window from the start."""
-    if not sort_here:
-        return rows
-    if until_us is not None:
+def finish_incidents(rows: list, until_us: int | None, post: tuple[bool, bool]) -> list:
+    """The caller's half of :func:`incidents`: the filter and sort it left to Python."""
+    filter_here, sort_here = post
+    if filter_here:
         rows = [r for r in rows if r[1] <= until_us]
-    rows.sort(key=_by_start)
+    if sort_here:
+        rows.sort(key=_by_start)
     return rows
 
 
