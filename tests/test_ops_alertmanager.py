@@ -12,6 +12,7 @@ import pytest
 
 from membership_log.core.errors import MembershipError
 from membership_log.core.outage import Backoff
+from membership_log.core.timespec import iso as rfc3339  # Alertmanager's times are the log's
 from membership_log.ops.alertmanager import (
     ALERTNAME,
     AlertmanagerError,
@@ -19,12 +20,11 @@ from membership_log.ops.alertmanager import (
     mask_url,
     outage_log,
     post_alerts,
-    rfc3339,
 )
 
 
 def now_us() -> int:
-    return time.time_ns() // 1000
+    return time.time_ns() // 1000  # the test's own clock, beside the product's
 
 
 def incident(down_us: int, up_us: int | None = None, node: str = "node1",

@@ -39,13 +39,13 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from ..core import labels
 from ..core.errors import BadURL, MembershipError
 from ..core.outage import Outage
 from ..core.redact import mask_url
+from ..core.timespec import iso  # RFC 3339 UTC with microseconds and Z, the log's own
 
 ALERTNAME = "MembershipNodeDown"
 
@@ -212,14 +212,6 @@ def outage_log(write: Callable[[str], None],
                         "attempts)")
 
 
-def rfc3339(us: int) -> str:
-    """Microseconds since the epoch as RFC 3339 UTC with microseconds and ``Z``
-    (``2026-11-25T03:12:00.123456Z``), the log's own precision."""
-    seconds, micro = divmod(us, 1_000_000)
-    when = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S") + f".{micro:06d}Z"
-
-
 def alert_for(incident: Mapping[str, Any], observer: str | None,
               over_until_us: int | None = None, severity: str | None = None,
               generator_url: str | None = None) -> dict[str, Any]:
@@ -250,16 +242,16 @@ def alert_for(incident: Mapping[str, Any], observer: str | None,
         alert_labels["severity"] = labels.clean(severity)
     why = _CAUSES.get(cause, f"cause {cause}")
     summary = f"{node} is down ({cause})"
-    description = f"Node {node} is down since {rfc3339(down)}: {why}."
+    description = f"Node {node} is down since {iso(down)}: {why}."
     if up is not None:
-        description = (f"Node {node} was down from {rfc3339(down)} to {rfc3339(int(up))} "
+        description = (f"Node {node} was down from {iso(down)} to {iso(int(up))} "
                        f"({(int(up) - down) / 1e6:g} s): {why}.")
     over = up is not None and over_until_us is not None
     if over:
-        alert_labels["incident"] = rfc3339(down)
-        summary = f"{node} was down ({cause}): already over, back at {rfc3339(int(up))}"
+        alert_labels["incident"] = iso(down)
+        summary = f"{node} was down ({cause}): already over, back at {iso(int(up))}"
         description += (f" It was already over when it could first be delivered, so it is "
-                        f"sent firing until {rfc3339(int(over_until_us))} and then resolves "
+                        f"sent firing until {iso(int(over_until_us))} and then resolves "
                         f"by itself (Alertmanager notifies no alert it never saw firing).")
     if cause == "failed":
         description += (" Serf reports a failure only after its suspicion timeout, so the "
@@ -269,13 +261,13 @@ def alert_for(incident: Mapping[str, Any], observer: str | None,
         description += f" Seen by {seen_by}."
     annotations = {"summary": labels.clean(summary), "description": labels.clean(description)}
     if over:
-        annotations["ended_at"] = rfc3339(int(up))
+        annotations["ended_at"] = iso(int(up))
     alert: dict[str, Any] = {"labels": alert_labels, "annotations": annotations,
-                             "startsAt": rfc3339(down)}
+                             "startsAt": iso(down)}
     if generator_url:
         alert["generatorURL"] = generator_url
     if over:
-        alert["endsAt"] = rfc3339(int(over_until_us))
+        alert["endsAt"] = iso(int(over_until_us))
     elif up is not None:
-        alert["endsAt"] = rfc3339(int(up))
+        alert["endsAt"] = iso(int(up))
     return alert
