@@ -237,3 +237,150 @@ def test_settings_roles_are_recorded_not_guessed(tmp_path):
     s = settings.resolve(str(tmp_path / "n"))
     hsetup.init(s)
     assert admin.open_store(s.db_url).role == "node"
+
+
+# -- every method of the protocol, on every store ----------------------------------------------
+
+#: The protocol's methods this file holds to one answer on every store (a new abstract
+#: method of Store fails test_every_protocol_method_is_covered until it is added here, with
+#: a test).
+COVERED = {"close", "write", "read", "origins", "scope", "head", "first_seq", "anchor",
+           "events", "rows", "hashes", "received_at", "last_received_by", "latest_anchors",
+           "snapshot", "checkpoint_at_or_before", "stretch_received_by", "last_checkpoint",
+           "checkpoints", "incidents", "sessions", "write_derived", "truncate_derived",
+           "alert_deliveries", "record_alert_deliveries"}
+
+
+def test_every_protocol_method_is_covered():
+    from membership_log.stores.protocol import Store
+
+    assert set(Store.__abstractmethods__) == COVERED
+
+
+def test_the_store_knows_its_logs_and_scopes(store):
+    st, origin = store
+    assert st.origins() == [origin]
+    mine = st.scope(None)
+    assert mine.origins == (origin,) and mine.merged == (st.role == "central")
+    if st.role == "central":
+        assert st.scope(origin).origins == (origin,) and not st.scope(origin).merged
+        with pytest.raises(MembershipError, match="holds no log of 'nobody'"):
+            st.scope("nobody")
+    else:
+        assert st.scope("node0").observer == "node0"  # checked against the log by the API
+    assert st.label and "s3cret" not in st.label
+
+
+def test_rows_hashes_and_head_are_the_chain(store, reference):
+    from membership_log.core.raw import GENESIS, chain_hash
+
+    st, origin = store
+    head = st.head(origin)
+    assert head == (reference[-1].seq, reference[-1].hash)
+    rows = list(st.rows(origin, 0))
+    prev = GENESIS
+    for r in rows:
+        assert r[6] == chain_hash(prev, *r[:6])
+        prev = r[6]
+    assert [r[0] for r in st.rows(origin, 5, 9)] == [6, 7, 8, 9]
+    assert st.hashes(origin, 2, 4) == [(r.seq, r.hash) for r in reference[1:4]]
+    assert st.anchor(origin) is None and st.latest_anchors(origin) == []
+
+
+def test_time_searches_find_the_stretch_and_the_event(store, reference):
+    st, origin = store
+    after, through = st.stretch_received_by(origin, reference[1_600].received_us)
+    assert after < 1_601 <= through
+    assert st.last_received_by(origin, reference[1_600].received_us, after, through) == 1_601
+    seq, size = st.last_checkpoint(origin)
+    assert seq == max(c[0] for c in st.checkpoints(origin)) and size > 0
+    assert all(c[2] <= c[1] for c in st.checkpoints(origin)), "min_at <= max_at"
+
+
+def test_windowed_incidents_are_the_whole_tables_overlap(store):
+    st, origin = store
+    whole = st.incidents(origin)
+    assert whole == sorted(whole, key=lambda r: (r[1], r[0]))
+    assert sorted(st.incidents(origin, by_node=True)) == sorted(whole)
+    lo, hi = whole[len(whole) // 3][1], whole[2 * len(whole) // 3][1]
+    want = [r for r in whole if r[1] <= hi and (r[2] is None or r[2] >= lo)]
+    assert st.incidents(origin, lo, hi) == want
+    some = sorted({r[0] for r in whole})[:2]
+    share = st.incidents(origin, None, None, (some[0], some[-1]))
+    assert {r[0] for r in share} <= set(some[:-1]) and share
+
+
+def test_alert_deliveries_are_kept_per_target(store):
+    st, origin = store
+    st.record_alert_deliveries("http://am:9093", origin, [("n1", 5, 100, None)])
+    st.record_alert_deliveries("http://am:9093", origin, [("n1", 5, 999, 200)])
+    assert st.alert_deliveries("http://am:9093", origin) == {("n1", 5): (100, 200)}
+    assert st.alert_deliveries("http://other", origin) == {}
+
+
+def test_a_read_transaction_is_one_snapshot(store):
+    st, origin = store
+    with st.read():
+        before = st.head(origin)
+        assert list(st.events(origin, before[0])) == []
+    assert st.head(origin) == before
+
+
+# -- two writers at once ------------------------------------------------------------------------
+
+
+def test_two_writers_at_once_on_a_node_store(tmp_path):
+    """Two processes appending through the handler's own path at once: every event once,
+    the log gap-free, the chain whole."""
+    import subprocess
+
+    from membership_log.history import integrity
+
+    s = make_store(str(tmp_path / "n"), "node0", 10, START)
+    code = ("import sys; from membership_log.stores.node import NodeStore\n"
+            "from membership_log.core.raw import encode_env\n"
+            "st = NodeStore(sys.argv[1])\n"
+            "for i in range(200):\n"
+            "    with st.write():\n"
+            "        st.append([(1, 'node0', 'serf', encode_env({'SERF_EVENT': 'member-update',"
+            " 'SERF_SELF_NAME': 'node0'}), b'node1\\t192.168.0.2\\t\\t\\n')])\n")
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", code, s.sqlite_path]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with NodeStore(s.sqlite_path) as st:
+        assert [r.seq for r in st.events(NODE, 0)] == list(range(1, 411))
+        derive.catch_up(st, NODE, publisher(s.live_file))
+    assert integrity.verify(s).problems == []
+
+
+@pytest.mark.postgres
+def test_two_writers_at_once_on_the_central_store(tmp_path, pg_url):
+    """Two ships of two nodes into one PostgreSQL store at once, and a third shipper of the
+    first node beside them: each log once, gap-free, verified."""
+    import threading
+
+    from membership_log.history import integrity
+
+    admin.upgrade(pg_url, "central")
+    logs = [make_store(str(tmp_path / name), name, 1_500, START) for name in ("n0", "n1")]
+    errors = []
+
+    def ship(s):
+        try:
+            transfer.ship(s, pg_url, batch=100)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=ship, args=(s,)) for s in logs + logs[:1]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    with history.open_store(pg_url) as st:
+        assert sorted(st.origins()) == ["n0", "n1"]
+        for o in ("n0", "n1"):
+            assert [r.seq for r in st.events(o, 0)] == list(range(1, 1_501))
+    report = integrity.verify(settings.resolve(str(tmp_path), db=pg_url))
+    assert report.problems == [], report.problems
