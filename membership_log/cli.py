@@ -186,7 +186,10 @@ def init(s: settings.Settings) -> None:
         _out(f"store {result['store']}: schema {result['from']} -> {result['to']}")
         return
     _out(f"store {result['store']} at schema {result['to']}, {result['seq']} events")
-    _out(f"live file {s.live_file}: {len(result['live'])} live node(s)")
+    if result["not_written"] is not None:
+        _out(f"live file {s.live_file}: not written yet: {result['not_written']}")
+    else:
+        _out(f"live file {s.live_file}: {len(result['live'])} live node(s)")
     for warning in result["warnings"]:
         typer.echo(f"warning: {render.printable(warning)}", err=True)
 
@@ -254,10 +257,13 @@ def state(s: settings.Settings, at: At = None, observer: ObserverOpt = None,
     with _store(s) as store:
         now = history.state_at(store, at, observer)
     if as_live_file:
-        reason = livefile.outage_reason(now.nodes)
-        if reason is not None:
+        if now.seq is None and s.live_format == settings.DROONGA_11:
+            raise MembershipError("the droonga-1.1 file is one node's (its catalog, its "
+                                  "members): with a central store, add --observer NODE")
+        data, reason = livefile.file_of(now, s.live_format)
+        if data is None:
             raise MembershipError(f"no live file to print: {reason}")
-        sys.stdout.buffer.write(livefile.render_view(now.nodes, s.live_format))
+        sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     if json_out:

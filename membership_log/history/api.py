@@ -51,8 +51,11 @@ def open_store(url: str):
 
 
 #: The state at a moment: ``seq`` of the last event folded (None when merged over several
-#: logs), ``at`` its receive time (None before any event), ``nodes``: name -> NodeView.
-StateAt = namedtuple("StateAt", "seq at nodes")
+#: logs), ``at`` its receive time (None before any event), ``nodes``: name -> NodeView,
+#: ``members``: member name -> MemberState (each member's tags, roles included; merged: as
+#: the log that heard of anything last has it), ``catalog``: the catalog in force (None
+#: when merged: each log has its own).
+StateAt = namedtuple("StateAt", "seq at nodes members catalog", defaults=(None, None))
 
 #: One replayed event: ``origin`` (None on a node store), the raw event, the parsed one, the
 #: liveness ``changes`` it caused (cluster-wide when merged), whether it was a redelivery.
@@ -169,11 +172,26 @@ def state_at(store, at: Point | None = None, observer: str | None = None) -> Sta
                                   f"theirs together; replay and audit take --observer")
         state = driver.start(store, origin, _seq(store, origin, at))
         when = store.received_at(origin, state.seq) if state.seq else None
-        return StateAt(state.seq, when, dict(state.nodes))
+        return StateAt(state.seq, when, dict(state.nodes), dict(state.members), state.catalog)
     states = {o: driver.start(store, o, _seq(store, o, at)) for o in scope.origins}
     times = [store.received_at(o, s.seq) for o, s in states.items() if s.seq]
     return StateAt(None, max(times) if times else None,
-                   merge.views({o: s.nodes for o, s in states.items()}))
+                   merge.views({o: s.nodes for o, s in states.items()}),
+                   _merged_members(states.values()))
+
+
+def _merged_members(states) -> dict:
+    """Each member as the log that heard of anything last has it (by receive time, then by
+    content: never by the logs' names): its tags and role for a merged view."""
+    out: dict = {}
+    rank: dict = {}
+    for state in states:
+        for name, m in state.members.items():
+            key = (state.max_at, repr(m))
+            if name not in rank or key > rank[name]:
+                rank[name] = key
+                out[name] = m
+    return out
 
 
 def live_set(state: StateAt) -> dict[str, str]:

@@ -79,8 +79,11 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
         state, _, notes = driver.catch_up(store, NODE, publisher(settings), progress=progress)
     finally:
         store.close()
+    from ..render.livefile import file_of
+
     return {"store": path, "from": before, "to": after, "seq": state.seq,
             "live": sorted(fold.live_nodes(state)),
+            "not_written": file_of(state, settings.live_format)[1],
             "warnings": warnings + [w for seq in sorted(notes) for w in notes[seq]]}
 
 

@@ -1,0 +1,330 @@
+"""Droonga 1.1 through the real handler, CLI and store: ``--live-format droonga-1.1``, roles
+in ``state``, ``replay``, ``audit``, the timeline, ``route --role`` and the metrics; and real
+Serf agents with Droonga's tags, each running ``membership handle --live-format
+droonga-1.1``.
+
+The expected files come from :func:`model_file`, written here from the SPEC text ("Droonga
+1.1") and sharing no code with the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import stat
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from membership_log.cli import app
+
+runner = CliRunner()
+
+IPS = ["192.168.100.50", "192.168.100.51", "192.168.100.52"]
+NODES = [f"{ip}:10031/droonga" for ip in IPS]
+FORMAT = ["--live-format", "droonga-1.1"]
+
+
+# -- the SPEC, written out plainly -------------------------------------------------------------
+
+
+def model_cluster_id(catalog: dict) -> str:
+    """SHA-1 hex of the sorted "<dataset>-<its sorted node ids joined by ,>" joined by "|"
+    (v2 catalogs whose replicas hold slices of plain volumes, as the tests' do)."""
+    parts = []
+    for name, dataset in catalog["datasets"].items():
+        ids = set()
+        for replica in dataset["replicas"]:
+            for sl in replica["slices"]:
+                hostport, rest = sl["volume"]["address"].split("/", 1)
+                ids.add(hostport + "/" + rest.split(".")[0])
+        parts.append(name + "-" + ",".join(sorted(ids)))
+    return hashlib.sha1("|".join(sorted(parts)).encode()).hexdigest()
+
+
+def model_file(members: list[dict], cid: str) -> bytes:
+    """SPEC "Droonga 1.1" over ``serf members``-like records {name, status, tags}: the
+    members whose cluster_id tag is ``cid``, sorted; five values each (a missing tag null;
+    live = status alive), plus have_unprocessed_messages for a member some kept member's
+    buffered-for-<name> tag names (true if any says "true"); Ruby's pretty_generate (an
+    empty object is "{\\n}"), then a newline."""
+    kept = sorted((m for m in members if m["tags"].get("cluster_id") == cid),
+                  key=lambda m: m["name"])
+    out = {}
+    for m in kept:
+        t = m["tags"]
+        out[m["name"]] = {"type": t.get("type"), "role": t.get("role"),
+                          "internal_name": t.get("internal-name"),
+                          "accept_messages_newer_than": t.get("accept-newer-than"),
+                          "live": m["status"] == "alive"}
+    for name, value in out.items():
+        said = [m["tags"][f"buffered-for-{name}"] for m in kept
+                if f"buffered-for-{name}" in m["tags"]]
+        if said:
+            value["have_unprocessed_messages"] = "true" in said
+    if not out:
+        return b"{\n}\n"
+    return (json.dumps(out, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def catalog_doc(ips=IPS) -> dict:
+    return {"version": 2, "effectiveDate": "2014-02-28T00:00:00Z", "datasets": {"Default": {
+        "nWorkers": 4, "plugins": ["groonga"], "schema": {}, "replicas": [
+            {"dimension": "_key", "slicer": "hash", "slices": [
+                {"label": "slice000", "weight": 50,
+                 "volume": {"address": f"{ip}:10031/droonga.000"}}]} for ip in ips]}}}
+
+
+CID = model_cluster_id(catalog_doc())
+
+
+def line(name: str, address: str, tags: dict) -> bytes:
+    """A member line as Serf writes it: name, address, role, tags k=v joined by ','."""
+    tag_text = ",".join(f"{k}={v}" for k, v in tags.items())
+    return f"{name}\t{address}\t{tags.get('role', '')}\t{tag_text}\n".encode()
+
+
+def droonga_tags(i: int, cid: str = CID, **more) -> dict:
+    return {"type": "engine", "role": "service-provider", "cluster_id": cid,
+            "internal-name": f"{IPS[i % 3]}:2{i:04d}/droonga", **more}
+
+
+@pytest.fixture
+def d11(tmp_path, membership):
+    """A base dir with the three-node catalog, and a handler run in droonga-1.1 format."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "catalog.json").write_text(json.dumps(catalog_doc(), indent=2))
+
+    def handle(event, stdin=b"", extra=None, observer=NODES[0], args=()):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SERF_")}
+        env.update({"SERF_EVENT": event, "SERF_SELF_NAME": observer, **(extra or {})})
+        r = subprocess.run([membership, "handle", "--base-dir", str(base), *FORMAT, *args],
+                           input=stdin, env=env, capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    handle.base = base
+    handle.file = base / "state" / "cluster-state.json"
+    return handle
+
+
+def invoke(*args, code=0):
+    r = runner.invoke(app, list(args))
+    assert r.exit_code == code, r.output
+    return r
+
+
+# -- the format through the handler ------------------------------------------------------------
+
+
+def test_default_path_directory_and_bytes(d11):
+    base = d11.base
+    r = invoke("init", "--base-dir", str(base), *FORMAT)
+    assert "not written yet: no Serf member heard of yet" in r.output
+    assert not (base / "state").exists()  # nothing to write: no file, no directory
+    members = [line(NODES[i], IPS[i], droonga_tags(i)) for i in range(3)]
+    old = os.umask(0o077)  # the directory is 0755 whatever the umask
+    try:
+        d11("member-join", b"".join(members))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(base / "state").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(d11.file).st_mode) == 0o644
+    assert not (base / "live-nodes.json").exists()
+    view = [{"name": NODES[i], "status": "alive", "tags": droonga_tags(i)} for i in range(3)]
+    assert d11.file.read_bytes() == model_file(view, CID)
+    assert json.loads(d11.file.read_bytes())[NODES[1]] == {
+        "type": "engine", "role": "service-provider", "internal_name": f"{IPS[1]}:20001/droonga",
+        "accept_messages_newer_than": None, "live": True}
+    # A member-failed is "live": false at once (Droonga's own handler waits for the next
+    # other member event).
+    d11("member-failed", members[2])
+    view[2]["status"] = "failed"
+    assert d11.file.read_bytes() == model_file(view, CID)
+    assert json.loads(d11.file.read_bytes())[NODES[2]]["live"] is False
+    r = invoke("state", "--base-dir", str(base), *FORMAT, "--as-live-file")
+    assert r.stdout_bytes == d11.file.read_bytes()
+    assert "agrees with the log" in invoke("verify", "--base-dir", str(base), *FORMAT).output
+    # The droonga format's path is untouched by the 1.1 one, and --live-file still wins.
+    other = base / "elsewhere.json"
+    d11("member-update", members[1], args=("--live-file", str(other)))
+    assert other.read_bytes() == d11.file.read_bytes()
+
+
+def test_an_unchanged_file_is_not_rewritten(d11):
+    d11("member-join", line(NODES[0], IPS[0], droonga_tags(0)))
+    first = os.stat(d11.file)
+    d11("user", b"deploy", {"SERF_USER_EVENT": "deploy", "SERF_USER_LTIME": "1"})
+    d11("member-update", line(NODES[0], IPS[0], droonga_tags(0)))
+    again = os.stat(d11.file)
+    assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+
+
+def test_no_catalog_or_one_droonga_cannot_load_leaves_the_file_as_it_was(d11):
+    base = d11.base
+    d11("member-join", line(NODES[0], IPS[0], droonga_tags(0)))
+    good = d11.file.read_bytes()
+    doc = catalog_doc()
+    doc["version"] = 3  # the fold reads it (as version 2, with a warning); Droonga raises
+    (base / "catalog.json").write_text(json.dumps(doc))
+    d11("member-failed", line(NODES[0], IPS[0], droonga_tags(0)))
+    assert d11.file.read_bytes() == good  # left as it was
+    r = invoke("state", "--base-dir", str(base), *FORMAT, "--as-live-file", code=1)
+    assert "no live file to print" in r.output and "no Droonga cluster id" in r.output
+    r = invoke("verify", "--base-dir", str(base), *FORMAT)
+    assert "left as it was, not checked" in r.output
+    (base / "catalog.json").write_text(json.dumps(catalog_doc()))  # a good one again
+    d11("member-join", line(NODES[0], IPS[0], droonga_tags(0)))
+    assert d11.file.read_bytes() == good
+    # No catalog at all: no file.
+    bare = base.parent / "bare"
+    bare.mkdir()
+    d11("member-join", line(NODES[0], IPS[0], droonga_tags(0)), args=("--base-dir", str(bare)))
+    assert not (bare / "state").exists()
+    r = invoke("state", "--base-dir", str(bare), *FORMAT, "--as-live-file", code=1)
+    assert "no catalog recorded" in r.output
+
+
+def test_a_state_link_of_another_user_is_not_followed_ones_own_is(d11, tmp_path):
+    """The handler often runs as root in a base dir others may write to: a ``state`` link
+    that neither it nor root owns is refused (the event is still recorded); its own link,
+    and a plain file in the way, are handled as such."""
+    target = tmp_path / "target"
+    target.mkdir()
+    os.symlink(target, d11.base / "state")
+    other = 65534 if os.geteuid() == 0 else None
+    if other is not None:
+        os.lchown(d11.base / "state", other, other)
+        r = d11("member-join", line(NODES[0], IPS[0], droonga_tags(0)))
+        assert b"symbolic link owned by uid 65534" in r.stderr
+        assert list(target.iterdir()) == []
+        assert "after event 2" in invoke("state", "--base-dir", str(d11.base)).output
+        os.lchown(d11.base / "state", os.geteuid(), os.getegid())
+    d11("member-join", line(NODES[0], IPS[0], droonga_tags(0)))
+    assert (target / "cluster-state.json").read_bytes() == d11.file.read_bytes()
+    os.unlink(d11.base / "state")
+    (d11.base / "state").write_bytes(b"")
+    r = d11("member-failed", line(NODES[0], IPS[0], droonga_tags(0)))
+    assert b"is a regular file, not a directory" in r.stderr
+
+
+def test_foreign_and_buffered_members(d11):
+    """A member of another cluster is skipped, its buffered-for tag too; a kept member's
+    buffered-for tag marks its target."""
+    tags = [droonga_tags(0), droonga_tags(1, **{f"buffered-for-{NODES[0]}": "true"}),
+            droonga_tags(2, cid="f" * 40, **{f"buffered-for-{NODES[1]}": "true"})]
+    d11("member-join", b"".join(line(NODES[i], IPS[i], tags[i]) for i in range(3)))
+    doc = json.loads(d11.file.read_bytes())
+    assert list(doc) == NODES[:2]
+    assert doc[NODES[0]]["have_unprocessed_messages"] is True
+    assert "have_unprocessed_messages" not in doc[NODES[1]]
+    view = [{"name": NODES[i], "status": "alive", "tags": tags[i]} for i in range(3)]
+    assert d11.file.read_bytes() == model_file(view, CID)
+
+
+# -- every event of random logs: the file, state --at @N, and the model agree -------------------
+
+
+ROLES = ["service-provider", "absorb-source", "absorb-destination"]
+NAMES = NODES + ["10.9.9.9:10031/droonga"]
+
+
+def random_member(rng) -> tuple[str, str, dict]:
+    i = rng.randrange(len(NAMES))
+    name = NAMES[i]
+    address = IPS[i] if i < 3 else "10.9.9.9"
+    tags = {"type": "engine", "role": rng.choice(ROLES + [None]),
+            "cluster_id": rng.choice([CID, CID, CID, "e" * 40, None]),
+            "internal-name": rng.choice([None, f"{address}:20000/droonga"]),
+            "accept-newer-than": rng.choice([None, None, "2015-04-09T06:04:18.123456Z"])}
+    for other in rng.sample(NAMES, rng.randint(0, 2)):
+        tags[f"buffered-for-{other}"] = rng.choice(["true", "false"])
+    return name, address, {k: v for k, v in tags.items() if v is not None}
+
+
+STATUS = {"member-join": "alive", "member-failed": "failed", "member-leave": "left",
+          "member-reap": None}
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_every_event_of_a_random_log(d11, seed):
+    """After every event: the file the handler wrote equals ``state --at @N --as-live-file``
+    and the model's file over the members as the test itself tracks them (a reaped one is
+    gone, as from ``serf members``; one only updated counts as alive); while no file is due
+    (no member yet), there is none."""
+    rng = random.Random(seed)
+    members: dict[str, dict] = {}
+    written = {}
+    for n in range(28):
+        kind = rng.choice(list(STATUS) + ["member-update", "member-update", "user"])
+        if kind == "user":
+            d11("user", b"deploy", {"SERF_USER_EVENT": "deploy", "SERF_USER_LTIME": str(n)})
+        else:
+            batch = [random_member(rng) for _ in range(rng.randint(1, 3))]
+            d11(kind, b"".join(line(*m) for m in batch))
+            for name, _, tags in batch:
+                old = members.get(name)
+                if kind == "member-update":
+                    status = old["status"] if old else "alive"
+                else:
+                    status = STATUS[kind]
+                members[name] = {"name": name, "status": status, "tags": tags}
+        seq = n + 2  # the catalog is event 1
+        listed = [m for m in members.values() if m["status"] is not None]
+        expected = model_file(listed, CID) if members else None
+        on_disk = d11.file.read_bytes() if d11.file.exists() else None
+        assert on_disk == expected, f"after event {seq}"
+        written[seq] = on_disk
+    assert any(data is not None and data.count(b'"live"') >= 2 for data in written.values())
+    for seq, data in written.items():
+        r = runner.invoke(app, ["state", "--base-dir", str(d11.base), *FORMAT, "--at",
+                                f"@{seq}", "--as-live-file"])
+        if data is None:
+            assert r.exit_code == 1 and "no Serf member heard of yet" in r.output
+        else:
+            assert r.exit_code == 0 and r.stdout_bytes == data, f"@{seq}"
+
+
+# -- the same, on the fold driven directly (hypothesis) ------------------------------------------
+
+
+member_st = st.tuples(st.sampled_from(NAMES), st.sampled_from(IPS + ["10.9.9.9"]),
+                      st.dictionaries(
+                          st.sampled_from(["type", "role", "internal-name", "cluster_id",
+                                           "accept-newer-than", "misc"]
+                                          + [f"buffered-for-{n}" for n in NAMES]),
+                          st.sampled_from(["true", "false", CID, "x", "absorb-source", ""]),
+                          max_size=6))
+event_st = st.tuples(st.sampled_from(sorted(STATUS) + ["member-update"]),
+                     st.lists(member_st, min_size=1, max_size=3))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(event_st, max_size=25), st.sampled_from([CID, "x" * 40]))
+def test_the_fold_gives_the_models_file_after_every_event(events, tag_cid):
+    from samples import Log
+
+    from membership_log.core import events as ev
+    from membership_log.core import fold as project
+    from membership_log.core.catalog import parse
+    from membership_log.render.livefile import droonga11_file
+
+    cat, _ = parse(json.dumps(catalog_doc()).encode())
+    log = Log()
+    state = project.State()
+    state.apply(log.catalog(cat))
+    for kind, ms in events:
+        members = tuple(ev.Member(n, a, t.get("role", ""),
+                                  {k: (tag_cid if v == CID else v) for k, v in t.items()})
+                        for n, a, t in ms)
+        state.apply(log.member(kind)._replace(members=members))
+        view = [{"name": n, "status": "alive" if m.status is None else m.status,
+                 "tags": m.tags} for n, m in state.members.items() if m.status != "reaped"]
+        data, why = droonga11_file(state)
+        assert data == model_file(view, CID) and why is None
