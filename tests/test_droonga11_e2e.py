@@ -9,6 +9,7 @@ The expected files come from :func:`model_file`, written here from the SPEC text
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -328,3 +329,84 @@ def test_the_fold_gives_the_models_file_after_every_event(events, tag_cid):
                  "tags": m.tags} for n, m in state.members.items() if m.status != "reaped"]
         data, why = droonga11_file(state)
         assert data == model_file(view, CID) and why is None
+
+
+# -- roles in state and replay -------------------------------------------------------------------
+
+
+def _cluster_with_a_role_change(d11):
+    """Three engines join; node 1 becomes an absorb-destination (serf tags -set) and back;
+    node 2 buffers for node 1; Droonga's own commands arrive as a user event and a query."""
+    tags = [droonga_tags(i) for i in range(3)]
+    d11("member-join", b"".join(line(NODES[i], IPS[i], tags[i]) for i in range(3)))  # 2
+    d11("member-update", line(NODES[1], IPS[1], dict(tags[1], role="absorb-destination")))
+    d11("member-update", line(NODES[2], IPS[2], dict(
+        tags[2], **{f"buffered-for-{NODES[1]}": "true"})))  # 4
+    d11("user", json.dumps({"node": NODES[1], "role": "Service-Provider"}).encode(),
+        {"SERF_USER_EVENT": "change_role", "SERF_USER_LTIME": "7"})  # 5
+    d11("query", json.dumps({"cluster_id": "other", "node": NODES[0],
+                             "timestamp": "2015-04-09T06:04:18Z"}).encode(),
+        {"SERF_QUERY_NAME": "accept_messages_newer_than", "SERF_QUERY_LTIME": "8"})  # 6
+    d11("query", json.dumps({"cluster_id": CID, "node": NODES[0],
+                             "timestamp": "2015-04-09T06:04:18Z"}).encode(),
+        {"SERF_QUERY_NAME": "accept_messages_newer_than", "SERF_QUERY_LTIME": "9"})  # 7
+    d11("member-update", line(NODES[1], IPS[1], tags[1]))  # 8: back to service-provider
+    return tags
+
+
+def test_state_shows_each_nodes_role_and_droonga_tags(d11):
+    tags = _cluster_with_a_role_change(d11)
+    base = str(d11.base)
+    doc = json.loads(invoke("state", "--base-dir", base, "--json", "--at", "@4").output)
+    n1 = doc["nodes"][NODES[1]]
+    assert n1["role"] == "absorb-destination" and n1["live"]
+    assert n1["tags"] == {"type": "engine", "role": "absorb-destination", "cluster_id": CID,
+                          "internal-name": tags[1]["internal-name"]}
+    assert list(doc["nodes"][NODES[2]]["tags"])[-1] == f"buffered-for-{NODES[1]}"
+    text = invoke("state", "--base-dir", base, "--at", "@4").output
+    header = text.splitlines()[1].split()
+    assert header[:5] == ["NODE", "LIVE", "SERF", "ROLE", "MARK"]
+    rows = {r.split()[0]: r for r in text.splitlines()[2:]}
+    assert rows[NODES[1]].split()[3] == "absorb-destination"
+    assert f"buffering for {NODES[1]}" in rows[NODES[2]]
+    now = json.loads(invoke("state", "--base-dir", base, "--json").output)
+    assert now["nodes"][NODES[1]]["role"] == "service-provider"
+
+
+def test_replay_lists_role_changes_and_droongas_commands(d11):
+    _cluster_with_a_role_change(d11)
+    base = str(d11.base)
+    lines = [json.loads(x) for x in invoke("replay", "--base-dir", base, "--json")
+             .output.splitlines()]
+    by_seq = {x["seq"]: x for x in lines}
+    assert by_seq[2]["roles"] == []  # first heard of: no change
+    assert by_seq[3]["roles"] == [{"member": NODES[1], "from": "service-provider",
+                                   "to": "absorb-destination"}]
+    assert by_seq[3]["changes"] == []  # no liveness change
+    assert by_seq[8]["roles"] == [{"member": NODES[1], "from": "absorb-destination",
+                                   "to": "service-provider"}]
+    assert by_seq[4]["roles"] == [] and by_seq[4]["droonga"] is None
+    role = by_seq[5]["droonga"]
+    assert role["command"] == "change_role" and role["target"] == NODES[1]
+    assert role["payload"] == {"node": NODES[1], "role": "Service-Provider"}
+    assert role["fields"] == {"role": "service-provider"} and role["for_cluster"]
+    assert role["for_node"] is False and not role["acted_on"]  # the observer is node 0
+    foreign, own = by_seq[6]["droonga"], by_seq[7]["droonga"]
+    assert foreign["cluster_id"] == "other" and not foreign["for_cluster"]
+    assert not foreign["acted_on"]
+    assert own["for_cluster"] and own["for_node"] and own["acted_on"]
+    assert own["fields"] == {"timestamp": "2015-04-09T06:04:18Z"} and own["target"] == NODES[0]
+    # Recorded raw like every event: the export holds the payload byte for byte.
+    exported = [json.loads(x) for x in invoke("export", "--base-dir", base).output.splitlines()]
+    assert exported[4]["env"]["SERF_USER_EVENT"] == "change_role"
+    assert base64.b64decode(exported[4]["stdin_b64"]) == json.dumps(
+        {"node": NODES[1], "role": "Service-Provider"}).encode()
+    text = invoke("replay", "--base-dir", base).output
+    rows = {r.split()[0]: r for r in text.splitlines()[1:]}
+    assert f"{NODES[1]} role service-provider -> absorb-destination" in rows["3"]
+    assert f"change_role -> {NODES[1]} (role service-provider) [for another node]" in rows["5"]
+    assert "[another cluster]" in rows["6"] and "[acted on]" in rows["7"]
+    # --node finds the commands that name it, and the role changes.
+    picked = invoke("replay", "--base-dir", base, "--json", "--node", NODES[1]).output
+    seqs = {json.loads(x)["seq"] for x in picked.splitlines()}
+    assert {2, 3, 5, 8} <= seqs and not seqs & {6, 7}

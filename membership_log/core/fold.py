@@ -97,7 +97,9 @@ _REDELIVERY = Effect((), True, None, ())
 
 
 def _role(member: MemberState) -> str | None:
-    """A member's ``role`` tag (Droonga 1.1's role of the node), None without one."""
+    """A member's ``role`` tag (Droonga 1.1's role of the node), None without one: what
+    :func:`membership_log.core.droonga.role_tag` reads, inlined here because this runs per
+    member on the handler's hot path, where that module is not loaded."""
     tags = member.tags
     return tags.get("role") if tags else None
 

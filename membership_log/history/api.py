@@ -58,8 +58,16 @@ def open_store(url: str):
 StateAt = namedtuple("StateAt", "seq at nodes members catalog", defaults=(None, None))
 
 #: One replayed event: ``origin`` (None on a node store), the raw event, the parsed one, the
-#: liveness ``changes`` it caused (cluster-wide when merged), whether it was a redelivery.
-Replayed = namedtuple("Replayed", "origin raw event changes redelivery")
+#: liveness ``changes`` it caused (cluster-wide when merged), whether it was a redelivery,
+#: the ``roles`` it changed (:data:`RoleChange`, in its log) and, for one of Droonga 1.1's
+#: own user events or queries, ``command``: what its handler on the observer reads in it
+#: (:data:`membership_log.core.droonga.Command`; None for any other event).
+Replayed = namedtuple("Replayed", "origin raw event changes redelivery roles command",
+                      defaults=((), None))
+
+#: A role change: a member whose ``role`` tag (Droonga 1.1's role) an event changed, known
+#: before with ``before`` (None: no role tag), now ``after``.
+RoleChange = namedtuple("RoleChange", "member before after")
 
 
 # -- what a question covers ------------------------------------------------------------------
@@ -236,15 +244,59 @@ def _touches(state: project.State, event, changes, ids: set[str], name: str) -> 
         ids.intersection((event.payload or "").split()) or name in (event.payload or "").split())
 
 
+class _Roles:
+    """Each member's role tag as a replayed log knows it, so that an event's role changes
+    can be told (the fold keeps the tags; replay compares them around each event)."""
+
+    def __init__(self, state: project.State) -> None:
+        from ..core.droonga import role_tag
+
+        self.role_tag = role_tag
+        self.known = {n: role_tag(m.tags) for n, m in state.members.items()}
+
+    def changes(self, state: project.State, event) -> tuple:
+        """The role changes ``event``, just folded into ``state``, made."""
+        if not event.members:
+            return ()
+        out = []
+        known = self.known
+        for m in event.members:
+            now = state.members.get(m.name)
+            if now is None:
+                continue  # not folded (the state's bound on members)
+            after = self.role_tag(now.tags)
+            if m.name in known and known[m.name] != after:
+                out.append(RoleChange(m.name, known[m.name], after))
+            known[m.name] = after
+        return tuple(out)
+
+
+def _command(state: project.State, event):
+    """A Droonga 1.1 user event or query as its handler on the observer reads it (the
+    cluster id: that of the catalog in force), or None."""
+    if event.kind not in (events.USER, events.QUERY):
+        return None
+    from ..core.droonga import COMMANDS, parse_command
+
+    if event.name not in COMMANDS:
+        return None
+    cid = state.catalog.cluster_id if state.catalog is not None else None
+    return parse_command(event.name, event.payload, event.observer, cid)
+
+
 def _one_log(store, origin: str, first: int, last: int, node, observer, label):
     ids = _node_ids(store, [origin], node) if node is not None else None
     state = driver.start(store, origin, first - 1)
+    roles = _Roles(state)
     for raw, event, effect in driver.forward(state, store.events(origin, first - 1, last)):
+        changed = roles.changes(state, event)
         if observer is not None and raw.observer not in (observer, ""):
             continue
-        if ids is not None and not _touches(state, event, effect.changes, ids, node):
+        command = _command(state, event)
+        if ids is not None and not _touches(state, event, effect.changes, ids, node) and not (
+                command is not None and (command.target in ids or command.node == node)):
             continue
-        yield Replayed(label, raw, event, effect.changes, effect.redelivery)
+        yield Replayed(label, raw, event, effect.changes, effect.redelivery, changed, command)
 
 
 def replay(store, since: Point | None = None, until: Point | None = None,
@@ -280,15 +332,18 @@ def _merged(store, windows: dict, node: str | None) -> Iterator[Replayed]:
         cluster.seed(o, {n: "live" if v.live else "dead" for n, v in state.nodes.items()})
 
         def stream(o=o, state=state, first=first, last=last):
+            roles = _Roles(state)
             for raw, event, effect in driver.forward(state, store.events(o, first - 1, last)):
-                yield (raw.received_us, o, (o, raw, event, effect.redelivery),
-                       effect.changes)
+                yield (raw.received_us, o, (o, raw, event, effect.redelivery,
+                                            roles.changes(state, event),
+                                            _command(state, event)), effect.changes)
         streams.append(stream())
     steps = heapq.merge(*streams, key=lambda s: (s[0], s[1]))
-    for (o, raw, event, redelivery), changes in merge.merge(steps, cluster):
-        if ids is not None and not _touches(states[o], event, changes, ids, node):
+    for (o, raw, event, redelivery, roles, command), changes in merge.merge(steps, cluster):
+        if ids is not None and not _touches(states[o], event, changes, ids, node) and not (
+                command is not None and (command.target in ids or command.node == node)):
             continue
-        yield Replayed(o, raw, event, changes, redelivery)
+        yield Replayed(o, raw, event, changes, redelivery, roles, command)
 
 
 # -- incidents and the audit -------------------------------------------------------------------
