@@ -661,3 +661,20 @@ def test_the_role_epoch_moves_with_every_role_change_and_only_then():
     state.apply(log.member("member-join")._replace(members=(
         ev.Member("stranger", "10.1.1.1", "", {}),)))
     assert state.role_epoch == epochs[2]  # a member without a role tag
+
+
+def test_role_stretches_cover_the_window_end_to_end():
+    from membership_log.core.figures import role_stretches
+
+    got = role_stretches({"a": "service-provider", "b": None},
+                         [(15, "a", "absorb-destination"), (12, "a", "service-provider"),
+                          (20, "b", None), (20, "c", "absorb-source"), (10, "b", "x")],
+                         10, 30)
+    # a: absorb-destination at 15, service-provider again "at 12" (the clock stepped back:
+    # taken at 15), so it held no time and left no stretch; b: the clock stepped back
+    # again, so x came at 20; c: first met at 20, without a role before.
+    assert got == {"a": [(10, 30, "service-provider")],
+                   "b": [(10, 20, None), (20, 30, "x")],
+                   "c": [(10, 20, None), (20, 30, "absorb-source")]}
+    assert role_stretches({"a": None}, [], 5, 5) == {"a": [(5, 5, None)]}
+    assert role_stretches({"a": None}, [(5, "a", "r")], 5, 9) == {"a": [(5, 9, "r")]}

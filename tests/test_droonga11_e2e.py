@@ -410,3 +410,131 @@ def test_replay_lists_role_changes_and_droongas_commands(d11):
     picked = invoke("replay", "--base-dir", base, "--json", "--node", NODES[1]).output
     seqs = {json.loads(x)["seq"] for x in picked.splitlines()}
     assert {2, 3, 5, 8} <= seqs and not seqs & {6, 7}
+
+
+# -- roles over time: audit and the timeline -------------------------------------------------------
+
+T0 = 1_790_000_000_000_000  # 2026-09-21, UTC microseconds
+
+
+def export_line(at_us: int, event: str, stdin: bytes, observer=NODES[0], **env) -> dict:
+    from membership_log.core.timespec import iso
+
+    return {"seq": 0, "received": iso(at_us), "observer": observer, "source": "serf",
+            "env": {"SERF_EVENT": event, "SERF_SELF_NAME": observer, **env},
+            "stdin_b64": base64.b64encode(stdin).decode(), "hash": ""}
+
+
+def long_droonga_log(seed: int, n: int, p_role: float = 0.004) -> list[dict]:
+    """``n`` events a second apart: three engines join, then failures, rejoins and role
+    changes (rare, as absorbs are) among heartbeats of user events."""
+    from membership_log.core.timespec import iso
+
+    rng = random.Random(seed)
+    role = ["service-provider"] * 3
+    out = [{"seq": 0, "received": iso(T0), "observer": NODES[0], "source": "catalog",
+            "env": {}, "stdin_b64": base64.b64encode(json.dumps(catalog_doc()).encode())
+            .decode(), "hash": ""},
+           export_line(T0 + 1_000_000, "member-join",
+                       b"".join(line(NODES[i], IPS[i], droonga_tags(i)) for i in range(3)))]
+    for k in range(2, n):
+        at = T0 + k * 1_000_000
+        roll = rng.random()
+        i = rng.randrange(3)
+        if roll < p_role:
+            role[i] = rng.choice(ROLES)
+            out.append(export_line(at, "member-update", line(
+                NODES[i], IPS[i], droonga_tags(i, role=role[i]))))
+        elif roll < p_role + 0.2:
+            kind = rng.choice(["member-failed", "member-join"])
+            out.append(export_line(at, kind, line(NODES[i], IPS[i],
+                                                  droonga_tags(i, role=role[i]))))
+        else:
+            out.append(export_line(at, "user", b"tick", SERF_USER_EVENT="tick",
+                                   SERF_USER_LTIME=str(k)))
+    return out
+
+
+def expected_stretches(replayed: list[dict], start: dict, since: int, until: int) -> dict:
+    """Role stretches written out from replay's role changes (Droonga 1.1 names members by
+    node id, so a member's role is its node's)."""
+    from membership_log.core.timespec import parse
+
+    current = dict(start)
+    began = dict.fromkeys(start, since)
+    out = {n: [] for n in start}
+    heard = set()
+    for x in replayed:
+        at = parse(x["at"], 0).us
+        # A member first heard of gives its node a role; replay lists the changes after.
+        firsts = [(m["name"], m["tags"].get("role")) for m in x["members"]
+                  if m["name"] not in heard]
+        heard.update(m["name"] for m in x["members"])
+        if not since < at <= until:
+            continue
+        for node, role in firsts + [(c["member"], c["to"]) for c in x["roles"]]:
+            if role == current[node]:
+                continue
+            if at > began[node]:
+                out[node].append((began[node], at, current[node]))
+            current[node], began[node] = role, at
+    for node in out:
+        out[node].append((began[node], until, current[node]))
+    return out
+
+
+def test_audit_role_stretches_equal_replays_role_changes_for_any_window(tmp_path):
+    """A log of 1,500 events (checkpoints every 250) with a few role changes, loaded with
+    import: for windows anywhere in it, audit's role stretches (found through the fold's role
+    epoch at checkpoints) equal those written out from replay's role changes."""
+    from membership_log.core.timespec import iso, parse
+
+    base = tmp_path / "base"
+    log = long_droonga_log(5, 1500)
+    source = tmp_path / "log.jsonl"
+    source.write_text("".join(json.dumps(x) + "\n" for x in log))
+    invoke("import", "--base-dir", str(base), str(source))
+    replayed = [json.loads(x) for x in invoke("replay", "--base-dir", str(base), "--json")
+                .output.splitlines()]
+    assert sum(len(x["roles"]) for x in replayed) >= 3
+    rng = random.Random(6)
+    windows = [(None, None), (T0 + 300_000_000, T0 + 900_000_000)]
+    windows += [tuple(sorted(rng.sample(range(T0 + 2_000_000, T0 + 1_499_000_000,
+                                              250_000), 2))) for _ in range(6)]
+    for lo, hi in windows:
+        args = ["audit", "--base-dir", str(base), "--json"]
+        if lo is not None:
+            args += ["--since", iso(lo), "--until", iso(hi)]
+        else:
+            args += ["--until", iso(T0 + 1_499_000_000)]
+        doc = json.loads(invoke(*args).output)
+        since, until = parse(doc["since"], 0).us, parse(doc["until"], 0).us
+        at = json.loads(invoke("state", "--base-dir", str(base), "--json", "--at",
+                               doc["since"]).output)
+        start = {n: v["role"] for n, v in at["nodes"].items()}
+        want = expected_stretches(replayed, start, since, until)
+        got = {n: [(parse(r["from"], 0).us, parse(r["to"], 0).us, r["role"])
+                   for r in v["roles"]] for n, v in doc["nodes"].items()}
+        assert got == want, (lo, hi)
+
+
+def test_timeline_shades_absorb_stretches(d11, tmp_path):
+    _cluster_with_a_role_change(d11)
+    out = tmp_path / "t.svg"
+    invoke("timeline", "--base-dir", str(d11.base), "-o", str(out))
+    svg = out.read_text()
+    import xml.etree.ElementTree as ET
+
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = ET.fromstring(svg)
+    rows = {g.get("data-node"): g for g in root.iterfind(".//s:g[@class='node-row']", ns)}
+    shaded = rows[NODES[1]].findall("s:rect[@class='role']", ns)
+    assert [r.get("data-role") for r in shaded] == ["absorb-destination"]
+    assert "absorb-destination from" in shaded[0].find("s:title", ns).text
+    assert not rows[NODES[0]].findall("s:rect[@class='role']", ns)
+    assert "absorb-destination</text>" in svg  # the legend
+    audit = json.loads(invoke("audit", "--base-dir", str(d11.base), "--json").output)
+    assert [r["role"] for r in audit["nodes"][NODES[1]]["roles"]] == [
+        "service-provider", "absorb-destination", "service-provider"]
+    text = invoke("audit", "--base-dir", str(d11.base)).output
+    assert "ROLE" in text and "absorb-destination" in text

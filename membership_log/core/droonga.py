@@ -58,6 +58,18 @@ def role_tag(tags: dict | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def node_roles(nodes: dict, members: dict | None) -> dict:
+    """Each node's role: the :func:`role_tag` of the member its view shows (``nodes``:
+    name -> a view with ``member``, e.g. the fold's NodeView; ``members``: name -> anything
+    with ``tags``); None without a role tag or a member."""
+    members = members or {}
+    out = {}
+    for name, view in nodes.items():
+        m = members.get(view.member) if view.member is not None else None
+        out[name] = role_tag(m.tags) if m is not None else None
+    return out
+
+
 #: Serf statuses as ``serf members`` prints them, plus ``reaped`` (the fold's word for a
 #: member Serf has forgotten: ``serf members`` no longer lists it).
 ALIVE = "alive"

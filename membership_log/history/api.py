@@ -32,8 +32,17 @@ from collections.abc import Iterator
 from ..core import events, merge
 from ..core import fold as project
 from ..core.clock import now_us
+from ..core.droonga import node_roles
 from ..core.errors import MembershipError
-from ..core.figures import Audit, Sessions, intersect, report, totals, unobserved
+from ..core.figures import (
+    Audit,
+    Sessions,
+    intersect,
+    report,
+    role_stretches,
+    totals,
+    unobserved,
+)
 from ..core.incidents import CAUSES, Incident, close, record
 from ..core.names import unknown
 from ..core.timespec import MAX_US, MIN_US, Point, check_window, iso
@@ -452,6 +461,7 @@ def audit(store, since: Point | None = None, until: Point | None = None,
     gap_lists = []
     observed_by: dict[str, list] = {}
     names: set[str] = set()
+    ends: dict[str, project.State] = {}
     for o in origins:
         sessions = [(obs, started, gap) for _, obs, started, gap in store.sessions(o)]
         if scope.observer is not None:
@@ -466,6 +476,7 @@ def audit(store, since: Point | None = None, until: Point | None = None,
             state = driver.start(store, o, driver.seq_at_time(store, o, until_us))
         except driver.OutOfRange:
             state = project.State()
+        ends[o] = state
         names.update(n for n, v in state.nodes.items() if v.in_catalog)
         # Every observer of the window belongs in the report, with the session it is in,
         # even one whose agent never (re)started within the log (no session recorded).
@@ -482,10 +493,72 @@ def audit(store, since: Point | None = None, until: Point | None = None,
         names = {n for n in names if _in_range(n, part)}
     sessions = {obs: Sessions(starts, gaps_) for obs, (starts, gaps_)
                 in sorted(observed_by.items())}
+    roles = _roles(store, ends, since_us, until_us, names)
     return report(found, names, since_us, until_us, gaps, sessions,
                   flap_window_us=int(flap_window_s * 1e6), flap_threshold=flap_threshold,
                   detection_delay_us=(None if detection_delay_s is None
-                                      else int(detection_delay_s * 1e6)))
+                                      else int(detection_delay_s * 1e6)), roles=roles)
+
+
+# -- roles over a window -----------------------------------------------------------------------
+
+
+def _role_changes(store, origin: str, low: project.State, high_seq: int,
+                  high_epoch: int) -> Iterator[tuple]:
+    """``(at, node, role)`` for each node whose role changed in events ``low.seq+1 ..
+    high_seq``. The fold's role epoch is equal at two points only if no role changed in
+    between, so stretches between checkpoints of equal epochs are skipped, and the rest
+    halved at checkpoints until only stretches of one checkpoint interval are folded."""
+    if low.role_epoch == high_epoch or high_seq <= low.seq:
+        return
+    for seq in ((low.seq + high_seq) // 2, high_seq - 1):
+        point = store.checkpoint_at_or_before(origin, seq)
+        if point is not None and low.seq < point[0] < high_seq:
+            middle = point[2]
+            yield from _role_changes(store, origin, low, middle.seq, middle.role_epoch)
+            yield from _role_changes(store, origin, middle, high_seq, high_epoch)
+            return
+    state = low.copy()
+    before = node_roles(state.nodes, state.members)
+    epoch = state.role_epoch
+    for raw, _, _ in driver.forward(state, store.events(origin, state.seq, high_seq)):
+        if state.role_epoch == epoch:
+            continue
+        epoch = state.role_epoch
+        now = node_roles(state.nodes, state.members)
+        for node in sorted(before.keys() | now.keys()):
+            if before.get(node) != now.get(node):
+                yield raw.received_us, node, now.get(node)
+        before = now
+
+
+def _roles(store, ends: dict, since_us: int, until_us: int, names: set) -> dict:
+    """Node -> role stretches over the window (:func:`~membership_log.core.figures.
+    role_stretches`), for the audit's ``names`` (a node no log knows a member of: one
+    stretch without a role). Merged over several logs: a node's own log
+    (the one whose origin is its name: Droonga 1.1 names Serf members by node id) where
+    there is one, else the log that saw its role change most."""
+    per_log = {}
+    for origin, end in ends.items():
+        try:
+            start = driver.start(store, origin, driver.seq_at_time(store, origin, since_us))
+        except driver.OutOfRange:
+            start = project.State()
+        changes = _role_changes(store, origin, start, end.seq, end.role_epoch)
+        stretches = role_stretches(node_roles(start.nodes, start.members), changes, since_us,
+                                   until_us)
+        per_log[origin] = {n: v for n, v in stretches.items() if n in names}
+    out = {}
+    for name in names:
+        if len(per_log) == 1:
+            found = next(iter(per_log.values())).get(name)
+        elif name in per_log and name in per_log[name]:
+            found = per_log[name][name]
+        else:
+            candidates = [log[name] for log in per_log.values() if name in log]
+            found = max(candidates, key=lambda v: (len(v), repr(v))) if candidates else None
+        out[name] = found if found else [(since_us, until_us, None)]
+    return out
 
 
 # -- export ------------------------------------------------------------------------------------

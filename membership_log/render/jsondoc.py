@@ -151,6 +151,7 @@ def node_doc(figures, delay_us: int | None) -> dict:
         "flaps": figures.flaps,
         "flapping": [{"from": iso(a), "to": iso(b), "incidents": k}
                      for a, b, k in figures.flapping],
+        "roles": [{"role": role, "from": iso(a), "to": iso(b)} for a, b, role in figures.roles],
     }
 
 

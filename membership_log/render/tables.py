@@ -201,6 +201,12 @@ def audit_text(audit) -> str:
     if detail:
         detail.sort(key=lambda d: d[0])
         lines += ["", table(headers, [row for _, row in detail])]
+    roles = [(name, r) for name, n in audit.nodes.items() for r in n.roles
+             if any(role not in (None, "service-provider") for _, _, role in n.roles)]
+    if roles:  # only where a node was in another role than a service provider's
+        lines += ["", table(["NODE", "ROLE", "FROM (UTC)", "TO (UTC)", "DURATION"],
+                            [[name, role or "-", iso(a)[:23], iso(b)[:23],
+                              duration(seconds(b - a))] for name, (a, b, role) in roles])]
     gaps = [(obs, g) for obs, s in audit.observers.items() for g in s.unobserved]
     if gaps:
         lines += ["", table(["OBSERVER", "UNOBSERVED FROM", "TO"],
