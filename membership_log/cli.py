@@ -770,7 +770,8 @@ def metrics(s: settings.Settings,
 
     Per node: membership_node_up, membership_node_marked_down,
     membership_node_incidents_total{cause}, membership_node_downtime_seconds_total (open
-    incidents counted up to now), membership_node_last_change_timestamp_seconds; and
+    incidents counted up to now), membership_node_last_change_timestamp_seconds,
+    membership_node_role{role} (1 for the Droonga 1.1 role its member's role tag gives); and
     membership_live_nodes, membership_catalog_nodes, membership_events_total{observer,event},
     membership_last_event_timestamp_seconds{observer}. The counters come from the log, so
     they never reset. On a central store the figures merge every node's log (a node is down

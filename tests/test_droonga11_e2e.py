@@ -538,3 +538,64 @@ def test_timeline_shades_absorb_stretches(d11, tmp_path):
         "service-provider", "absorb-destination", "service-provider"]
     text = invoke("audit", "--base-dir", str(d11.base)).output
     assert "ROLE" in text and "absorb-destination" in text
+
+
+# -- the metrics and the dashboard --------------------------------------------------------------
+
+
+def test_metrics_expose_each_nodes_role(d11, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tags = [droonga_tags(i) for i in range(2)]
+    d11("member-join", b"".join(line(NODES[i], IPS[i], tags[i]) for i in range(2))
+        + line("stranger", "10.9.9.9", {}))
+    d11("member-update", line(NODES[1], IPS[1], dict(tags[1], role="Absorb-Destination")))
+
+    def roles() -> dict:
+        text = invoke("metrics", "--base-dir", str(d11.base)).output
+        family = next(f for f in text_string_to_metric_families(text)
+                      if f.name == "membership_node_role")
+        return {(s.labels["node"], s.labels["role"]): s.value for s in family.samples}
+
+    got = roles()
+    # Droonga reads the tag case-insensitively; a node without a member (192.168.100.52)
+    # or a member without a role tag has no series.
+    assert got == {(NODES[0], "service-provider"): 1.0, (NODES[0], "absorb-source"): 0.0,
+                   (NODES[0], "absorb-destination"): 0.0,
+                   (NODES[1], "service-provider"): 0.0, (NODES[1], "absorb-source"): 0.0,
+                   (NODES[1], "absorb-destination"): 1.0}
+    d11("member-update", line(NODES[1], IPS[1], tags[1]))
+    assert roles()[(NODES[1], "service-provider")] == 1.0
+
+
+ROLE_ROWS = """Array.from(document.querySelectorAll('#nodes tbody tr')).map(tr => ({
+  node: tr.dataset.node, role: tr.querySelector('td.role') ? tr.querySelector('td.role')
+  .textContent : null, badge: tr.querySelector('td.role .badge') ? tr.querySelector(
+  'td.role .badge').className : null}))"""
+
+
+def test_dashboard_shows_roles_as_text(d11, membership, tmp_path):
+    from opshelpers import Chromium, Serve, chromium_binary, wait_for
+
+    hostile = '<img src=x onerror="window.__pwned=1">'
+    tags = [droonga_tags(0), droonga_tags(1), droonga_tags(2, role=hostile)]
+    d11("member-join", b"".join(line(NODES[i], IPS[i], tags[i]) for i in range(3))
+        + line("constructor", "10.9.9.9", {"role": "__proto__"}))
+    with Serve(membership, ["--base-dir", str(d11.base)], tmp_path) as serve, \
+            Chromium(chromium_binary(), tmp_path / "profile") as browser:
+        browser.goto(serve.url + "/")
+
+        def rows() -> dict:
+            return {r["node"]: r for r in browser.eval(ROLE_ROWS) if r["node"]}
+
+        shown = wait_for("the nodes", lambda: len(r := rows()) == 4 and r)
+        assert shown[NODES[0]]["role"] == "service-provider" and shown[NODES[0]]["badge"] is None
+        assert shown[NODES[2]]["role"] == hostile  # text, not markup
+        assert shown["constructor"]["role"] == "__proto__"
+        d11("member-update", line(NODES[1], IPS[1], dict(tags[1], role="absorb-destination")))
+        wait_for("the new role", lambda: rows()[NODES[1]]["role"] == "absorb-destination",
+                 timeout=10)
+        assert rows()[NODES[1]]["badge"] == "badge absorb-destination"
+        assert browser.eval("typeof window.__pwned") == "undefined"
+        assert browser.eval("document.querySelectorAll('#nodes img').length") == 0
+        assert serve.stop() == 0

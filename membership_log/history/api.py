@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from ..core import events, merge
 from ..core import fold as project
 from ..core.clock import now_us
-from ..core.droonga import node_roles
+from ..core.droonga import node_roles, normalize_role
 from ..core.errors import MembershipError
 from ..core.figures import (
     Audit,
@@ -597,14 +597,18 @@ def metrics(store, observer: str | None = None, now: int | None = None,
     states = [_head_state(store, o) for o in scope.origins]
     view = merge.views({o: s.nodes for o, s in zip(scope.origins, states, strict=True)}) \
         if scope.merged else states[0].nodes
+    members = _merged_members(states) if scope.merged else states[0].members
+    roles = node_roles(view, members)
     found = _incidents(store, scope, MIN_US, MAX_US, True)
     if exclude:
         found = [i for i in found if i[3] not in exclude]
     nodes: dict[str, dict] = {}
     for name, v in view.items():
+        role = roles.get(name)
         nodes[name] = {"up": v.live, "marked": v.marked,
                        "incidents": dict.fromkeys(CAUSES, 0), "downtime_s": 0.0,
-                       "last_change_s": None, "flapping": False}
+                       "last_change_s": None, "flapping": False,
+                       "role": None if role is None else normalize_role(role)}
     for node, by_cause in totals(found, now).items():
         n = nodes.setdefault(node, {"up": False, "marked": False,
                                     "incidents": dict.fromkeys(CAUSES, 0),
