@@ -680,10 +680,14 @@ def watch(s: settings.Settings, json_out: Json = False,
         return
 
 
-@command(reads=("base_dir", "catalog", "live_file"))
+@command(reads=("base_dir", "catalog", "live_file", "live_format"))
 def route(s: settings.Settings,
           dataset: Annotated[str | None, typer.Option(
               "--dataset", metavar="NAME", help="Only this dataset.")] = None,
+          role: Annotated[str | None, typer.Option(
+              "--role", metavar="ROLE", help="Droonga 1.1's rules for a sender of this "
+              "role (service-provider, absorb-source, absorb-destination): which nodes it "
+              "may forward to, read from and write to.")] = None,
           json_out: Json = False) -> None:
     """For the engine side: per dataset, the replicas usable now and the live volumes of
     each slice, from the catalog and the live file.
@@ -692,28 +696,45 @@ def route(s: settings.Settings,
     holding nested replicas is usable if one of them is). A dataset with no usable replica
     is flagged, and the command exits 1.
 
+    With --role, Droonga 1.1's rules for a sender of that role, from the live file's values
+    (--live-format droonga-1.1 reads <base-dir>/state/cluster-state.json; a file without
+    roles makes every node a service provider): a node is forwardable if it is live and of
+    the sender's role, readable if forwardable and (for a service provider) holding no
+    unprocessed messages, writable for a service-provider sender always, for an absorb-*
+    sender if of its role. A replica is usable for reads if all its nodes are readable, for
+    writes if all are writable; a dataset with neither is flagged (exit 1).
+
     Example:
 
     \b
         membership route --base-dir /var/lib/droonga
         membership route --dataset Default --json
+        membership route --live-format droonga-1.1 --role absorb-destination
     """
     from . import engine
+    from .core.droonga import ROLES
 
+    if role is not None and role.lower() not in ROLES:
+        raise typer.BadParameter(f"{role!r}: the role must be one of {', '.join(ROLES)}",
+                                 param_hint="--role")
     datasets = engine.load_datasets(s.catalog)
     if dataset is not None:
         datasets = [d for d in datasets if d.name == dataset]
         if not datasets:
             raise MembershipError(f"no dataset {dataset!r} in {s.catalog}")
-    live = engine.read_live(s.live_file)
-    if live is None:
+    state = engine.read_state(s.live_file)
+    if state is None:
         raise MembershipError(f"no usable live file at {s.live_file} (run: membership init)")
-    routes = engine.route(datasets, live)
-    stranded = [name for name, r in routes.items() if not r["usable_replicas"]]
+    live = frozenset(n for n, v in state.items() if v.get("live") is True)
+    routes = engine.route(datasets, live, role=role and role.lower(), state=state)
+    stranded = [name for name, r in routes.items()
+                if not r["usable_replicas"] or (role is not None and not r["writable_replicas"])]
     if json_out:
-        _out(jsondoc.encode({"datasets": routes}))
+        doc = {"datasets": routes} if role is None else {"role": role.lower(),
+                                                          "datasets": routes}
+        _out(jsondoc.encode(doc))
     else:
-        _out(render.route_text(routes, stranded))
+        _out(render.route_text(routes, stranded, role and role.lower()))
     if stranded:
         raise MembershipError(f"no usable replica for dataset(s): {', '.join(stranded)}")
 

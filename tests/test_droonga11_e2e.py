@@ -599,3 +599,77 @@ def test_dashboard_shows_roles_as_text(d11, membership, tmp_path):
         assert browser.eval("typeof window.__pwned") == "undefined"
         assert browser.eval("document.querySelectorAll('#nodes img').length") == 0
         assert serve.stop() == 0
+
+
+# -- route --role ----------------------------------------------------------------------------------
+
+
+def model_rules(value: dict | None, sender: str) -> tuple[bool, bool, bool]:
+    """SPEC / issue: forwardable = live and of the sender's role; readable = forwardable
+    and, for a service provider, no unprocessed messages; writable = every node for a
+    service-provider sender, those of its role for an absorb-* one. Missing: not live; no
+    role: a service provider."""
+    live = value is not None and value.get("live") is True
+    role = (value or {}).get("role") or "service-provider"
+    forward = live and role == sender
+    read = forward and not (role == "service-provider"
+                            and (value or {}).get("have_unprocessed_messages"))
+    write = sender == "service-provider" or role == sender
+    return forward, read, write
+
+
+def test_route_by_role_follows_droonga_11s_rules(d11, tmp_path):
+    _cluster_with_a_role_change(d11)
+    base = str(d11.base)
+    d11("member-failed", line(NODES[0], IPS[0], droonga_tags(0)))  # 9
+    at4 = tmp_path / "at4.json"
+    at4.write_bytes(invoke("state", "--base-dir", base, *FORMAT, "--at", "@4",
+                           "--as-live-file").stdout_bytes)
+    for path in (at4, d11.file):
+        values = json.loads(path.read_bytes())
+        for sender in ROLES:
+            r = runner.invoke(app, ["route", "--base-dir", base, "--live-file", str(path),
+                                    "--role", sender, "--json"])
+            doc = json.loads(r.stdout)
+            assert doc["role"] == sender
+            routed = doc["datasets"]["Default"]
+            rules = {n: model_rules(values.get(n), sender) for n in NODES}
+            for n in NODES:
+                got = routed["nodes"][n]
+                assert (got["forwardable"], got["readable"], got["writable"]) == rules[n]
+            assert routed["usable_replicas"] == [i for i in range(3) if rules[NODES[i]][1]]
+            assert routed["writable_replicas"] == [i for i in range(3) if rules[NODES[i]][2]]
+            assert r.exit_code == (0 if routed["usable_replicas"]
+                                   and routed["writable_replicas"] else 1)
+    # At @4 node 1 is being filled (absorb-destination) and has messages waiting for it:
+    doc = json.loads(invoke("route", "--base-dir", base, "--live-file", str(at4), "--role",
+                            "service-provider", "--json").stdout)["datasets"]["Default"]
+    assert doc["usable_replicas"] == [0, 2] and doc["writable_replicas"] == [0, 1, 2]
+    assert doc["nodes"][NODES[1]]["delivers_now"] is False  # buffered, not sent
+    text = invoke("route", "--base-dir", base, "--live-file", str(at4), "--role",
+                  "absorb-destination").output
+    assert "sender role absorb-destination" in text
+    assert "1 of 3 replica(s) readable, 1 writable" in text
+    # The default path of the format, the plain route and a 1.0 file (no roles: every
+    # live node a service provider) read the same way.
+    plain = json.loads(invoke("route", "--base-dir", base, *FORMAT, "--json").stdout)
+    assert plain["datasets"]["Default"]["usable_replicas"] == [1, 2]  # node 0 failed
+    legacy = tmp_path / "live-nodes.json"
+    legacy.write_text(json.dumps({NODES[1]: {"serfAddress": IPS[1]}}))
+    doc = json.loads(invoke("route", "--base-dir", base, "--live-file", str(legacy), "--role",
+                            "service-provider", "--json").stdout)
+    assert doc["datasets"]["Default"]["usable_replicas"] == [1]
+    assert doc["datasets"]["Default"]["writable_replicas"] == [0, 1, 2]
+    assert invoke("route", "--base-dir", base, "--role", "boss", code=2).exit_code == 2
+
+
+def test_engine_reads_the_droonga_11_file():
+    from membership_log import engine
+
+    data = model_file([{"name": NODES[0], "status": "alive", "tags": droonga_tags(0)},
+                       {"name": NODES[1], "status": "failed", "tags": droonga_tags(1)}], CID)
+    assert engine.parse_live(data) == {NODES[0]}
+    assert engine.parse_state(data)[NODES[1]]["role"] == "service-provider"
+    assert engine.parse_live(b"{\n}\n") == frozenset()
+    assert engine.parse_state(b"{\n}\n") == {}
+    assert engine.parse_state(b"[1]") is None

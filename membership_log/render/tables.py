@@ -215,15 +215,43 @@ def audit_text(audit) -> str:
     return "\n".join(lines)
 
 
-def route_text(routes: dict, stranded: list) -> str:
-    lines = []
+def _role_nodes(routes: dict, role: str) -> str:
+    """The nodes of every dataset under Droonga 1.1's rules for a sender of ``role``."""
+    nodes: dict = {}
+    for r in routes.values():
+        nodes.update(r["nodes"])
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    rows = [[n, v["role"], "live" if v["live"] else "DEAD", yes(v["forwardable"]),
+             yes(v["readable"]), yes(v["writable"]),
+             "at once" if v["delivers_now"] else ("buffered" if v["writable"] else "-"),
+             "unprocessed messages" if v["have_unprocessed_messages"] else ""]
+            for n, v in sorted(nodes.items())]
+    return f"sender role {role}\n" + table(
+        ["NODE", "ROLE", "LIVE", "FORWARD", "READ", "WRITE", "WRITES", ""], rows)
+
+
+def route_text(routes: dict, stranded: list, role: str | None = None) -> str:
+    lines = [_role_nodes(routes, role), ""] if role is not None else []
     for name, r in routes.items():
         n = len(r["replicas"])
-        head = f"dataset {name}: {len(r['usable_replicas'])} of {n} replica(s) usable"
+        if role is None:
+            head = f"dataset {name}: {len(r['usable_replicas'])} of {n} replica(s) usable"
+        else:
+            head = (f"dataset {name}: {len(r['usable_replicas'])} of {n} replica(s) readable, "
+                    f"{len(r['writable_replicas'])} writable")
         lines.append(printable(head + ("  ** NO USABLE REPLICA **" if name in stranded else "")))
         for rep in r["replicas"]:
-            st = "usable" if rep["usable"] else \
-                f"DOWN (dead: {', '.join(rep['dead_nodes']) or 'nested replicas'})"
+            if role is None:
+                st = "usable" if rep["usable"] else \
+                    f"DOWN (dead: {', '.join(rep['dead_nodes']) or 'nested replicas'})"
+            else:
+                st = "readable" if rep["usable"] else \
+                    f"not readable ({', '.join(rep['dead_nodes']) or 'nested replicas'})"
+                st += ", writable" if rep["index"] in r["writable_replicas"] else \
+                    ", not writable"
             lines.append(printable(f"  replica {rep['index']}: {st}"))
         for label, addresses in r["slices"].items():
             lines.append(printable(f"  slice {label}: {' '.join(addresses) or '(no live volume)'}"))
