@@ -678,3 +678,54 @@ def test_role_stretches_cover_the_window_end_to_end():
                    "c": [(10, 20, None), (20, 30, "absorb-source")]}
     assert role_stretches({"a": None}, [], 5, 5) == {"a": [(5, 5, None)]}
     assert role_stretches({"a": None}, [(5, "a", "r")], 5, 9) == {"a": [(5, 9, "r")]}
+
+
+_role_names = st.sampled_from(["node0", "node1", "a:1/d", "192.168.100.51", "x"])
+_role_members = st.tuples(
+    _role_names, st.sampled_from(["192.168.100.50", "192.168.100.51", "10.0.0.1"]),
+    st.sampled_from([None, SERVICE_PROVIDER, ABSORB_SOURCE, ABSORB_DESTINATION]))
+
+
+@st.composite
+def _role_logs(draw):
+    from samples import CATALOG, Log
+
+    from membership_log.core import events as ev
+
+    log = Log()
+    out = []
+    for _ in range(draw(st.integers(0, 30))):
+        if draw(st.integers(0, 9)) == 0:
+            out.append(log.catalog(draw(st.sampled_from([CATALOG, None]))))
+            continue
+        kind = draw(st.sampled_from(["member-join", "member-failed", "member-leave",
+                                     "member-update", "member-reap"]))
+        ms = tuple(ev.Member(n, a, r or "", {} if r is None else {"role": r})
+                   for n, a, r in draw(st.lists(_role_members, min_size=1, max_size=3)))
+        out.append(log.member(kind)._replace(members=ms))
+    return out
+
+
+@settings(max_examples=300)
+@given(_role_logs())
+def test_an_unmoved_role_epoch_means_no_node_changed_role(es):
+    """What audit relies on to skip stretches: between two points of equal role epoch, no
+    node's role (its shown member's role tag; a node not there has none) differs from the
+    first point's."""
+    from membership_log.core import fold as project
+    from membership_log.core.droonga import node_roles
+
+    state = project.State()
+    def roles() -> dict:
+        return {n: r for n, r in node_roles(state.nodes, state.members).items()
+                if r is not None}
+
+    seen = [(state.role_epoch, roles())]
+    for e in es:
+        state.apply(e)
+        seen.append((state.role_epoch, roles()))
+    for i, (epoch, roles) in enumerate(seen):
+        for later_epoch, later in seen[i + 1:]:
+            if later_epoch != epoch:
+                break
+            assert later == roles

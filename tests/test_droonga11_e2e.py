@@ -673,3 +673,113 @@ def test_engine_reads_the_droonga_11_file():
     assert engine.parse_live(b"{\n}\n") == frozenset()
     assert engine.parse_state(b"{\n}\n") == {}
     assert engine.parse_state(b"[1]") is None
+
+
+# -- real Serf: agents with Droonga's tags, each running the droonga-1.1 handler -----------------
+
+SERF_FIRST_IP = 121  # 127.0.0.121-124: used by no other test
+SETTLE = 25  # seconds any one change may take to reach every live agent's file
+
+
+@pytest.mark.serf
+@pytest.mark.timeout(150)
+def test_real_serf_agents_write_the_file_droonga_11_reads(serf, membership, tmp_path):
+    """Three engines named host:port/tag with Droonga's tags, each with ``membership handle
+    --live-format droonga-1.1`` as its handler, and a fourth agent of another cluster
+    (no handler). After each change, every running handler's file equals, byte for byte,
+    the file the SPEC's rules give over that agent's own ``serf members -format json``."""
+    from serfhelpers import TIMEOUT
+
+    from membership_log.demo.localcluster import Agent, catalog_for, wait_until
+
+    ips = [f"127.0.0.{SERF_FIRST_IP + i}" for i in range(4)]
+    catalog = catalog_for(ips[:3])
+    cid = model_cluster_id(json.loads(catalog))
+    agents = []
+    for i, ip in enumerate(ips):
+        tags = {"type": "engine", "role": "service-provider",
+                "cluster_id": cid if i < 3 else "f" * 40,
+                "internal-name": f"{ip}:{20000 + i}/droonga"}
+        agent = Agent(f"{ip}:10031/droonga", ip, tmp_path / f"a{i}", serf,
+                      membership if i < 3 else None, tags=tags, live_format="droonga-1.1")
+        if i < 3:
+            agent.base_dir.mkdir(parents=True)
+            (agent.base_dir / "catalog.json").write_bytes(catalog)
+        agents.append(agent)
+    engines, foreign = agents[:3], agents[3]
+    names = [a.name for a in agents]
+
+    def expected(agent) -> bytes:
+        return model_file([{"name": m["name"], "status": m["status"], "tags": m["tags"]}
+                           for m in agent.member_list()], cid)
+
+    def on_disk(agent) -> bytes | None:
+        try:
+            return agent.live_file.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def agrees(agent) -> bool:
+        return on_disk(agent) == expected(agent)
+
+    def settled(predicate, watching=engines) -> dict:
+        """Every watched agent's file holds the change and equals the model's file over its
+        own member list; the state all of them agree on."""
+        for a in watching:
+            assert wait_until(lambda a=a: (d := on_disk(a)) is not None
+                              and predicate(json.loads(d)) and agrees(a), SETTLE), (
+                a.name, on_disk(a), expected(a))
+            assert on_disk(a) == expected(a)  # byte for byte
+        return json.loads(on_disk(watching[0]))
+
+    try:
+        for i, a in enumerate(agents):
+            a.start(join=agents[0] if i else None)
+        # Joined: the three engines, the foreign agent skipped (listed by Serf all the same).
+        state = settled(lambda s: len(s) == 3 and all(v["live"] for v in s.values()))
+        assert list(state) == sorted(names[:3])
+        assert state[names[1]]["internal_name"] == f"{ips[1]}:20001/droonga"
+        assert wait_until(lambda: engines[0].members().get(names[3]) == "alive", TIMEOUT)
+        assert not foreign.live_file.exists()
+
+        # member-failed: "live": false at once (Droonga's own handler waits for the next
+        # other member event).
+        engines[2].pause()
+        state = settled(lambda s: s[names[2]]["live"] is False, engines[:2])
+        assert engines[0].members()[names[2]] == "failed"
+        engines[2].resume()
+        settled(lambda s: s[names[2]]["live"] is True)
+
+        # A role change on one agent, and back.
+        engines[1].set_tag("role", "absorb-destination")
+        state = settled(lambda s: s[names[1]]["role"] == "absorb-destination")
+        engines[1].set_tag("role", "service-provider")
+        settled(lambda s: s[names[1]]["role"] == "service-provider")
+
+        # A buffered-for tag on another: its target has unprocessed messages; the foreign
+        # agent's counts for nothing.
+        engines[2].set_tag(f"buffered-for-{names[1]}", "true")
+        foreign.set_tag(f"buffered-for-{names[0]}", "true")
+        state = settled(lambda s: s[names[1]].get("have_unprocessed_messages") is True)
+        assert "have_unprocessed_messages" not in state[names[0]]
+        assert wait_until(lambda: f"buffered-for-{names[0]}" in next(
+            m for m in engines[0].member_list() if m["name"] == names[3])["tags"], TIMEOUT)
+        settled(lambda s: "have_unprocessed_messages" not in s[names[0]])
+
+        # The log has it all: state --at any event gives the file written after it.
+        base = str(engines[0].base_dir)
+        replayed = [json.loads(x) for x in invoke("replay", "--base-dir", base, "--json")
+                    .output.splitlines()]
+        assert [c["to"] for x in replayed for c in x["roles"]
+                if c["member"] == names[1]] == ["absorb-destination", "service-provider"]
+        assert [(x["event"], c["to"]) for x in replayed for c in x["changes"]
+                if c["node"] == names[2] and c["from"] is not None] == [
+            ("member-failed", "dead"), ("member-join", "live")]
+        last = replayed[-1]["seq"]
+        r = invoke("state", "--base-dir", base, *FORMAT, "--at", f"@{last}", "--as-live-file")
+        assert r.stdout_bytes == on_disk(engines[0])
+        assert "agrees with the log" in invoke("verify", "--base-dir", base, *FORMAT).output
+    finally:
+        for a in agents:
+            a.stop()
+    assert not any(a.running() for a in agents), "every agent the test started is stopped"
