@@ -633,7 +633,7 @@ def ship(s: settings.Settings,
 # -- the engine side ---------------------------------------------------------------------------
 
 
-@command(reads=("base_dir", "live_file"))
+@command(reads=("base_dir", "live_file", "live_format"))
 def watch(s: settings.Settings, json_out: Json = False,
           interval: Annotated[float, typer.Option(
               "--interval", min=0.01, help="Seconds between looks at the file.")] = 0.2,
