@@ -7,6 +7,11 @@ them alike; the table gives medians over the rounds and the ratio to the bare st
 
     .venv/bin/python benchmarks/handler_startup.py            # 200 rounds
     .venv/bin/python benchmarks/handler_startup.py --quick    # 15 rounds (CI)
+    .venv/bin/python benchmarks/handler_startup.py --live-format droonga-1.1
+
+With ``--live-format droonga-1.1`` the handler writes droonga-engine 1.1's
+``state/cluster-state.json``, and the member lines are Droonga 1.1's: named ``host:port/tag``,
+with its tags (type, role, cluster_id of the catalog, internal-name).
 
 Measure a non-editable install (`pip install .`, as scripts/demo and scripts/test make):
 an editable install adds an import hook to every interpreter start-up in its venv.
@@ -43,19 +48,38 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="15 rounds, for CI")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--live-format", default="droonga",
+                        help="the handler's --live-format (droonga, cluster-state, droonga-1.1)")
     args = parser.parse_args()
     rounds = 15 if args.quick else args.rounds
     membership = membership_command()
     python = str(Path(membership).with_name("python"))
     base = Path(tempfile.mkdtemp(prefix="membership-bench-"))
     ips = [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(1000)]
-    (base / "catalog.json").write_bytes(catalog_for(ips[:3]))
+    catalog = catalog_for(ips[:3])
+    (base / "catalog.json").write_bytes(catalog)
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("SERF_", "MEMBERSHIP_"))}
     serf = dict(clean, SERF_SELF_NAME="node0")
     handler = [membership, "handle", "--base-dir", str(base)]
-    one = b"node1\t10.0.0.2\t\t\n"
-    many = b"".join(f"n{i}\t{ip}\t\t\n".encode() for i, ip in enumerate(ips))
+    if args.live_format != "droonga":
+        handler += ["--live-format", args.live_format]
+    if args.live_format == "droonga-1.1":
+        from membership_log.core.droonga import cluster_id
+
+        cid = cluster_id(json.loads(catalog))
+
+        def member(ip: str) -> bytes:
+            return (f"{ip}:10031/droonga\t{ip}\tservice-provider\ttype=engine,"
+                    f"role=service-provider,cluster_id={cid},internal-name={ip}:10032/droonga"
+                    f"\n").encode()
+
+        serf["SERF_SELF_NAME"] = f"{ips[0]}:10031/droonga"
+        one = member(ips[1])
+        many = b"".join(member(ip) for ip in ips)
+    else:
+        one = b"node1\t10.0.0.2\t\t\n"
+        many = b"".join(f"n{i}\t{ip}\t\t\n".encode() for i, ip in enumerate(ips))
     # Alternate failed/join so every run changes the live file (the full write path).
     cases = {
         "bare interpreter (python -c pass)": lambda i: ([python, "-c", "pass"], b"", clean),
@@ -82,8 +106,8 @@ def main() -> int:
         print(json.dumps({"rounds": rounds, "rows": rows,
                           "many_minus_one_ms": round(one_many, 2)}, indent=2))
         return 0
-    print(f"membership handle, whole process, median of {rounds} interleaved rounds "
-          f"({sys.implementation.name} {sys.version.split()[0]})")
+    print(f"membership handle --live-format {args.live_format}, whole process, median of "
+          f"{rounds} interleaved rounds ({sys.implementation.name} {sys.version.split()[0]})")
     print(f"{'case':38} {'median':>9} {'x bare':>7}  target")
     for row in rows:
         target = "" if row["ratio"] == 1 else (

@@ -230,12 +230,13 @@ def init(s: settings.Settings) -> None:
         kept = "left as it was" if result["live_file"] else "not written"
         raise MembershipError(f"catalog {s.catalog} is unusable ({why}); the live file "
                               f"{s.live_file} was {kept}")
-    if result["live_file"] and result["live"]:
+    if result["not_written"] is not None:
+        reason = why if status == "missing" else result["not_written"]
+        _out(f"live file {s.live_file}: not written yet: {reason}")
+    elif result["live"]:
         _out(f"live file {s.live_file}: {len(result['live'])} live node(s)")
-    elif result["live_file"]:
-        _out(f"live file {s.live_file}: no live node (the log says every node is dead)")
     else:
-        _out(f"no live file yet: {why if status == 'missing' else 'the log knows no node'}")
+        _out(f"live file {s.live_file}: no live node (the log says every node is dead)")
     for warning in result["warnings"]:
         typer.echo(f"warning: {render.printable(warning)}", err=True)
 
@@ -303,10 +304,13 @@ def state(s: settings.Settings, at: At = None, observer: ObserverOpt = None,
     with _store(s) as store:
         now = history.state_at(store, at, observer)
     if as_live_file:
-        reason = livefile.outage_reason(now.nodes)
-        if reason is not None:
+        if now.seq is None and s.live_format == settings.DROONGA_11:
+            raise MembershipError("the droonga-1.1 file is one node's (its catalog, its "
+                                  "members): with a central store, add --observer NODE")
+        data, reason = livefile.file_of(now, s.live_format)
+        if data is None:
             raise MembershipError(f"no live file to print: {reason}")
-        sys.stdout.buffer.write(livefile.render_view(now.nodes, s.live_format))
+        sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     if json_out:
@@ -688,7 +692,7 @@ def ship(s: settings.Settings,
 # -- the engine side ---------------------------------------------------------------------------
 
 
-@command(reads=("base_dir", "live_file"))
+@command(reads=("base_dir", "live_file", "live_format"))
 def watch(s: settings.Settings, json_out: Json = False,
           interval: Annotated[float, Duration(
               "--interval", "How long between looks at the file")] = 0.2,
@@ -735,10 +739,14 @@ def watch(s: settings.Settings, json_out: Json = False,
         return
 
 
-@command(reads=("base_dir", "catalog", "live_file"))
+@command(reads=("base_dir", "catalog", "live_file", "live_format"))
 def route(s: settings.Settings,
           dataset: Annotated[str | None, typer.Option(
               "--dataset", metavar="NAME", help="Only this dataset.")] = None,
+          role: Annotated[str | None, typer.Option(
+              "--role", metavar="ROLE", help="Droonga 1.1's rules for a sender of this "
+              "role (service-provider, absorb-source, absorb-destination): which nodes it "
+              "may forward to, read from and write to.")] = None,
           json_out: Json = False) -> None:
     """For the engine side: per dataset, the replicas usable now and the live volumes of
     each slice, from the catalog and the live file.
@@ -747,28 +755,45 @@ def route(s: settings.Settings,
     holding nested replicas is usable if one of them is). A dataset with no usable replica
     is flagged, and the command exits 1.
 
+    With --role, Droonga 1.1's rules for a sender of that role, from the live file's values
+    (--live-format droonga-1.1 reads <base-dir>/state/cluster-state.json; a file without
+    roles makes every node a service provider): a node is forwardable if it is live and of
+    the sender's role, readable if forwardable and (for a service provider) holding no
+    unprocessed messages, writable for a service-provider sender always, for an absorb-*
+    sender if of its role. A replica is usable for reads if all its nodes are readable, for
+    writes if all are writable; a dataset with neither is flagged (exit 1).
+
     Example:
 
     \b
         membership route --base-dir /var/lib/droonga
         membership route --dataset Default --json
+        membership route --live-format droonga-1.1 --role absorb-destination
     """
     from . import engine
+    from .core.droonga import ROLES
 
+    if role is not None and role.lower() not in ROLES:
+        raise typer.BadParameter(f"{role!r}: the role must be one of {', '.join(ROLES)}",
+                                 param_hint="--role")
     datasets = engine.load_datasets(s.catalog)
     if dataset is not None:
         datasets = [d for d in datasets if d.name == dataset]
         if not datasets:
             raise MembershipError(f"no dataset {dataset!r} in {s.catalog}")
-    live = engine.read_live(s.live_file)
-    if live is None:
+    state = engine.read_state(s.live_file)
+    if state is None:
         raise MembershipError(f"no usable live file at {s.live_file} (run: membership init)")
-    routes = engine.route(datasets, live)
-    stranded = [name for name, r in routes.items() if not r["usable_replicas"]]
+    live = frozenset(n for n, v in state.items() if v.get("live") is True)
+    routes = engine.route(datasets, live, role=role and role.lower(), state=state)
+    stranded = [name for name, r in routes.items()
+                if not r["usable_replicas"] or (role is not None and not r["writable_replicas"])]
     if json_out:
-        _out(jsondoc.encode({"datasets": routes}))
+        doc = {"datasets": routes} if role is None else {"role": role.lower(),
+                                                          "datasets": routes}
+        _out(jsondoc.encode(doc))
     else:
-        _out(render.route_text(routes, stranded))
+        _out(render.route_text(routes, stranded, role and role.lower()))
     if stranded:
         raise MembershipError(f"no usable replica for dataset(s): {', '.join(stranded)}")
 
@@ -825,7 +850,8 @@ def metrics(s: settings.Settings,
 
     Per node: membership_node_up, membership_node_marked_down,
     membership_node_incidents_total{cause}, membership_node_downtime_seconds_total (open
-    incidents counted up to now), membership_node_last_change_timestamp_seconds; and
+    incidents counted up to now), membership_node_last_change_timestamp_seconds,
+    membership_node_role{role} (1 for the Droonga 1.1 role its member's role tag gives); and
     membership_live_nodes, membership_catalog_nodes, membership_events_total{observer,event},
     membership_last_event_timestamp_seconds{observer}. The counters come from the log, so
     they never reset. On a central store the figures merge every node's log (a node is down

@@ -11,6 +11,9 @@ each request by that list. A public API, importable without the CLI::
     for change in engine.watch("live-nodes.json", initial=catalog_node_ids):
         print(change.added, change.removed, change.live)
     engine.route(engine.load_datasets("catalog.json"), live)
+    # Droonga 1.1: what a sender of a given role may read from and write to
+    state = engine.read_state("state/cluster-state.json")  # node -> its value in the file
+    engine.route(datasets, live, role="service-provider", state=state)
 
 Reading follows Droonga's loader in one respect and departs from it in another: the keys of
 ``live-nodes.json`` are the live nodes (``cluster-state.json``: the nodes whose ``live`` is
@@ -46,6 +49,32 @@ def parse_live(data: bytes) -> frozenset | None:
     if doc and all(isinstance(v, dict) and "live" in v for v in doc.values()):
         return frozenset(k for k, v in doc.items() if v.get("live") is True)
     return frozenset(doc)
+
+
+def parse_state(data: bytes) -> dict | None:
+    """Each node's value in live-file bytes of any format, as a Droonga 1.1 engine reads
+    them: node -> ``{"live": ..., "role": ..., ...}``. ``live-nodes.json`` (1.0.x) lists
+    only live nodes, without roles: each key is ``{"live": true}`` (no role: a service
+    provider). None if the bytes are not a live file."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if doc and all(isinstance(v, dict) and "live" in v for v in doc.values()):
+        return doc
+    return {k: {"live": True} for k in doc}
+
+
+def read_state(path: str) -> dict | None:
+    """:func:`parse_state` of the file at ``path``; None if it is missing or not a live
+    file."""
+    try:
+        with open(path, "rb") as f:
+            return parse_state(f.read())
+    except OSError:
+        return None
 
 
 def read_live(path: str) -> frozenset | None:
@@ -187,9 +216,45 @@ def _nodes(replica: tuple):
             yield from _nodes(r)
 
 
-def route(datasets: list, live: frozenset) -> dict:
+def role_rules(state: dict, nodes, role: str) -> dict:
+    """Droonga 1.1's rules for a sender of ``role`` (:mod:`membership_log.core.droonga`,
+    ``engine_node.rb``), per catalog node: its role and liveness as the file says
+    (``state``: node -> value; a node missing from it is not live, a value without a role
+    is a service provider's), and whether the sender may forward to it, read from it, write
+    to it, and send a write at once rather than buffer it. The sender's own buffers are
+    engine-local: only what the file says (``have_unprocessed_messages``) is seen."""
+    from .core import droonga
+
+    out = {}
+    for node in sorted(nodes):
+        info = state.get(node)
+        out[node] = {
+            "role": droonga.node_role(info),
+            "live": droonga.is_live(info),
+            "accept_messages_newer_than": (info or {}).get("accept_messages_newer_than"),
+            "have_unprocessed_messages": bool((info or {}).get("have_unprocessed_messages")),
+            "forwardable": droonga.forwardable(info, role),
+            "readable": droonga.readable(info, role),
+            "writable": droonga.writable(info, role),
+            "delivers_now": droonga.delivers_now(info, role),
+        }
+    return out
+
+
+def route(datasets: list, live: frozenset, role: str | None = None,
+          state: dict | None = None) -> dict:
     """Per dataset: which replicas are usable, what is dead in the others, and per slice
-    label the live volume addresses."""
+    label the live volume addresses.
+
+    With ``role`` (Droonga 1.1's rules for a sender of that role; ``state``: node -> its
+    value in the live file, from :func:`parse_state`, else every node of ``live`` is a live
+    service provider): usable means readable (Droonga routes a read step to the replicas
+    whose every node is readable), ``writable_replicas`` lists the replicas whose every
+    node is writable, and ``nodes`` gives :func:`role_rules` for the dataset's nodes."""
+    if role is not None:
+        if state is None:
+            state = {n: {"live": True} for n in live}
+        return _route_for_role(datasets, state, role)
     out = {}
     for ds in datasets:
         replicas = []
@@ -212,4 +277,19 @@ def route(datasets: list, live: frozenset) -> dict:
             "replicas": replicas,
             "slices": slices,
         }
+    return out
+
+
+def _route_for_role(datasets: list, state: dict, role: str) -> dict:
+    out = {}
+    for ds in datasets:
+        nodes = {n for replica in ds.replicas for n in _nodes(replica)}
+        rules = role_rules(state, nodes, role)
+        readable = frozenset(n for n, r in rules.items() if r["readable"])
+        writable = frozenset(n for n, r in rules.items() if r["writable"])
+        (routed,) = route([ds], readable).values()
+        routed["writable_replicas"] = [i for i, replica in enumerate(ds.replicas)
+                                       if replica_usable(replica, writable)]
+        routed["nodes"] = rules
+        out[ds.name] = routed
     return out

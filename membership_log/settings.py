@@ -16,18 +16,25 @@ Settings = namedtuple(
     "Settings", "base_dir db_url sqlite_path catalog live_file spool_dir live_format"
 )
 
-#: Live-file formats: Droonga 1.0.x ``live-nodes.json`` (live nodes only, the default) or
-#: later releases' ``cluster-state.json`` (every catalog node with ``{"live": bool}``).
-LIVE_FORMATS = ("droonga", "cluster-state")
+#: Live-file formats: Droonga 1.0.x ``live-nodes.json`` (live nodes only, the default),
+#: ``cluster-state`` (every catalog node with ``{"live": bool}``), or ``droonga-1.1``: the
+#: ``state/cluster-state.json`` droonga-engine 1.1.x reads (every member of the catalog's
+#: cluster with its tags, roles included; :mod:`membership_log.core.droonga`).
+LIVE_FORMATS = ("droonga", "cluster-state", "droonga-1.1")
+DROONGA_11 = LIVE_FORMATS[2]
 
 #: option -> (environment variable, help text)
 OPTIONS = {
     "--base-dir": ("MEMBERSHIP_BASE_DIR", "Directory holding the store, catalog and live file."),
     "--db": ("MEMBERSHIP_DB", "Store URL (sqlite:///..., postgresql://...) or a SQLite path."),
     "--catalog": ("MEMBERSHIP_CATALOG", "Droonga catalog.json (all its nodes start live)."),
-    "--live-file": ("MEMBERSHIP_LIVE_FILE", "The live-node file to keep up to date."),
+    "--live-file": ("MEMBERSHIP_LIVE_FILE", "The live-node file to keep up to date (default: "
+                    "<base-dir>/live-nodes.json; <base-dir>/state/cluster-state.json with "
+                    "--live-format droonga-1.1)."),
     "--live-format": ("MEMBERSHIP_LIVE_FORMAT", "Live-file format: droonga (live-nodes.json, "
-                      "the default) or cluster-state (every node with {\"live\": bool})."),
+                      "the default), cluster-state (every node with {\"live\": bool}) or "
+                      "droonga-1.1 (droonga-engine 1.1's state/cluster-state.json: members, "
+                      "roles, tags)."),
 }
 
 
@@ -58,13 +65,18 @@ def resolve(
     base = os.path.abspath(base)
     db = store_url(db or env.get("MEMBERSHIP_DB") or os.path.join(base, "membership.db"))
     catalog = catalog or env.get("MEMBERSHIP_CATALOG") or os.path.join(base, "catalog.json")
-    live_file = live_file or env.get("MEMBERSHIP_LIVE_FILE") or os.path.join(
-        base, "live-nodes.json"
-    )
     live_format = live_format or env.get("MEMBERSHIP_LIVE_FORMAT") or LIVE_FORMATS[0]
     if live_format not in LIVE_FORMATS:
-        raise MembershipError(f"live-file format must be {' or '.join(LIVE_FORMATS)}, "
-                              f"not {live_format!r}")
+        raise MembershipError(f"live-file format must be {', '.join(LIVE_FORMATS[:-1])} or "
+                              f"{LIVE_FORMATS[-1]}, not {live_format!r}")
+    live_file = live_file or env.get("MEMBERSHIP_LIVE_FILE")
+    if not live_file:
+        if live_format == DROONGA_11:  # where a 1.1 engine reads it, under its base dir
+            from .core.droonga import STATE_FILE
+
+            live_file = os.path.join(base, *STATE_FILE.split("/"))
+        else:
+            live_file = os.path.join(base, "live-nodes.json")
     return Settings(
         base,
         db,

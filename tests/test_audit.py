@@ -53,7 +53,7 @@ def test_failed_then_back_is_one_closed_incident():
     assert (n1["downtime_s"], n1["availability"], n1["mttr_s"], n1["flaps"]) == \
         (30.0, 0.7, 30.0, 1)
     assert doc["nodes"][N0] == {"incidents": [], "downtime_s": 0.0, "availability": 1.0,
-                                "mttr_s": None, "flaps": 0, "flapping": []}
+                                "mttr_s": None, "flaps": 0, "flapping": [], "roles": []}
     assert list(doc["nodes"])[0] == N1, "the worst node comes first"
 
 

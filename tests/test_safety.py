@@ -54,7 +54,7 @@ def test_init_with_an_unusable_catalog_and_none_before_writes_no_live_file(membe
 def test_without_a_catalog_no_live_file_until_a_member_is_seen(membership, tmp_path):
     base = tmp_path / "b"
     out = run(membership, "init", "--base-dir", str(base)).stdout.decode()
-    assert "no live file yet: no catalog" in out
+    assert ": not written yet: no catalog at" in out, out
     assert not (base / "live-nodes.json").exists()
     run(membership, "state", "--base-dir", str(base), "--at", "now", "--as-live-file", code=1)
     env = {"SERF_EVENT": "member-join", "SERF_SELF_NAME": "n0"}

@@ -138,7 +138,7 @@ def test_audit_json_keys_and_values(handle, base):
     assert list(ns)[-1] == N0, "the node never down comes last"
     for n in doc["nodes"].values():
         assert set(n) == {"incidents", "downtime_s", "availability", "mttr_s", "flaps",
-                          "flapping"}
+                          "flapping", "roles"}
     (inc,) = doc["nodes"][N1]["incidents"]
     assert {"down_at", "up_at", "duration_s", "cause", "observers"} <= set(inc)
     assert inc["cause"] == "failed" and inc["observers"] == ["node0"] and inc["up_at"]
@@ -216,23 +216,38 @@ def test_audit_from_derived_incidents_equals_audit_from_a_full_fold(handle, base
     fast = json.loads(invoke("audit", "--base-dir", str(base), "--json", "--until", "now"))
     with NodeStore(str(base / "membership.db")) as st:
         raws = list(st.events(NODE, 0))
+    from membership_log.core.droonga import node_roles
+
     state = project.State()
     triples = []
     sessions = []
+    role_changes = []
+    start_roles = None
     for raw in raws:
         event = derive.parse(raw)
+        before = node_roles(state.nodes, state.members)
         effect = state.apply(event)
         triples.append((event, effect.changes, dict(state.nodes)))
         if effect.restart:  # the observer's agent (re)joined: unobserved since its last event
             sessions.append((effect.restart[0], event.at, effect.restart[1]))
+        after = node_roles(state.nodes, state.members)
+        if start_roles is None:  # the window starts with the first event's state
+            start_roles = after
+            continue
+        role_changes += [(event.at, n, after.get(n)) for n in sorted(before.keys() | after)
+                         if before.get(n) != after.get(n)]
     until = json.loads(json.dumps(fast["until"]))
     from membership_log.core.timespec import parse
 
     until_us = parse(until, 0).us
+    names = {n for n, v in state.nodes.items() if v.in_catalog}
+    stretches = audit.role_stretches(start_roles, role_changes, raws[0].received_us, until_us)
+    found = collect_incidents(triples)
     full = audit_doc(audit.report(
-        collect_incidents(triples), {n for n, v in state.nodes.items() if v.in_catalog},
-        raws[0].received_us, until_us,
-        audit.unobserved(sessions, raws[0].received_us, until_us)))
+        found, names, raws[0].received_us, until_us,
+        audit.unobserved(sessions, raws[0].received_us, until_us),
+        roles={n: stretches.get(n) or [(raws[0].received_us, until_us, None)]
+               for n in names | {i.node for i in found}}))
     assert fast["nodes"] == full["nodes"]
     assert any(n["incidents"] for n in fast["nodes"].values()), "the log has incidents"
     with sqlite3.connect(base / "membership.db") as c:

@@ -15,8 +15,11 @@ from collections.abc import Iterator
 #: An engine node: ``id`` is ``host:port/tag`` (e.g. ``192.168.100.50:10031/droonga``).
 Node = namedtuple("Node", "id host port tag")
 
-#: ``nodes``: every node the catalog names, sorted by id, each once.
-Catalog = namedtuple("Catalog", "version nodes")
+#: ``nodes``: every node the catalog names, sorted by id, each once. ``cluster_id``: the id
+#: Droonga 1.1 computes for it (:func:`membership_log.core.droonga.cluster_id`, read once
+#: here, at parse time), None where Droonga cannot load it: a 1.1 engine tags its Serf agent
+#: with it, and the droonga-1.1 live file keeps only the members carrying it.
+Catalog = namedtuple("Catalog", "version nodes cluster_id", defaults=(None,))
 
 #: A slice of a replica: its volume ``address`` and ``node`` id, or (a volume that holds
 #: ``replicas`` again) ``replicas``: a tuple of nested replicas, each a tuple of slices.
@@ -203,7 +206,10 @@ def parse(data: bytes) -> tuple[Catalog | None, list[str]]:
         nodes.setdefault(node.id, node)
     if not nodes:
         return None, _cap(warnings + ["catalog names no node"])
-    return Catalog(_scalar(version), tuple(nodes[k] for k in sorted(nodes))), _cap(warnings)
+    from .droonga import cluster_id
+
+    return (Catalog(_scalar(version), tuple(nodes[k] for k in sorted(nodes)), cluster_id(doc)),
+            _cap(warnings))
 
 
 def _scalar(version: object) -> object:

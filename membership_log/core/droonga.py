@@ -34,6 +34,42 @@ TAG_ACCEPT_NEWER_THAN = "accept-newer-than"
 #: ``<node>`` that it could not deliver yet, deleted once they are forwarded.
 BUFFERED_PREFIX = "buffered-for-"
 
+#: The tags a 1.1 engine sets on its agent besides ``buffered-for-<node>``, in the order
+#: :func:`droonga_tags` gives them.
+TAGS = (TAG_TYPE, TAG_ROLE, TAG_CLUSTER_ID, TAG_INTERNAL_NAME, TAG_ACCEPT_NEWER_THAN)
+
+
+def droonga_tags(tags: dict | None) -> dict:
+    """The tags of a member that matter to Droonga 1.1: :data:`TAGS` present, in that
+    order, then its ``buffered-for-<node>`` tags sorted ({} for a member without any, as
+    in a cluster that is no Droonga 1.1 one)."""
+    if not tags:
+        return {}
+    out = {k: tags[k] for k in TAGS if k in tags}
+    for k in sorted(k for k in tags if k.startswith(BUFFERED_PREFIX)):
+        out[k] = tags[k]
+    return out
+
+
+def role_tag(tags: dict | None) -> str | None:
+    """A member's ``role`` tag as given (None without one): what ``state`` and ``replay``
+    show. Droonga reads a missing or unknown one as service-provider (:func:`normalize_role`)."""
+    value = tags.get(TAG_ROLE) if tags else None
+    return value if isinstance(value, str) else None
+
+
+def node_roles(nodes: dict, members: dict | None) -> dict:
+    """Each node's role: the :func:`role_tag` of the member its view shows (``nodes``:
+    name -> a view with ``member``, e.g. the fold's NodeView; ``members``: name -> anything
+    with ``tags``); None without a role tag or a member."""
+    members = members or {}
+    out = {}
+    for name, view in nodes.items():
+        m = members.get(view.member) if view.member is not None else None
+        out[name] = role_tag(m.tags) if m is not None else None
+    return out
+
+
 #: Serf statuses as ``serf members`` prints them, plus ``reaped`` (the fold's word for a
 #: member Serf has forgotten: ``serf members`` no longer lists it).
 ALIVE = "alive"

@@ -14,6 +14,9 @@
   lower bound; with ``detection_delay_us``, failed incidents also carry an estimated start.
 - Receive times can step back with the clock: no figure goes negative (an incident "ending"
   before it began lasted 0 s).
+- ``roles``: the stretches the node spent in each role (its member's ``role`` tag, Droonga
+  1.1's: ``service-provider``, ``absorb-source``, ``absorb-destination``; None without one),
+  covering the window end to end (:func:`role_stretches`).
 """
 
 from __future__ import annotations
@@ -96,10 +99,11 @@ Reported = namedtuple("Reported", "incident duration_us unobserved_us")
 
 #: One node's figures over the window: ``incidents`` (:data:`Reported`, in the order they
 #: began), ``downtime_us`` (observed time down), ``availability`` (None if nothing was
-#: observed), ``mttr_us`` (None if no incident closed), ``flaps`` (times it went down), and
-#: ``flapping`` stretches ``(from, to, incidents)``.
+#: observed), ``mttr_us`` (None if no incident closed), ``flaps`` (times it went down),
+#: ``flapping`` stretches ``(from, to, incidents)``, and ``roles``: stretches ``(from, to,
+#: role)`` in time order, covering the window (empty when no role was asked about).
 NodeFigures = namedtuple("NodeFigures", "incidents downtime_us availability mttr_us flaps "
-                         "flapping")
+                         "flapping roles", defaults=((),))
 
 #: An observer's sessions (start times) and the unobserved stretches ``(from, to)`` before
 #: them.
@@ -111,15 +115,46 @@ Sessions = namedtuple("Sessions", "starts unobserved")
 Audit = namedtuple("Audit", "since until observed_us nodes observers detection_delay_us")
 
 
+def role_stretches(start: dict, changes, since_us: int, until_us: int) -> dict:
+    """Node -> its role stretches ``(from, to, role)`` over [since_us, until_us]: ``start``
+    is each node's role at ``since_us`` (None: no role tag, or no member), ``changes`` the
+    ``(at, node, role)`` after it, in log order. Stretches touch end to end; a change to the
+    role already held is none, and a role held for no time leaves no stretch; receive times
+    that step back are taken as "no later than the change before" (no stretch is negative);
+    a node first met in ``changes`` had no role before it."""
+    current = dict(start)
+    began = {n: since_us for n in start}
+    out: dict[str, list] = {n: [] for n in start}
+    last = since_us
+    for at, node, role in changes:
+        at = min(max(at, last, since_us), until_us)
+        last = at
+        if node not in current:
+            current[node], began[node], out[node] = None, since_us, []
+        if role == current[node]:
+            continue
+        if at > began[node]:
+            out[node].append((began[node], at, current[node]))
+        elif out[node] and out[node][-1][2] == role:  # the role between lasted no time
+            current[node], began[node] = role, out[node].pop()[0]
+            continue
+        current[node], began[node] = role, at
+    for node, role in current.items():
+        if until_us > began[node] or not out[node]:
+            out[node].append((began[node], until_us, role))
+    return out
+
+
 def report(incidents, nodes, since_us: int, until_us: int, gaps=(), sessions=None,
            flap_window_us: int = 600_000_000, flap_threshold: int = 3,
-           detection_delay_us: int | None = None) -> Audit:
+           detection_delay_us: int | None = None, roles: dict | None = None) -> Audit:
     """The audit (SPEC "Replay and audit JSON") over [since_us, until_us], as an
     :data:`Audit` record. ``incidents``: tuples in
     :data:`~membership_log.core.incidents.Incident` order (``observers`` a tuple of names,
     or one name as a stored row has it), each node's in the order they began; ``gaps``:
     unobserved ``(from, to)`` within the window; ``sessions``: observer -> :data:`Sessions`,
-    reported as is."""
+    reported as is; ``roles``: node -> role stretches (:func:`role_stretches`), reported as
+    is (a node without: none)."""
     gaps = list(gaps)
     window = max(until_us - since_us, 0)
     observed = window - _overlap(since_us, until_us, gaps)
@@ -159,7 +194,8 @@ def report(incidents, nodes, since_us: int, until_us: int, gaps=(), sessions=Non
             items, downtime,
             round(max(0.0, 1 - downtime / observed), 6) if observed > 0 else None,
             round(sum(repairs) / len(repairs)) if repairs else None,
-            len(starts), flapping(starts, flap_window_us, flap_threshold))
+            len(starts), flapping(starts, flap_window_us, flap_threshold),
+            tuple((roles or {}).get(name, ())))
     order = sorted(out, key=lambda k: (-out[k].downtime_us, -out[k].flaps, k))
     return Audit(since_us, until_us, observed, {k: out[k] for k in order}, sessions or {},
                  detection_delay_us)

@@ -96,6 +96,14 @@ NOTHING = Effect((), False, None, ())
 _REDELIVERY = Effect((), True, None, ())
 
 
+def _role(member: MemberState) -> str | None:
+    """A member's ``role`` tag (Droonga 1.1's role of the node), None without one: what
+    :func:`membership_log.core.droonga.role_tag` reads, inlined here because this runs per
+    member on the handler's hot path, where that module is not loaded."""
+    tags = member.tags
+    return tags.get("role") if tags else None
+
+
 def _liveness(view: NodeView | None) -> str | None:
     return None if view is None else ("live" if view.live else "dead")
 
@@ -110,10 +118,13 @@ class State:
     ``last_at``: observer -> receive time of its latest event; ``max_at``: the latest receive
     time so far (receive times can step back with the clock; this cannot). ``nodes`` is the
     current view, node -> :data:`NodeView`, kept up to date by :meth:`apply`.
+    ``role_epoch`` counts the events that may have changed a node's role (its member's
+    ``role`` tag, Droonga 1.1's): equal at two points, no role changed in between, so an
+    audit finds its role stretches by looking at checkpoints instead of folding its window.
     """
 
     __slots__ = ("seq", "max_at", "catalog", "members", "marks", "session", "applied",
-                 "max_ltime", "counts", "last_at", "nodes",
+                 "max_ltime", "counts", "last_at", "nodes", "role_epoch",
                  "_by_id", "_by_host", "_by_address", "_node_members", "_targets",
                  "_node_marks")
 
@@ -128,6 +139,7 @@ class State:
         self.max_ltime = 0
         self.counts: dict[tuple[str, str], int] = {}
         self.last_at: dict[str, int] = {}
+        self.role_epoch = 0
         self._rebuild()
 
     # -- indexes ---------------------------------------------------------------------------
@@ -241,10 +253,15 @@ class State:
         return NodeView(name, m.status in _SERF_LIVE and not marked, m.status, marked,
                         m.address, name, self.catalog is None)
 
+    def _member_role(self, name: str | None) -> str | None:
+        m = self.members.get(name) if name is not None else None
+        return _role(m) if m is not None else None
+
     def _refresh(self, affected) -> tuple:
         """Recompute the views of ``affected`` nodes; their liveness changes, sorted."""
         nodes = self.nodes
         changes = []
+        shown_moved = False
         for name in sorted(affected):
             before = nodes.get(name)
             after = self._view(name)
@@ -253,6 +270,13 @@ class State:
                     del nodes[name]
             else:
                 nodes[name] = after
+            if not shown_moved:
+                b_member = before.member if before is not None else None
+                a_member = after.member if after is not None else None
+                if b_member != a_member and self._member_role(b_member) != \
+                        self._member_role(a_member):
+                    shown_moved = True  # the node shows another member, of another role
+                    self.role_epoch += 1
             b, a = _liveness(before), _liveness(after)
             if b != a:
                 changes.append(Change(name, b, a))
@@ -280,6 +304,7 @@ class State:
             # An unusable catalog (bad JSON, no nodes) keeps the last good one.
             before = dict(self.nodes)
             self.catalog = event.catalog
+            self.role_epoch += 1  # members are matched anew: a node may show another member
             self._rebuild()
             effect = Effect(self._diff(before), False, None, ())
         else:
@@ -314,6 +339,7 @@ class State:
         words: set[str] = set()
         marks = self.marks
         refused = 0
+        roles_moved = False
         for m in event.members:
             name = m.name
             old = members.get(name)
@@ -331,6 +357,8 @@ class State:
             else:
                 new = MemberState(m.address, m.role, m.tags, status, event.seq)
             members[name] = new
+            if not roles_moved and _role(new) != (_role(old) if old is not None else None):
+                roles_moved = True
             if status is None and old is not None and old_address == new.address:
                 continue  # role and tags only: no node's view shows them
             if old_address != new.address:
@@ -363,6 +391,8 @@ class State:
             targets = self._resolve(word)
             self._target(word, targets)
             affected.update(targets)
+        if roles_moved:
+            self.role_epoch += 1
         if refused:
             warnings = (f"{refused} new member(s) not folded: the state already holds "
                         f"{MAX_MEMBERS} members",)
@@ -471,14 +501,16 @@ def live_nodes(state: State) -> dict[str, str]:
 # -- plain data, for checkpoints ---------------------------------------------------------------
 
 #: Bump when the plain form changes: checkpoints in another form are refolded, never trusted.
-PLAIN_VERSION = 5
+#: 6: the catalog carries its Droonga cluster id; ``role_epoch`` (issue 20).
+PLAIN_VERSION = 6
 
 
 def to_plain(state: State) -> tuple:
     """State as nested tuples, dicts and strings only (``marshal``-able)."""
     cat = None
     if state.catalog is not None:
-        cat = (state.catalog.version, tuple(tuple(n) for n in state.catalog.nodes))
+        cat = (state.catalog.version, tuple(tuple(n) for n in state.catalog.nodes),
+               state.catalog.cluster_id)
     return (
         PLAIN_VERSION,
         state.seq,
@@ -491,18 +523,36 @@ def to_plain(state: State) -> tuple:
         state.max_ltime,
         dict(state.counts),
         dict(state.last_at),
+        state.role_epoch,
     )
 
 
+def _from_v5(plain: tuple) -> tuple:
+    """A version-5 plain state (the release before issue 20) in version 6's form. Retention
+    anchors keep the fold's state in the form of the release that compacted, and cannot be
+    refolded (their events are gone), so this stays. Its catalog's Droonga cluster id is
+    unknown (a catalog is parsed once, and only its nodes were kept): None, until the next
+    catalog event; the role epoch starts at 0."""
+    cat = plain[3]
+    if cat is not None:
+        cat = (cat[0], cat[1], None)
+    return (6, *plain[1:3], cat, *plain[4:], 0)
+
+
 def from_plain(plain: tuple) -> State:
-    """Inverse of :func:`to_plain`; ValueError if ``plain`` is not a state of this version."""
+    """Inverse of :func:`to_plain`; ValueError if ``plain`` is not a state of this version
+    (or of version 5, read through :func:`_from_v5`)."""
+    if isinstance(plain, tuple) and plain and plain[0] == 5 and len(plain) == 11:
+        plain = _from_v5(plain)
     if not isinstance(plain, tuple) or not plain or plain[0] != PLAIN_VERSION:
         raise ValueError("not a fold state of this release")
-    _, seq, max_at, cat, members, marks, session, applied, max_ltime, counts, last_at = plain
+    (_, seq, max_at, cat, members, marks, session, applied, max_ltime, counts, last_at,
+     role_epoch) = plain
     s = State.__new__(State)
     s.seq = seq
     s.max_at = max_at
-    s.catalog = None if cat is None else Catalog(cat[0], tuple(Node(*n) for n in cat[1]))
+    s.catalog = None if cat is None else Catalog(cat[0], tuple(Node(*n) for n in cat[1]),
+                                                 cat[2])
     s.members = {k: MemberState(*v) for k, v in members.items()}
     s.marks = {k: Mark(tuple(v[0]), v[1]) for k, v in marks.items()}
     s.session = session
@@ -510,5 +560,6 @@ def from_plain(plain: tuple) -> State:
     s.max_ltime = max_ltime
     s.counts = dict(counts)
     s.last_at = dict(last_at)
+    s.role_epoch = role_epoch
     s._rebuild()
     return s

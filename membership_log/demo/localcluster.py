@@ -73,7 +73,8 @@ class Agent:
     """One ``serf agent`` bound to its own loopback address, with its own base dir."""
 
     def __init__(self, name: str, ip: str, base_dir: Path, serf: str, membership: str | None,
-                 profile: str = "local", tags: dict[str, str] | None = None) -> None:
+                 profile: str = "local", tags: dict[str, str] | None = None,
+                 live_format: str | None = None) -> None:
         self.name = name
         self.ip = ip
         self.base_dir = Path(base_dir)
@@ -83,6 +84,8 @@ class Agent:
         self.profile = profile
         #: Serf tags the agent starts with (``-tag k=v``), as Droonga's engines set them.
         self.tags = dict(tags or {})
+        #: The handler's ``--live-format`` (None: the default, ``droonga``).
+        self.live_format = live_format
         self.proc: subprocess.Popen | None = None
         self.paused = False
 
@@ -96,11 +99,19 @@ class Agent:
 
     @property
     def live_file(self) -> Path:
+        """Where the handler writes the live file: the default path of its format."""
+        if self.live_format == "droonga-1.1":
+            from ..core.droonga import STATE_FILE
+
+            return self.base_dir / STATE_FILE
         return self.base_dir / "live-nodes.json"
 
     @property
     def handler(self) -> str:
-        return f"{self.membership} handle --base-dir {shlex.quote(str(self.base_dir))}"
+        line = f"{self.membership} handle --base-dir {shlex.quote(str(self.base_dir))}"
+        if self.live_format is not None:
+            line += f" --live-format {shlex.quote(self.live_format)}"
+        return line
 
     def start(self, join: Agent | None = None) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,17 @@ from collections.abc import Iterator
 from ..core import events, merge
 from ..core import fold as project
 from ..core.clock import now_us
+from ..core.droonga import node_roles, normalize_role
 from ..core.errors import MembershipError
-from ..core.figures import Audit, Sessions, intersect, report, totals, unobserved
+from ..core.figures import (
+    Audit,
+    Sessions,
+    intersect,
+    report,
+    role_stretches,
+    totals,
+    unobserved,
+)
 from ..core.incidents import CAUSES, Incident, close, record
 from ..core.names import unknown
 from ..core.timespec import MAX_US, MIN_US, Point, check_window, iso
@@ -51,12 +60,23 @@ def open_store(url: str):
 
 
 #: The state at a moment: ``seq`` of the last event folded (None when merged over several
-#: logs), ``at`` its receive time (None before any event), ``nodes``: name -> NodeView.
-StateAt = namedtuple("StateAt", "seq at nodes")
+#: logs), ``at`` its receive time (None before any event), ``nodes``: name -> NodeView,
+#: ``members``: member name -> MemberState (each member's tags, roles included; merged: as
+#: the log that heard of anything last has it), ``catalog``: the catalog in force (None
+#: when merged: each log has its own).
+StateAt = namedtuple("StateAt", "seq at nodes members catalog", defaults=(None, None))
 
 #: One replayed event: ``origin`` (None on a node store), the raw event, the parsed one, the
-#: liveness ``changes`` it caused (cluster-wide when merged), whether it was a redelivery.
-Replayed = namedtuple("Replayed", "origin raw event changes redelivery")
+#: liveness ``changes`` it caused (cluster-wide when merged), whether it was a redelivery,
+#: the ``roles`` it changed (:data:`RoleChange`, in its log) and, for one of Droonga 1.1's
+#: own user events or queries, ``command``: what its handler on the observer reads in it
+#: (:data:`membership_log.core.droonga.Command`; None for any other event).
+Replayed = namedtuple("Replayed", "origin raw event changes redelivery roles command",
+                      defaults=((), None))
+
+#: A role change: a member whose ``role`` tag (Droonga 1.1's role) an event changed, known
+#: before with ``before`` (None: no role tag), now ``after``.
+RoleChange = namedtuple("RoleChange", "member before after")
 
 
 # -- what a question covers ------------------------------------------------------------------
@@ -169,11 +189,26 @@ def state_at(store, at: Point | None = None, observer: str | None = None) -> Sta
                                   f"theirs together; replay and audit take --observer")
         state = driver.start(store, origin, _seq(store, origin, at))
         when = store.received_at(origin, state.seq) if state.seq else None
-        return StateAt(state.seq, when, dict(state.nodes))
+        return StateAt(state.seq, when, dict(state.nodes), dict(state.members), state.catalog)
     states = {o: driver.start(store, o, _seq(store, o, at)) for o in scope.origins}
     times = [store.received_at(o, s.seq) for o, s in states.items() if s.seq]
     return StateAt(None, max(times) if times else None,
-                   merge.views({o: s.nodes for o, s in states.items()}))
+                   merge.views({o: s.nodes for o, s in states.items()}),
+                   _merged_members(states.values()))
+
+
+def _merged_members(states) -> dict:
+    """Each member as the log that heard of anything last has it (by receive time, then by
+    content: never by the logs' names): its tags and role for a merged view."""
+    out: dict = {}
+    rank: dict = {}
+    for state in states:
+        for name, m in state.members.items():
+            key = (state.max_at, repr(m))
+            if name not in rank or key > rank[name]:
+                rank[name] = key
+                out[name] = m
+    return out
 
 
 def live_set(state: StateAt) -> dict[str, str]:
@@ -218,15 +253,59 @@ def _touches(state: project.State, event, changes, ids: set[str], name: str) -> 
         ids.intersection((event.payload or "").split()) or name in (event.payload or "").split())
 
 
+class _Roles:
+    """Each member's role tag as a replayed log knows it, so that an event's role changes
+    can be told (the fold keeps the tags; replay compares them around each event)."""
+
+    def __init__(self, state: project.State) -> None:
+        from ..core.droonga import role_tag
+
+        self.role_tag = role_tag
+        self.known = {n: role_tag(m.tags) for n, m in state.members.items()}
+
+    def changes(self, state: project.State, event) -> tuple:
+        """The role changes ``event``, just folded into ``state``, made."""
+        if not event.members:
+            return ()
+        out = []
+        known = self.known
+        for m in event.members:
+            now = state.members.get(m.name)
+            if now is None:
+                continue  # not folded (the state's bound on members)
+            after = self.role_tag(now.tags)
+            if m.name in known and known[m.name] != after:
+                out.append(RoleChange(m.name, known[m.name], after))
+            known[m.name] = after
+        return tuple(out)
+
+
+def _command(state: project.State, event):
+    """A Droonga 1.1 user event or query as its handler on the observer reads it (the
+    cluster id: that of the catalog in force), or None."""
+    if event.kind not in (events.USER, events.QUERY):
+        return None
+    from ..core.droonga import COMMANDS, parse_command
+
+    if event.name not in COMMANDS:
+        return None
+    cid = state.catalog.cluster_id if state.catalog is not None else None
+    return parse_command(event.name, event.payload, event.observer, cid)
+
+
 def _one_log(store, origin: str, first: int, last: int, node, observer, label):
     ids = _node_ids(store, [origin], node) if node is not None else None
     state = driver.start(store, origin, first - 1)
+    roles = _Roles(state)
     for raw, event, effect in driver.forward(state, store.events(origin, first - 1, last)):
+        changed = roles.changes(state, event)
         if observer is not None and raw.observer not in (observer, ""):
             continue
-        if ids is not None and not _touches(state, event, effect.changes, ids, node):
+        command = _command(state, event)
+        if ids is not None and not _touches(state, event, effect.changes, ids, node) and not (
+                command is not None and (command.target in ids or command.node == node)):
             continue
-        yield Replayed(label, raw, event, effect.changes, effect.redelivery)
+        yield Replayed(label, raw, event, effect.changes, effect.redelivery, changed, command)
 
 
 def replay(store, since: Point | None = None, until: Point | None = None,
@@ -262,15 +341,18 @@ def _merged(store, windows: dict, node: str | None) -> Iterator[Replayed]:
         cluster.seed(o, {n: "live" if v.live else "dead" for n, v in state.nodes.items()})
 
         def stream(o=o, state=state, first=first, last=last):
+            roles = _Roles(state)
             for raw, event, effect in driver.forward(state, store.events(o, first - 1, last)):
-                yield (raw.received_us, o, (o, raw, event, effect.redelivery),
-                       effect.changes)
+                yield (raw.received_us, o, (o, raw, event, effect.redelivery,
+                                            roles.changes(state, event),
+                                            _command(state, event)), effect.changes)
         streams.append(stream())
     steps = heapq.merge(*streams, key=lambda s: (s[0], s[1]))
-    for (o, raw, event, redelivery), changes in merge.merge(steps, cluster):
-        if ids is not None and not _touches(states[o], event, changes, ids, node):
+    for (o, raw, event, redelivery, roles, command), changes in merge.merge(steps, cluster):
+        if ids is not None and not _touches(states[o], event, changes, ids, node) and not (
+                command is not None and (command.target in ids or command.node == node)):
             continue
-        yield Replayed(o, raw, event, changes, redelivery)
+        yield Replayed(o, raw, event, changes, redelivery, roles, command)
 
 
 # -- incidents and the audit -------------------------------------------------------------------
@@ -382,6 +464,7 @@ def audit(store, since: Point | None = None, until: Point | None = None,
     gap_lists = []
     observed_by: dict[str, list] = {}
     names: set[str] = set()
+    ends: dict[str, project.State] = {}
     for o in origins:
         sessions = [(obs, started, gap) for _, obs, started, gap in store.sessions(o)]
         if scope.observer is not None:
@@ -396,6 +479,7 @@ def audit(store, since: Point | None = None, until: Point | None = None,
             state = driver.start(store, o, driver.seq_at_time(store, o, until_us))
         except driver.OutOfRange:
             state = project.State()
+        ends[o] = state
         names.update(n for n, v in state.nodes.items() if v.in_catalog)
         # Every observer of the window belongs in the report, with the session it is in,
         # even one whose agent never (re)started within the log (no session recorded).
@@ -412,10 +496,72 @@ def audit(store, since: Point | None = None, until: Point | None = None,
         names = {n for n in names if _in_range(n, part)}
     sessions = {obs: Sessions(starts, gaps_) for obs, (starts, gaps_)
                 in sorted(observed_by.items())}
+    roles = _roles(store, ends, since_us, until_us, names)
     return report(found, names, since_us, until_us, gaps, sessions,
                   flap_window_us=int(flap_window_s * 1e6), flap_threshold=flap_threshold,
                   detection_delay_us=(None if detection_delay_s is None
-                                      else int(detection_delay_s * 1e6)))
+                                      else int(detection_delay_s * 1e6)), roles=roles)
+
+
+# -- roles over a window -----------------------------------------------------------------------
+
+
+def _role_changes(store, origin: str, low: project.State, high_seq: int,
+                  high_epoch: int) -> Iterator[tuple]:
+    """``(at, node, role)`` for each node whose role changed in events ``low.seq+1 ..
+    high_seq``. The fold's role epoch is equal at two points only if no role changed in
+    between, so stretches between checkpoints of equal epochs are skipped, and the rest
+    halved at checkpoints until only stretches of one checkpoint interval are folded."""
+    if low.role_epoch == high_epoch or high_seq <= low.seq:
+        return
+    for seq in ((low.seq + high_seq) // 2, high_seq - 1):
+        point = store.checkpoint_at_or_before(origin, seq)
+        if point is not None and low.seq < point[0] < high_seq:
+            middle = point[2]
+            yield from _role_changes(store, origin, low, middle.seq, middle.role_epoch)
+            yield from _role_changes(store, origin, middle, high_seq, high_epoch)
+            return
+    state = low.copy()
+    before = node_roles(state.nodes, state.members)
+    epoch = state.role_epoch
+    for raw, _, _ in driver.forward(state, store.events(origin, state.seq, high_seq)):
+        if state.role_epoch == epoch:
+            continue
+        epoch = state.role_epoch
+        now = node_roles(state.nodes, state.members)
+        for node in sorted(before.keys() | now.keys()):
+            if before.get(node) != now.get(node):
+                yield raw.received_us, node, now.get(node)
+        before = now
+
+
+def _roles(store, ends: dict, since_us: int, until_us: int, names: set) -> dict:
+    """Node -> role stretches over the window (:func:`~membership_log.core.figures.
+    role_stretches`), for the audit's ``names`` (a node no log knows a member of: one
+    stretch without a role). Merged over several logs: a node's own log
+    (the one whose origin is its name: Droonga 1.1 names Serf members by node id) where
+    there is one, else the log that saw its role change most."""
+    per_log = {}
+    for origin, end in ends.items():
+        try:
+            start = driver.start(store, origin, driver.seq_at_time(store, origin, since_us))
+        except driver.OutOfRange:
+            start = project.State()
+        changes = _role_changes(store, origin, start, end.seq, end.role_epoch)
+        stretches = role_stretches(node_roles(start.nodes, start.members), changes, since_us,
+                                   until_us)
+        per_log[origin] = {n: v for n, v in stretches.items() if n in names}
+    out = {}
+    for name in names:
+        if len(per_log) == 1:
+            found = next(iter(per_log.values())).get(name)
+        elif name in per_log and name in per_log[name]:
+            found = per_log[name][name]
+        else:
+            candidates = [log[name] for log in per_log.values() if name in log]
+            found = max(candidates, key=lambda v: (len(v), repr(v))) if candidates else None
+        out[name] = found if found else [(since_us, until_us, None)]
+    return out
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -454,16 +600,20 @@ def metrics(store, observer: str | None = None, now: int | None = None,
     states = [_head_state(store, o) for o in scope.origins]
     view = merge.views({o: s.nodes for o, s in zip(scope.origins, states, strict=True)}) \
         if scope.merged else states[0].nodes
+    members = _merged_members(states) if scope.merged else states[0].members
+    roles = node_roles(view, members)
     found = _incidents(store, scope, MIN_US, MAX_US, True, by_node=True)
     if exclude:
         found = [i for i in found if i[3] not in exclude]
     nodes: dict[str, dict] = {}
     open_cause = {i[0]: i[3] for i in found if i[2] is None}  # in the order they began
     for name, v in view.items():
+        role = roles.get(name)
         nodes[name] = {"up": v.live, "marked": v.marked,
                        "down_cause": None if v.live else open_cause.get(name),
                        "incidents": dict.fromkeys(CAUSES, 0), "downtime_s": 0.0,
-                       "last_change_s": None, "flapping": False}
+                       "last_change_s": None, "flapping": False,
+                       "role": None if role is None else normalize_role(role)}
     for node, by_cause in totals(found, now).items():
         n = nodes.setdefault(node, {"up": False, "marked": False,
                                     "incidents": dict.fromkeys(CAUSES, 0),

@@ -18,9 +18,31 @@ def publisher(live_file: str, fmt: str = "droonga"):
     while the store's write lock is held, so the file never moves backwards, and any
     temporary file of a writer killed mid-way can be swept."""
 
+    if fmt == livefile.DROONGA_11:
+        return _droonga11(live_file)
+
     def publish(state) -> None:
         if livefile.outage_reason(state.nodes) is not None:
             return  # no node known yet: no file, rather than one that says "none is live"
         files.write_atomic(live_file, livefile.render_view(state.nodes, fmt), sweep=True)
+
+    return publish
+
+
+def _droonga11(live_file: str):
+    """Droonga 1.1's ``state/cluster-state.json``: left as it is while there is none to
+    write (:func:`membership_log.render.livefile.droonga11_file` says when); its directory
+    (``<base-dir>/state``) made 0755 if missing, and never followed if it is someone
+    else's symbolic link (:func:`membership_log.stores.files.ensure_dir`)."""
+    import os
+
+    directory = os.path.dirname(os.path.abspath(live_file))
+
+    def publish(state) -> None:
+        data, _ = livefile.droonga11_file(state)
+        if data is None:
+            return
+        files.ensure_dir(directory)
+        files.write_atomic(live_file, data, sweep=True)
 
     return publish

@@ -81,9 +81,12 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
         state, _, notes = driver.catch_up(store, NODE, publisher(settings), progress=progress)
     finally:
         store.close()
+    from ..render.livefile import file_of
+
     return {"store": path, "from": before, "to": after, "seq": state.seq,
             "live": sorted(fold.live_nodes(state)), "catalog": catalog,
             "live_file": files.read_bytes(settings.live_file) is not None,
+            "not_written": file_of(state, settings.live_format)[1],
             "warnings": warnings + [w for seq in sorted(notes) for w in notes[seq]]}
 
 

@@ -15,7 +15,8 @@ The snapshot::
     {"nodes": {NODE: {"up": bool, "marked": bool, "down_cause": str | None,
                       "incidents": {"failed": int, "left": int, "operator": int},
                       "downtime_s": float, "last_change_s": float | None,
-                      "flapping": bool | None}},
+                      "flapping": bool | None,
+                      "role": str | None}},
      "live_nodes": int, "catalog_nodes": int,
      "events": [{"observer": str, "event": str, "count": int}],
      "last_event_s": {OBSERVER: float},
@@ -34,6 +35,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from ..core import labels
+from ..core.droonga import ROLES
 
 #: The HTTP Content-Type of :func:`render`'s output.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -93,6 +95,12 @@ class _SnapshotCollector(Collector):
             "membership_node_flapping",
             "1 if the node is flapping (too many incidents began within the flap window), "
             "else 0.", labels=["node"])
+        role = GaugeMetricFamily(
+            "membership_node_role",
+            "1 for the node's current Droonga 1.1 role (its member's role tag as Droonga "
+            "reads it: service-provider, absorb-source, absorb-destination), 0 for the "
+            "others; no series for a node whose member has no role tag.",
+            labels=["node", "role"])
 
         for name in order:
             n, label = nodes[name], names[name]
@@ -108,9 +116,14 @@ class _SnapshotCollector(Collector):
                 flapping.add_metric([label], 1.0 if n["flapping"] else 0.0)
             if n.get("down_cause") is not None:
                 down_cause.add_metric([label, labels.clean(n["down_cause"])], 1.0)
+            if n.get("role") is not None:
+                for r in ROLES:
+                    role.add_metric([label, r], 1.0 if n["role"] == r else 0.0)
         yield from (up, marked, incidents, downtime, changed, down_cause)
         if flapping.samples:
             yield flapping
+        if role.samples:
+            yield role
 
         yield GaugeMetricFamily(
             "membership_live_nodes", "Catalog nodes live now (the live file's entries).",

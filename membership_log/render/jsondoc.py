@@ -63,15 +63,21 @@ def _iso(us):
 
 
 def state_doc(now) -> dict:
-    """``state --json``: a :data:`~membership_log.history.api.StateAt`."""
-    return {
-        "seq": now.seq,
-        "at": _iso(now.at),
-        "nodes": {n.name: {"live": n.live, "serf": n.serf, "marked": n.marked,
-                           "address": n.address, "member": n.member,
-                           "in_catalog": n.in_catalog}
-                  for n in sorted(now.nodes.values(), key=lambda v: v.name)},
-    }
+    """``state --json``: a :data:`~membership_log.history.api.StateAt`. Per node, besides
+    its liveness: ``role`` (its member's ``role`` tag, null without one) and ``tags`` (the
+    member's tags that matter to Droonga 1.1: type, role, cluster_id, internal-name,
+    accept-newer-than, buffered-for-*)."""
+    from ..core.droonga import droonga_tags, role_tag
+
+    members = now.members or {}
+    nodes = {}
+    for n in sorted(now.nodes.values(), key=lambda v: v.name):
+        m = members.get(n.member) if n.member is not None else None
+        tags = m.tags if m is not None else None
+        nodes[n.name] = {"live": n.live, "serf": n.serf, "marked": n.marked,
+                         "address": n.address, "member": n.member, "in_catalog": n.in_catalog,
+                         "role": role_tag(tags), "tags": droonga_tags(tags)}
+    return {"seq": now.seq, "at": _iso(now.at), "nodes": nodes}
 
 
 def replay_doc(r) -> dict:
@@ -90,10 +96,22 @@ def replay_doc(r) -> dict:
         "changes": [{"node": c.node, "from": c.before, "to": c.after} for c in r.changes],
         "duplicate": r.redelivery,
         "warnings": list(e.warnings),
+        "roles": [{"member": c.member, "from": c.before, "to": c.after} for c in r.roles],
+        "droonga": command_doc(r.command),
     }
     if r.origin is not None:
         out["origin"] = r.origin
     return out
+
+
+def command_doc(c) -> dict | None:
+    """A Droonga 1.1 user event or query in ``replay --json`` (None for any other event):
+    what droonga-engine-serf-event-handler on the observer reads in it."""
+    if c is None:
+        return None
+    return {"command": c.name, "node": c.node, "target": c.target, "payload": c.payload,
+            "cluster_id": c.cluster_id, "for_cluster": c.for_cluster, "for_node": c.for_node,
+            "acted_on": c.process, "fields": c.fields}
 
 
 def export_doc(raw) -> dict:
@@ -135,6 +153,7 @@ def node_doc(figures, delay_us: int | None) -> dict:
         "flaps": figures.flaps,
         "flapping": [{"from": iso(a), "to": iso(b), "incidents": k}
                      for a, b, k in figures.flapping],
+        "roles": [{"role": role, "from": iso(a), "to": iso(b)} for a, b, role in figures.roles],
     }
 
 
@@ -180,12 +199,7 @@ def node_fragment(name: str, figures, delay_us: int | None) -> str:
     """One node's ``"name":{...}`` of ``audit --json``, exactly as ``encode`` writes it
     within :func:`audit_doc`: the unit a share of a long audit encodes in a worker of its
     own (:mod:`membership_log.history.bulk`)."""
-    head = encode({"incidents": [], "downtime_s": figures.downtime_us / 1e6,
-                   "availability": figures.availability,
-                   "mttr_s": None if figures.mttr_us is None else figures.mttr_us / 1e6,
-                   "flaps": figures.flaps,
-                   "flapping": [{"from": iso(a), "to": iso(b), "incidents": k}
-                                for a, b, k in figures.flapping]})
+    head = encode(node_doc(figures._replace(incidents=()), delay_us))  # the rest, as is
     return (encode(name) + ':{"incidents":' + _incidents_text(figures.incidents, delay_us)
             + head[len('{"incidents":[]'):])
 

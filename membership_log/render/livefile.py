@@ -1,5 +1,11 @@
 """The live-node file Droonga's engine reads, rendered and written.
 
+Three formats (``settings.LIVE_FORMATS``): ``droonga`` (1.0.x ``live-nodes.json``) and
+``cluster-state`` are rendered here from the fold's node view (:func:`render_view`);
+``droonga-1.1`` (droonga-engine 1.1's ``state/cluster-state.json``) from its member view and
+catalog, by :mod:`membership_log.core.droonga` and :mod:`membership_log.render.droonga11`
+(:func:`droonga11_file`). :func:`file_of` answers for any of them.
+
 :func:`render` is pure and deterministic: equal live sets give equal bytes, identical to
 ``json.dumps(obj, indent=2, sort_keys=True) + "\\n"`` (a test holds it to that). It is written
 by hand because importing ``json`` costs the handler about 9 ms (README, "Performance").
@@ -82,6 +88,54 @@ def render_compact(value: object) -> str:
             json_string(k) + ":" + render_compact(v) for k, v in value.items()
         ) + "}"
     raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+#: The format droonga-engine 1.1 reads (``settings.DROONGA_11``).
+DROONGA_11 = "droonga-1.1"
+
+
+def droonga11_file(state) -> tuple[bytes | None, str | None]:
+    """Droonga 1.1's ``cluster-state.json`` for a fold state (anything with ``members``,
+    name -> MemberState, and ``catalog``): ``(bytes, None)``, or ``(None, why)`` when there
+    is no file to write, and the one on disk is left as it is:
+
+    - no catalog recorded, or one whose Droonga cluster id is unknown (Droonga 1.1 cannot
+      load it: its own handler raises and writes nothing); the last good catalog stays in
+      force as for every format, so this is a catalog with nodes that Droonga refuses;
+    - no Serf member heard of yet (only ``init``'s catalog): Droonga's own handler always
+      lists at least its own agent, and a 1.1 engine reads ``{}`` (or no file) as "no node
+      is live", an outage no event caused.
+
+    Otherwise exactly ``JSON.pretty_generate(Serf#current_cluster_state) + "\\n"`` over the
+    fold's members (:func:`membership_log.core.droonga.cluster_state`), except that a
+    failed member is ``"live": false`` as soon as Serf reports it."""
+    catalog = state.catalog
+    if catalog is None:
+        return None, "no catalog recorded: Droonga 1.1 lists the members of its catalog's " \
+                     "cluster, and cannot run without one"
+    if catalog.cluster_id is None:
+        return None, ("the catalog in force has no Droonga cluster id (Droonga 1.1 cannot load "
+                      "it, or it was recorded before a retention anchor of an older release)")
+    members = state.members
+    if not members:
+        return None, "no Serf member heard of yet"
+    from ..core.droonga import cluster_state
+    from .droonga11 import render_cluster_state
+
+    view = {name: (m.status, m.tags) for name, m in members.items()}
+    return render_cluster_state(cluster_state(view, catalog.cluster_id)), None
+
+
+def file_of(state, fmt: str = "droonga") -> tuple[bytes | None, str | None]:
+    """The live file of a fold state (``nodes``, ``members``, ``catalog``) in ``fmt``:
+    ``(bytes, None)``, or ``(None, why)`` when no file is to be written (see
+    :func:`outage_reason` and :func:`droonga11_file`)."""
+    if fmt == DROONGA_11:
+        return droonga11_file(state)
+    reason = outage_reason(state.nodes)
+    if reason is not None:
+        return None, reason
+    return render_view(state.nodes, fmt), None
 
 
 def outage_reason(nodes: dict) -> str | None:

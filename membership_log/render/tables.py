@@ -67,11 +67,40 @@ def _iso(us):
     return iso(us) if us is not None else None
 
 
+def _droonga_notes(tags: dict | None, cluster_id: str | None) -> list[str]:
+    """What a member's Droonga 1.1 tags say beyond its role, for the state table."""
+    from ..core.droonga import BUFFERED_PREFIX, TAG_ACCEPT_NEWER_THAN, TAG_CLUSTER_ID
+
+    if not tags:
+        return []
+    notes = []
+    theirs = tags.get(TAG_CLUSTER_ID)
+    if theirs is not None and cluster_id is not None and theirs != cluster_id:
+        notes.append("another cluster")
+    if tags.get(TAG_ACCEPT_NEWER_THAN) is not None:
+        notes.append(f"accepts newer than {tags[TAG_ACCEPT_NEWER_THAN]}")
+    held = sorted(k[len(BUFFERED_PREFIX):] for k, v in tags.items()
+                  if k.startswith(BUFFERED_PREFIX) and v == "true")
+    if held:
+        notes.append("buffering for " + " ".join(held))
+    return notes
+
+
 def state_table(now, at=None) -> str:
+    from ..core.droonga import role_tag
+
     nodes = now.nodes.values()
-    rows = [[n.name, "live" if n.live else "DEAD", n.serf or "-", "down" if n.marked else "",
-             n.address or "-", n.member or "-", "" if n.in_catalog else "not in catalog"]
-            for n in sorted(nodes, key=lambda n: (n.live, n.name))]
+    members = now.members or {}
+    cluster_id = now.catalog.cluster_id if now.catalog is not None else None
+    rows = []
+    for n in sorted(nodes, key=lambda n: (n.live, n.name)):
+        m = members.get(n.member) if n.member is not None else None
+        tags = m.tags if m is not None else None
+        notes = ([] if n.in_catalog else ["not in catalog"]) + _droonga_notes(tags, cluster_id)
+        role = role_tag(tags)
+        rows.append([n.name, "live" if n.live else "DEAD", n.serf or "-", role or "-",
+                     "down" if n.marked else "", n.address or "-", n.member or "-",
+                     "; ".join(notes)])
     when = _iso(now.at) or "no events"
     live = sum(1 for n in nodes if n.live and n.in_catalog)
     prefix = f"at {printable(at.text)}: " if at is not None else ""
@@ -80,7 +109,8 @@ def state_table(now, at=None) -> str:
     head = (f"{prefix}{where}: {live} of {sum(1 for n in nodes if n.in_catalog)} node(s) live")
     if not rows:
         return head
-    return head + "\n" + table(["NODE", "LIVE", "SERF", "MARK", "ADDRESS", "MEMBER", ""], rows)
+    return head + "\n" + table(["NODE", "LIVE", "SERF", "ROLE", "MARK", "ADDRESS", "MEMBER", ""],
+                               rows)
 
 
 def _summary(event) -> str:
@@ -99,14 +129,35 @@ def _summary(event) -> str:
     return "; ".join(event.warnings)[:80]
 
 
+def _command_summary(c) -> str:
+    """A Droonga 1.1 command as the replay's DETAIL: name, target, what it sets, and whether
+    the observer's Droonga handler acts on it."""
+    target = c.target or (c.node if isinstance(c.node, str) else None)
+    fields = ", ".join(f"{k} {'/'.join(v) if isinstance(v, tuple) else v}"
+                       for k, v in c.fields.items() if v is not None)
+    if c.payload is None:
+        why = "payload unreadable"
+    elif not c.for_cluster:
+        why = "another cluster"
+    elif c.for_node is False:
+        why = "for another node"
+    else:
+        why = "acted on" if c.process else "not acted on"
+    return " ".join(p for p in (c.name, f"-> {target}" if target else "",
+                                f"({fields})" if fields else "", f"[{why}]") if p)
+
+
 def replay_row(r, observer=None) -> list[str]:
     e = r.event
-    effect = ", ".join(f"{c.node} {c.before or 'new'} -> {c.after or 'gone'}"
-                       for c in r.changes)
+    effect = ", ".join([f"{c.node} {c.before or 'new'} -> {c.after or 'gone'}"
+                        for c in r.changes]
+                       + [f"{c.member} role {c.before or '-'} -> {c.after or '-'}"
+                          for c in r.roles])
     if r.redelivery:
         effect = "(delivered again: no effect)"
     seq = f"{r.origin}:{e.seq}" if r.origin is not None and observer is None else str(e.seq)
-    return [seq, _iso(e.at)[:23], e.observer or r.origin or "-", e.kind, _summary(e), effect]
+    detail = _summary(e) if r.command is None else _command_summary(r.command)
+    return [seq, _iso(e.at)[:23], e.observer or r.origin or "-", e.kind, detail, effect]
 
 
 def audit_text(audit) -> str:
@@ -151,6 +202,12 @@ def audit_text(audit) -> str:
     if detail:
         detail.sort(key=lambda d: d[0])
         lines += ["", table(headers, [row for _, row in detail])]
+    roles = [(name, r) for name, n in audit.nodes.items() for r in n.roles
+             if any(role not in (None, "service-provider") for _, _, role in n.roles)]
+    if roles:  # only where a node was in another role than a service provider's
+        lines += ["", table(["NODE", "ROLE", "FROM (UTC)", "TO (UTC)", "DURATION"],
+                            [[name, role or "-", iso(a)[:23], iso(b)[:23],
+                              duration(seconds(b - a))] for name, (a, b, role) in roles])]
     gaps = [(obs, g) for obs, s in audit.observers.items() for g in s.unobserved]
     if gaps:
         lines += ["", table(["OBSERVER", "UNOBSERVED FROM", "TO"],
@@ -159,15 +216,43 @@ def audit_text(audit) -> str:
     return "\n".join(lines)
 
 
-def route_text(routes: dict, stranded: list) -> str:
-    lines = []
+def _role_nodes(routes: dict, role: str) -> str:
+    """The nodes of every dataset under Droonga 1.1's rules for a sender of ``role``."""
+    nodes: dict = {}
+    for r in routes.values():
+        nodes.update(r["nodes"])
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    rows = [[n, v["role"], "live" if v["live"] else "DEAD", yes(v["forwardable"]),
+             yes(v["readable"]), yes(v["writable"]),
+             "at once" if v["delivers_now"] else ("buffered" if v["writable"] else "-"),
+             "unprocessed messages" if v["have_unprocessed_messages"] else ""]
+            for n, v in sorted(nodes.items())]
+    return f"sender role {role}\n" + table(
+        ["NODE", "ROLE", "LIVE", "FORWARD", "READ", "WRITE", "WRITES", ""], rows)
+
+
+def route_text(routes: dict, stranded: list, role: str | None = None) -> str:
+    lines = [_role_nodes(routes, role), ""] if role is not None else []
     for name, r in routes.items():
         n = len(r["replicas"])
-        head = f"dataset {name}: {len(r['usable_replicas'])} of {n} replica(s) usable"
+        if role is None:
+            head = f"dataset {name}: {len(r['usable_replicas'])} of {n} replica(s) usable"
+        else:
+            head = (f"dataset {name}: {len(r['usable_replicas'])} of {n} replica(s) readable, "
+                    f"{len(r['writable_replicas'])} writable")
         lines.append(printable(head + ("  ** NO USABLE REPLICA **" if name in stranded else "")))
         for rep in r["replicas"]:
-            st = "usable" if rep["usable"] else \
-                f"DOWN (dead: {', '.join(rep['dead_nodes']) or 'nested replicas'})"
+            if role is None:
+                st = "usable" if rep["usable"] else \
+                    f"DOWN (dead: {', '.join(rep['dead_nodes']) or 'nested replicas'})"
+            else:
+                st = "readable" if rep["usable"] else \
+                    f"not readable ({', '.join(rep['dead_nodes']) or 'nested replicas'})"
+                st += ", writable" if rep["index"] in r["writable_replicas"] else \
+                    ", not writable"
             lines.append(printable(f"  replica {rep['index']}: {st}"))
         for label, addresses in r["slices"].items():
             lines.append(printable(f"  slice {label}: {' '.join(addresses) or '(no live volume)'}"))

@@ -26,6 +26,9 @@ TOP = 64
 OTHER = "#6c5b7b"
 #: Flapping stretches: a bar under the row.
 FLAPPING = "#ff7f0e"
+#: Droonga 1.1's roles other than a service provider's: the stretch of the row is shaded
+#: (a node being filled, or filling another, takes no service provider's reads).
+ROLE_SHADES = {"absorb-source": "#2f6fd0", "absorb-destination": "#8e44ad"}
 _STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
             43200, 86400, 172800, 604800, 2592000]
 
@@ -62,11 +65,14 @@ def _ticks(since_us: int, until_us: int, iso) -> list[tuple[int, str]]:
 
 
 def render_svg(nodes: list[str], incidents: list[Incident], since_us: int, until_us: int,
-               iso, unobserved=(), flapping=None) -> str:
+               iso, unobserved=(), flapping=None, roles=None) -> str:
     """The picture as SVG. ``nodes`` in row order; ``iso`` formats microseconds;
     ``unobserved``: ``(from, to)`` spans when an observer could see nothing (hatched across
-    every row); ``flapping``: node -> ``[(from, to)]`` stretches (underlined in orange)."""
+    every row); ``flapping``: node -> ``[(from, to)]`` stretches (underlined in orange);
+    ``roles``: node -> ``[(from, to, role)]`` stretches (those in an absorb-* role are
+    shaded under the incidents)."""
     flapping = flapping or {}
+    roles = roles or {}
     span = max(until_us - since_us, 1)
 
     def x(us: int) -> float:
@@ -104,6 +110,15 @@ def render_svg(nodes: list[str], incidents: list[Incident], since_us: int, until
                    f'{_x(node)}</text>')
         out.append(f'<rect x="{LABEL_W}" y="{y + 6}" width="{PLOT_W}" height="{ROW_H - 12}" '
                    f'fill="{COLORS["live"]}"><title>{_x(node)}: live</title></rect>')
+        for r0, r1, role in roles.get(node, ()):
+            shade = ROLE_SHADES.get(role)
+            if shade is None or r1 < since_us or r0 > until_us:
+                continue
+            x0, x1 = x(r0), x(r1)
+            title = f"{node}: {role} from {iso(r0)} to {iso(r1)}, {duration((r1 - r0) / 1e6)}"
+            out.append(f'<rect class="role" data-role="{_x(role)}" x="{x0:.1f}" y="{y + 6}" '
+                       f'width="{max(x1 - x0, 2.0):.1f}" height="{ROW_H - 12}" fill="{shade}" '
+                       f'fill-opacity="0.75"><title>{_x(title)}</title></rect>')
         for inc in by_node.get(node, []):
             end = inc.up_at if inc.up_at is not None else until_us
             if end < since_us or inc.down_at > until_us:
@@ -156,6 +171,13 @@ def render_svg(nodes: list[str], incidents: list[Incident], since_us: int, until
     if any(flapping.values()):
         out.append(f'<rect x="{lx}" y="{ly - 4}" width="14" height="3" fill="{FLAPPING}"/>'
                    f'<text x="{lx + 20}" y="{ly}">flapping</text>')
+        lx += 40 + 8 * len("flapping")
+    shown = {role for stretches in roles.values() for _, _, role in stretches}
+    for role, shade in ROLE_SHADES.items():
+        if role in shown:
+            out.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="12" fill="{shade}" '
+                       f'fill-opacity="0.75"/><text x="{lx + 20}" y="{ly}">{role}</text>')
+            lx += 40 + 8 * len(role)
     if not nodes:
         out.append(f'<text x="{LABEL_W}" y="{TOP + 18}" fill="#555">no nodes in this '
                    f'window</text>')
@@ -183,5 +205,6 @@ def picture(audit) -> str:
     rows = [as_incident(r.incident) for n in audit.nodes.values() for r in n.incidents]
     gaps = [g for s in audit.observers.values() for g in s.unobserved]
     flaps = {name: [(a, b) for a, b, _ in n.flapping] for name, n in audit.nodes.items()}
+    roles = {name: list(n.roles) for name, n in audit.nodes.items()}
     return render_svg(list(audit.nodes), rows, audit.since, audit.until, iso,
-                      unobserved=gaps, flapping=flaps)
+                      unobserved=gaps, flapping=flaps, roles=roles)

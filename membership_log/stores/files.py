@@ -117,6 +117,37 @@ def open_lock(path: str) -> int:
     return fd
 
 
+def ensure_dir(path: str, mode: int = 0o755) -> None:
+    """Make the directory ``path`` (one level: its parent must exist) with exactly ``mode``,
+    whatever the umask, unless a directory is there already. OSError (naming the path) if
+    something else is, or a symbolic link that neither this user nor root owns.
+
+    Why: the handler, often root, writes ``<base-dir>/state/cluster-state.json`` for Droonga
+    1.1 engines in a base dir other users may write to; a ``state`` link planted there
+    would send its writes wherever the link points. The mode is set through a descriptor
+    opened without following links, so a path swapped after ``mkdir`` is never chmod()ed.
+    """
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid not in (0, os.geteuid()):
+                raise OSError(errno.EPERM, f"{path!r} is a symbolic link owned by uid "
+                                           f"{st.st_uid}; refusing to write through it") from None
+            st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            what = "a regular file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
+            raise OSError(errno.ENOTDIR, f"{path!r} is {what}, not a directory") from None
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
 def fsync_dir(directory: str) -> None:
     """Make a rename or unlink in ``directory`` durable (the one directory fsync)."""
     fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
