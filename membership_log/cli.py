@@ -162,11 +162,20 @@ def _out(text: str) -> None:
     typer.echo(text)
 
 
+StoreGroup = Annotated[str | None, typer.Option(
+    settings.STORE_GROUP[0], envvar=settings.STORE_GROUP[1], metavar="GROUP",
+    help=settings.STORE_GROUP[2])]
+
+
+def _grouped(s: settings.Settings, store_group: str | None) -> settings.Settings:
+    return s._replace(store_group=store_group) if store_group else s
+
+
 # -- set-up and the handler --------------------------------------------------------------------
 
 
 @command(reads=tuple(_LOCATION))
-def init(s: settings.Settings) -> None:
+def init(s: settings.Settings, store_group: StoreGroup = None) -> None:
     """Create or upgrade the store, record the catalog, write the live file. Idempotent.
 
     Every catalog node starts live (Droonga's rule). Without a catalog file, every Serf
@@ -177,9 +186,11 @@ def init(s: settings.Settings) -> None:
 
     \b
         membership init --base-dir /var/lib/droonga
+        membership init --base-dir /var/lib/droonga --store-group membership
     """
     from .history import setup as admin
 
+    s = _grouped(s, store_group)
     with _progress("folding the log") as progress:
         result = admin.init(s, progress=progress)
     if s.sqlite_path is None:
@@ -192,7 +203,7 @@ def init(s: settings.Settings) -> None:
 
 
 @command(reads=tuple(_LOCATION), context_settings={"ignore_unknown_options": True})
-def handle(s: settings.Settings) -> None:
+def handle(s: settings.Settings, store_group: StoreGroup = None) -> None:
     """The Serf event handler: record the event, update the live file, answer queries.
 
     Serf runs it for every event with SERF_* variables set and the event on stdin. It
@@ -219,6 +230,8 @@ def handle(s: settings.Settings) -> None:
 
     args = ["--base-dir", s.base_dir, "--db", s.db_url, "--catalog", s.catalog,
             "--live-file", s.live_file, "--live-format", s.live_format]
+    if store_group or s.store_group:
+        args += [settings.STORE_GROUP[0], store_group or s.store_group]
     raise typer.Exit(handle_main(args))
 
 
@@ -717,7 +730,8 @@ def db_upgrade(s: settings.Settings,
                role: Annotated[str | None, typer.Option(
                    "--role", metavar="node|central", help="For a new store: node (one "
                    "node's log) or central (every node's shipped logs). Default: node for "
-                   "SQLite, central for PostgreSQL.")] = None) -> None:
+                   "SQLite, central for PostgreSQL.")] = None,
+               store_group: StoreGroup = None) -> None:
     """Run the Alembic migrations on --db, then bring everything derived up to date.
 
     A store made by an older release is upgraded only by this command (or init), never
@@ -733,6 +747,7 @@ def db_upgrade(s: settings.Settings,
 
     if role not in (None, "node", "central"):
         raise typer.BadParameter("--role must be node or central", param_hint="--role")
+    s = _grouped(s, store_group)
     with _progress("upgrading") as progress:
         before, after = admin.upgrade_store(s, role, progress)
     if before == after:
