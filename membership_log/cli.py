@@ -756,6 +756,36 @@ def db_upgrade(s: settings.Settings,
         _out(f"store upgraded: {before or 'empty'} -> {after}")
 
 
+# -- deployment: the heartbeat and the check-up (membership_log.ops) ---------------------------
+
+RpcAddr = Annotated[str | None, typer.Option(
+    "--rpc-addr", metavar="HOST:PORT", help="The local Serf agent's RPC address (default: "
+    "Serf's own SERF_RPC_ADDR, else 127.0.0.1:7373).")]
+
+
+@command(reads=())
+def heartbeat(s: settings.Settings, rpc_addr: RpcAddr = None) -> None:
+    """Send the Serf user event membership-heartbeat, with this node's name as its payload.
+
+    It goes through the local agent (`serf event -coalesce=false`: Serf would otherwise
+    merge heartbeats several nodes send at once), so every observer's handler records it.
+    The metric membership_observer_last_heartbeat_timestamp_seconds{observer} then shows,
+    per sender, when its last heartbeat was recorded: a log that records none is not
+    listening. Run it every few minutes (examples/systemd/membership-heartbeat.timer).
+
+    Example:
+
+    \b
+        membership heartbeat
+        membership heartbeat --rpc-addr 127.0.0.1:7373
+    """
+    from .ops import serfagent
+
+    sender = serfagent.send_heartbeat(rpc_addr)
+    _out(f"sent {render.printable(serfagent.HEARTBEAT)} from {render.printable(sender)} "
+         f"through the Serf agent at {serfagent.rpc_address(rpc_addr)}")
+
+
 # -- operations: metrics, the dashboard, alerts (membership_log.ops) -------------------------------
 
 
@@ -781,7 +811,10 @@ def metrics(s: settings.Settings,
     membership_node_incidents_total{cause}, membership_node_downtime_seconds_total (open
     incidents counted up to now), membership_node_last_change_timestamp_seconds; and
     membership_live_nodes, membership_catalog_nodes, membership_events_total{observer,event},
-    membership_last_event_timestamp_seconds{observer}. The counters come from the log, so
+    membership_last_event_timestamp_seconds{observer},
+    membership_observer_last_heartbeat_timestamp_seconds{observer} (the node whose
+    `membership heartbeat` was recorded), membership_spool_files (events waiting in a node
+    store's spool) and membership_build_info{version}. The counters come from the log, so
     they never reset. On a central store the figures merge every node's log (a node is down
     while any observer sees it down) unless --observer picks one. `membership serve` serves
     the same at /metrics.
@@ -796,7 +829,7 @@ def metrics(s: settings.Settings,
     from .stores import files
 
     with _store(s) as store:
-        data = metrics_text(store, observer)
+        data = metrics_text(store, observer, spool_dir=s.spool_dir)
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -847,7 +880,8 @@ def serve(s: settings.Settings,
         raise typer.BadParameter(str(e), param_hint="--listen") from None
     _stop_on_sigterm()
     try:
-        _serve.serve(s.db_url, listen, observer, client_timeout=client_timeout)
+        _serve.serve(s.db_url, listen, observer, client_timeout=client_timeout,
+                     spool_dir=s.spool_dir)
     except KeyboardInterrupt:
         return
 

@@ -55,6 +55,9 @@ MARK_DOWN = "membership-down"
 MARK_UP = "membership-up"
 _MARK_NAMES = (MARK_DOWN, MARK_UP)
 _MARK_KINDS = (ev.USER, ev.QUERY)
+#: The user event ``membership heartbeat`` sends (payload: the sender's node name): proof
+#: that the sender's agent and every recording observer's handler still work.
+HEARTBEAT = "membership-heartbeat"
 
 # Bounds on what events can add to the state, so that one hostile or broken event cannot make
 # every later handler run slow (each run loads the state). Real clusters stay far below them:
@@ -69,6 +72,8 @@ MAX_WORD = 512
 #: Applied marks remembered per session to recognise a redelivery. Serf redelivers only from
 #: a small recent window, so this is ample.
 APPLIED_LIMIT = 1_024
+#: Heartbeat senders the state keeps (a cluster has a few hundred nodes at most).
+MAX_HEARTBEATS = 4_096
 
 #: A member as last heard: ``status`` is ``alive``/``failed``/``left``/``reaped`` or None (only
 #: an update was heard: no liveness information); ``seq`` the event that last changed it.
@@ -108,12 +113,13 @@ class State:
     a node before Serf first reports it); ``session``: agent sessions begun; ``applied``: keys
     of marks applied in this session; ``counts``: (observer, event kind) -> events folded;
     ``last_at``: observer -> receive time of its latest event; ``max_at``: the latest receive
-    time so far (receive times can step back with the clock; this cannot). ``nodes`` is the
+    time so far (receive times can step back with the clock; this cannot); ``heartbeats``:
+    heartbeat sender -> receive time of the last heartbeat recorded from it. ``nodes`` is the
     current view, node -> :data:`NodeView`, kept up to date by :meth:`apply`.
     """
 
     __slots__ = ("seq", "max_at", "catalog", "members", "marks", "session", "applied",
-                 "max_ltime", "counts", "last_at", "nodes",
+                 "max_ltime", "counts", "last_at", "heartbeats", "nodes",
                  "_by_id", "_by_host", "_by_address", "_node_members", "_targets",
                  "_node_marks")
 
@@ -128,6 +134,7 @@ class State:
         self.max_ltime = 0
         self.counts: dict[tuple[str, str], int] = {}
         self.last_at: dict[str, int] = {}
+        self.heartbeats: dict[str, int] = {}
         self._rebuild()
 
     # -- indexes ---------------------------------------------------------------------------
@@ -282,6 +289,8 @@ class State:
             self.catalog = event.catalog
             self._rebuild()
             effect = Effect(self._diff(before), False, None, ())
+        elif kind == ev.USER and event.name == HEARTBEAT:
+            effect = self._heartbeat(event)
         else:
             effect = NOTHING
         if observer and kind != ev.CATALOG:  # a catalog is read, not seen by the agent
@@ -406,6 +415,19 @@ class State:
         changes = self._refresh(affected)
         return Effect(changes, False, None, ()) if changes else NOTHING
 
+    def _heartbeat(self, event) -> Effect:
+        """Keep the receive time of the sender's heartbeat; it changes no node's liveness."""
+        sender = (event.payload or "").strip()
+        if not sender or len(sender) > MAX_WORD or len(sender.split()) != 1:
+            return Effect((), False, None, (f"{HEARTBEAT} names no single sender "
+                                            f"({sender[:40]!r}); folded as nothing",))
+        if sender not in self.heartbeats and len(self.heartbeats) >= MAX_HEARTBEATS:
+            return Effect((), False, None, (f"{HEARTBEAT} from {sender[:40]!r} not folded: "
+                                            f"the state already holds {MAX_HEARTBEATS} "
+                                            f"senders",))
+        self.heartbeats[sender] = event.at
+        return NOTHING
+
     def _evict(self) -> set[str]:
         """Keep at most MAX_MARKS words: drop first the marks that name no known node, then
         the oldest ``membership-up`` marks, then the oldest marks."""
@@ -471,7 +493,9 @@ def live_nodes(state: State) -> dict[str, str]:
 # -- plain data, for checkpoints ---------------------------------------------------------------
 
 #: Bump when the plain form changes: checkpoints in another form are refolded, never trusted.
-PLAIN_VERSION = 5
+#: 6 added ``heartbeats``; a version-5 state (a retention anchor's, which cannot be refolded)
+#: still loads, with none.
+PLAIN_VERSION = 6
 
 
 def to_plain(state: State) -> tuple:
@@ -491,14 +515,18 @@ def to_plain(state: State) -> tuple:
         state.max_ltime,
         dict(state.counts),
         dict(state.last_at),
+        dict(state.heartbeats),
     )
 
 
 def from_plain(plain: tuple) -> State:
     """Inverse of :func:`to_plain`; ValueError if ``plain`` is not a state of this version."""
-    if not isinstance(plain, tuple) or not plain or plain[0] != PLAIN_VERSION:
+    if not isinstance(plain, tuple) or not plain or plain[0] not in (5, PLAIN_VERSION):
         raise ValueError("not a fold state of this release")
-    _, seq, max_at, cat, members, marks, session, applied, max_ltime, counts, last_at = plain
+    if plain[0] == 5:
+        plain = (*plain, {})  # before heartbeats were kept
+    (_, seq, max_at, cat, members, marks, session, applied, max_ltime, counts, last_at,
+     heartbeats) = plain
     s = State.__new__(State)
     s.seq = seq
     s.max_at = max_at
@@ -510,5 +538,6 @@ def from_plain(plain: tuple) -> State:
     s.max_ltime = max_ltime
     s.counts = dict(counts)
     s.last_at = dict(last_at)
+    s.heartbeats = dict(heartbeats)
     s._rebuild()
     return s

@@ -192,6 +192,17 @@ def unreadable(directory: str) -> list[str]:
     return _scan(directory)[1]
 
 
+def waiting(directory: str) -> int | None:
+    """How many event files wait in the spool (not reading them: a cheap count for the
+    metrics); 0 without a spool, None if it cannot be listed."""
+    try:
+        return sum(1 for n in os.listdir(directory) if n.endswith(SUFFIX))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    except OSError:
+        return None
+
+
 def quarantine(directory: str, paths: list[str]) -> list[str]:
     """Move spool files into ``<directory>/unreadable/`` (created 0700, or 0750 with the
     spool's group when the spool is group-readable); return the new paths.
