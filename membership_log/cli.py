@@ -786,6 +786,48 @@ def heartbeat(s: settings.Settings, rpc_addr: RpcAddr = None) -> None:
          f"through the Serf agent at {serfagent.rpc_address(rpc_addr)}")
 
 
+@command(reads=tuple(_LOCATION))
+def doctor(s: settings.Settings, rpc_addr: RpcAddr = None,
+           serf_config: Annotated[str | None, typer.Option(
+               "--serf-config", metavar="FILE", help="The Serf agent's JSON config: check "
+               "that its event_handlers line runs membership handle for this store.")] = None,
+           central: Annotated[str | None, typer.Option(
+               "--central", metavar="URL", help="The central store: check that it answers "
+               "and how far it holds this node's log.")] = None,
+           json_out: Json = False) -> None:
+    """Check the set-up in one pass, one line per point: ok, warning or FAILED.
+
+    The points: the store (role, schema revision, mode, owner, who may read it, whether
+    members of its group can open it), the catalog (usable, its nodes, its cluster id, in
+    force in the log), the live file (its format, whether it matches the log), the spool
+    (events waiting, files that cannot be read), the local Serf agent (it answers, and runs
+    membership handle for this store), and, if given, the agent's config file
+    (--serf-config: the event_handlers line, and the `=` filter trap) and the central store
+    (--central: it answers, its schema, how far it holds this node's log). Exits 1 if any
+    point failed. --json prints {"checks": [{"name", "status", "detail"}]}.
+
+    Example:
+
+    \b
+        membership doctor --base-dir /var/lib/droonga
+        membership doctor --serf-config /etc/serf/serf.json --json
+        membership doctor --central postgresql://membership@db/central
+    """
+    from .ops import doctor as _doctor
+
+    checks = _doctor.run(s, rpc_addr, serf_config, central)
+    if json_out:
+        _out(jsondoc.encode({"checks": [{"name": c.name, "status": c.status,
+                                         "detail": c.detail} for c in checks]}))
+    else:
+        words = {_doctor.OK: "ok", _doctor.WARNING: "warning", _doctor.FAILED: "FAILED"}
+        for c in checks:
+            _out(render.printable(f"{words[c.status]}: {c.name}: {c.detail}"))
+    failed = sum(1 for c in checks if c.status == _doctor.FAILED)
+    if failed:
+        raise MembershipError(f"doctor: {failed} of {len(checks)} point(s) failed")
+
+
 # -- operations: metrics, the dashboard, alerts (membership_log.ops) -------------------------------
 
 

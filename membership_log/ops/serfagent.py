@@ -62,7 +62,7 @@ def run(args: list[str], rpc_addr: str | None = None) -> str:
         raise SerfError(f"cannot run serf: {e.strerror or e}") from None
     if r.returncode != 0:
         said = " ".join((r.stderr or r.stdout).split())[:300] or f"exit {r.returncode}"
-        raise SerfError(f"serf {args[0]} -rpc-addr={where} failed: {said}")
+        raise SerfError(f"serf {args[0]} (the agent at {where}) failed: {said}")
     return r.stdout
 
 
