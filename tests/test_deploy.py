@@ -417,10 +417,12 @@ def test_a_refusal_says_which_file_which_user_and_what_to_change(membership, ins
         assert f"chmod o+x {base}" in line
     finally:
         base.chmod(0o755)
-    # A writer's command run as a reader: only the owner writes.
-    line = refused(GROUP, "rebuild")
-    assert f"cannot write store {db} as user {GROUP}" in line
-    assert "only its owner root writes it: run this as root" in line
+    # A writer's command run as a reader: only the owner writes (the store's translation of
+    # SQLite's refusal, and set-up's of the lock file's).
+    for command in ("rebuild", "init", "db upgrade"):
+        line = refused(GROUP, *command.split())
+        assert f"cannot write store {db} as user {GROUP}" in line, command
+        assert "only its owner root writes it: run this as root" in line, command
 
 
 # -- membership doctor ---------------------------------------------------------------------

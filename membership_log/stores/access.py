@@ -129,7 +129,8 @@ def share_spool(directory: str, gid: int | None) -> None:
 # -- words for a refusal ----------------------------------------------------------------------
 
 
-def _user() -> str:
+def user_label() -> str:
+    """``user NAME (uid N)``: who this process is, for a refusal."""
     uid = os.geteuid()
     try:
         import pwd
@@ -232,7 +233,7 @@ def denied(path: str, action: str = "read") -> str | None:
     """One line saying which file this user may not ``action`` ("read" or "write") for
     the store at ``path``, which user it is, and what to change; None when permissions are
     not what stands in the way."""
-    me = _user()
+    me = user_label()
     head = f"cannot {action} store {path} as {me}"
     here = os.path.dirname(os.path.abspath(path))
     parts = here.split(os.sep)

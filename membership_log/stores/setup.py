@@ -85,8 +85,10 @@ def upgrade(url: str, role: str | None = None) -> tuple[str | None, str]:
             after = MigrationContext.configure(conn).get_current_revision() or ""
             return before, after
     except SQLAlchemyError as e:
-        raise StoreError(f"cannot upgrade store {mask_url(url)}: {first_line(e, url)}") \
-            from None
+        path = sqlite_path_of(url)
+        why = access.denied(path, "write") if path is not None else None
+        raise StoreError(why or f"cannot upgrade store {mask_url(url)}: "
+                         f"{first_line(e, url)}") from None
     finally:
         engine.dispose()
 
@@ -135,7 +137,8 @@ def make_dirs(directory: str) -> None:
     try:
         os.makedirs(directory or ".", mode=0o755, exist_ok=True)
     except OSError as e:
-        raise StoreError(f"cannot create {directory}: {e.strerror or e}") from None
+        raise StoreError(f"cannot create {directory} as {access.user_label()}: "
+                         f"{e.strerror or e}") from None
 
 
 def _lock_file(path: str) -> int:
@@ -145,7 +148,9 @@ def _lock_file(path: str) -> int:
     try:
         return files.open_lock(path + ".lock")
     except OSError as e:
-        raise StoreError(e.strerror or str(e)) from None
+        # Set-up writes the store: a user who may not is told which file and what to do.
+        why = access.denied(path, "write") if os.path.exists(path) else None
+        raise StoreError(why or e.strerror or str(e)) from None
 
 
 def _remove_leftovers(path: str) -> None:
