@@ -603,6 +603,12 @@ def test_doctor_says_how_far_the_central_store_holds_this_log(membership, shared
     found = _lines(_doctor(membership, *args, pg_url))
     assert found["central"][0].startswith("ok: ") and "up to event 2, all of it" in \
         found["central"][0]
+    # On the central store's own host: the store alone (no catalog, live file or agent).
+    r = _doctor(membership, "--db", pg_url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (line,) = _lines(r)["store"]
+    assert set(_lines(r)) == {"store"}
+    assert "central store at schema" in line and "2 event(s) in 1 node log(s)" in line
     found = _lines(_doctor(membership, *args, f"sqlite:///{base / 'membership.db'}"))
     assert found["central"][0].startswith("FAILED: ") and "is a node store, not a central" \
         in found["central"][0]

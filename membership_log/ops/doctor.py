@@ -56,16 +56,20 @@ def run(settings: Settings, rpc_addr: str | None = None, serf_config: str | None
             store = open_store(settings.db_url)
         except MembershipError:
             store = None  # said above
+    # A node's set-up (a SQLite store, even one that cannot be opened) has a catalog, a live
+    # file, a spool and an agent; a central store's host need not run Serf at all.
+    node = store.role == "node" if store is not None else settings.sqlite_path is not None
     try:
-        node = store is not None and store.role == "node"
-        checks.append(catalog_check(settings, store if node else None))
         if node:
+            checks.append(catalog_check(settings, store))
+        if store is not None and node:
             checks.append(live_file_check(settings, store))
             checks.append(spool_check(settings, store))
     finally:
         if store is not None:
             store.close()
-    checks.extend(serf_checks(settings, rpc_addr))
+    if node or rpc_addr is not None or serf_config is not None:
+        checks.extend(serf_checks(settings, rpc_addr))
     if serf_config is not None:
         checks.extend(serf_config_checks(settings, serf_config))
     if central is not None:
@@ -323,7 +327,7 @@ def serf_checks(settings: Settings, rpc_addr: str | None) -> list[Check]:
             checks.append(Check("serf handler", OK, f"agent {name} runs {script!r}, which "
                                 f"records into this store"))
             return checks
-    checks.append(Check("serf handler", WARNING, f"agent {name} runs "
+    checks.append(Check("serf handler", FAILED, f"agent {name} runs "
                         f"{', '.join(repr(s) for _, s, _ in found)}, which records into "
                         f"{theirs}, not {settings.sqlite_path or mask_url(settings.db_url)}"))
     return checks
