@@ -107,8 +107,19 @@ def share_store(path: str, gid: int | None) -> None:
         except FileNotFoundError:
             pass
     st = os.stat(path)
-    if is_shared(st):
+    if is_shared(st) and _in_wal_mode(path):
         keep_wal_files(path, st)
+
+
+def _in_wal_mode(path: str) -> bool:
+    """Whether the database header says WAL (file format versions 2 at bytes 18 and 19): a
+    -wal file beside a rollback-journal database would switch it to WAL when opened."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2 and header[19] == 2
 
 
 def share_spool(directory: str, gid: int | None) -> None:
