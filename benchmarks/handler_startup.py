@@ -8,6 +8,7 @@ them alike; the table gives medians over the rounds and the ratio to the bare st
     .venv/bin/python benchmarks/handler_startup.py            # 200 rounds
     .venv/bin/python benchmarks/handler_startup.py --quick    # 15 rounds (CI)
     .venv/bin/python benchmarks/handler_startup.py --live-format droonga-1.1
+    .venv/bin/python benchmarks/handler_startup.py --store-group membership  # and with one
 
 With ``--live-format droonga-1.1`` the handler writes droonga-engine 1.1's
 ``state/cluster-state.json``, and the member lines are Droonga 1.1's: named ``host:port/tag``,
@@ -50,6 +51,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--live-format", default="droonga",
                         help="the handler's --live-format (droonga, cluster-state, droonga-1.1)")
+    parser.add_argument("--store-group", metavar="GROUP", help="also a 1-member event into a "
+                        "store made group-readable by GROUP (its writers keep -wal and -shm)")
     args = parser.parse_args()
     rounds = 15 if args.quick else args.rounds
     membership = membership_command()
@@ -91,6 +94,14 @@ def main() -> int:
             handler, b"", dict(serf, SERF_EVENT="query", SERF_QUERY_NAME="membership-live",
                                SERF_QUERY_LTIME=str(i))),
     }
+    if args.store_group:
+        shared = Path(tempfile.mkdtemp(prefix="membership-bench-group-"))
+        (shared / "catalog.json").write_bytes(catalog_for(ips[:3]))
+        grouped = [membership, "handle", "--base-dir", str(shared), *handler[4:],
+                   "--store-group", args.store_group]
+        cases["handle: 1-member event, --store-group"] = lambda i: (
+            grouped, one, dict(serf, SERF_EVENT=("member-failed", "member-join")[i % 2]))
+        _timed(*cases["handle: 1-member event, --store-group"](0))
     _timed(*cases["handle: 1-member event"](0))  # sets the store up (once, slow path)
     times: dict[str, list[float]] = {name: [] for name in cases}
     for i in range(rounds):

@@ -201,11 +201,20 @@ def _out(text: str) -> None:
     typer.echo(text)
 
 
+StoreGroup = Annotated[str | None, typer.Option(
+    settings.STORE_GROUP[0], envvar=settings.STORE_GROUP[1], metavar="GROUP",
+    help=settings.STORE_GROUP[2])]
+
+
+def _grouped(s: settings.Settings, store_group: str | None) -> settings.Settings:
+    return s._replace(store_group=store_group) if store_group else s
+
+
 # -- set-up and the handler --------------------------------------------------------------------
 
 
 @command(reads=tuple(_LOCATION))
-def init(s: settings.Settings) -> None:
+def init(s: settings.Settings, store_group: StoreGroup = None) -> None:
     """Create or upgrade the store, record the catalog, write the live file. Idempotent.
 
     Every catalog node starts live (Droonga's rule). Without a catalog file, every Serf
@@ -216,9 +225,11 @@ def init(s: settings.Settings) -> None:
 
     \b
         membership init --base-dir /var/lib/droonga
+        membership init --base-dir /var/lib/droonga --store-group membership
     """
     from .history import setup as admin
 
+    s = _grouped(s, store_group)
     with _progress("folding the log") as progress:
         result = admin.init(s, progress=progress)
     if s.sqlite_path is None:
@@ -242,7 +253,7 @@ def init(s: settings.Settings) -> None:
 
 
 @command(reads=tuple(_LOCATION), context_settings={"ignore_unknown_options": True})
-def handle(s: settings.Settings) -> None:
+def handle(s: settings.Settings, store_group: StoreGroup = None) -> None:
     """The Serf event handler: record the event, update the live file, answer queries.
 
     Serf runs it for every event with SERF_* variables set and the event on stdin. It
@@ -269,6 +280,8 @@ def handle(s: settings.Settings) -> None:
 
     args = ["--base-dir", s.base_dir, "--db", s.db_url, "--catalog", s.catalog,
             "--live-file", s.live_file, "--live-format", s.live_format]
+    if store_group or s.store_group:
+        args += [settings.STORE_GROUP[0], store_group or s.store_group]
     raise typer.Exit(handle_main(args))
 
 
@@ -803,7 +816,8 @@ def db_upgrade(s: settings.Settings,
                role: Annotated[str | None, typer.Option(
                    "--role", metavar="node|central", help="For a new store: node (one "
                    "node's log) or central (every node's shipped logs). Default: node for "
-                   "SQLite, central for PostgreSQL.")] = None) -> None:
+                   "SQLite, central for PostgreSQL.")] = None,
+               store_group: StoreGroup = None) -> None:
     """Run the Alembic migrations on --db, then bring everything derived up to date.
 
     A store made by an older release is upgraded only by this command (or init), never
@@ -819,12 +833,85 @@ def db_upgrade(s: settings.Settings,
 
     if role not in (None, "node", "central"):
         raise typer.BadParameter("--role must be node or central", param_hint="--role")
+    s = _grouped(s, store_group)
     with _progress("upgrading") as progress:
         before, after = admin.upgrade_store(s, role, progress)
     if before == after:
         _out(f"store already at schema {after}")
     else:
         _out(f"store upgraded: {before or 'empty'} -> {after}")
+
+
+# -- deployment: the heartbeat and the check-up (membership_log.ops) ---------------------------
+
+RpcAddr = Annotated[str | None, typer.Option(
+    "--rpc-addr", metavar="HOST:PORT", help="The local Serf agent's RPC address (default: "
+    "Serf's own SERF_RPC_ADDR, else 127.0.0.1:7373).")]
+
+
+@command(reads=())
+def heartbeat(s: settings.Settings, rpc_addr: RpcAddr = None) -> None:
+    """Send the Serf user event membership-heartbeat, with this node's name as its payload.
+
+    It goes through the local agent (`serf event -coalesce=false`: Serf would otherwise
+    merge heartbeats several nodes send at once), so every observer's handler records it.
+    The metric membership_observer_last_heartbeat_timestamp_seconds{observer} then shows,
+    per sender, when its last heartbeat was recorded: a log that records none is not
+    listening. Run it every few minutes (examples/systemd/membership-heartbeat.timer).
+
+    Example:
+
+    \b
+        membership heartbeat
+        membership heartbeat --rpc-addr 127.0.0.1:7373
+    """
+    from .ops import serfagent
+
+    sender = serfagent.send_heartbeat(rpc_addr)
+    _out(f"sent {render.printable(serfagent.HEARTBEAT)} from {render.printable(sender)} "
+         f"through the Serf agent at {serfagent.rpc_address(rpc_addr)}")
+
+
+@command(reads=tuple(_LOCATION))
+def doctor(s: settings.Settings, rpc_addr: RpcAddr = None,
+           serf_config: Annotated[str | None, typer.Option(
+               "--serf-config", metavar="FILE", help="The Serf agent's JSON config: check "
+               "that its event_handlers line runs membership handle for this store.")] = None,
+           central: Annotated[str | None, typer.Option(
+               "--central", metavar="URL", help="The central store: check that it answers "
+               "and how far it holds this node's log.")] = None,
+           json_out: Json = False) -> None:
+    """Check the set-up in one pass, one line per point: ok, warning or FAILED.
+
+    The points: the store (role, schema revision, mode, owner, who may read it, whether
+    members of its group can open it), the catalog (usable, its nodes, its cluster id, in
+    force in the log), the live file (its format, whether it matches the log), the spool
+    (events waiting, files that cannot be read), the local Serf agent (it answers, and runs
+    membership handle for this store), and, if given, the agent's config file
+    (--serf-config: the event_handlers line, and the `=` filter trap) and the central store
+    (--central: it answers, its schema, how far it holds this node's log). Exits 1 if any
+    point failed. --json prints {"checks": [{"name", "status", "detail"}]}.
+
+    Example:
+
+    \b
+        membership doctor --base-dir /var/lib/droonga
+        membership doctor --serf-config /etc/serf/serf.json --json
+        membership doctor --central postgresql://membership@db/central
+    """
+    from .ops import doctor as _doctor
+
+    checks = _doctor.run(s, rpc_addr, serf_config, central)
+    if json_out:
+        _out(jsondoc.encode({"checks": [{"name": c.name, "status": c.status,
+                                         "detail": c.detail} for c in checks]}))
+    else:
+        words = {_doctor.OK: "ok", _doctor.WARNING: "warning", _doctor.FAILED: "FAILED"}
+        for c in checks:
+            _out(render.printable(f"{words[c.status]}: {c.name}: {c.detail}"))
+    failed = sum(1 for c in checks if c.status == _doctor.FAILED)
+    if failed:
+        raise MembershipError(f"doctor: {failed} of {len(checks)} point(s) failed")
 
 
 # -- operations: metrics, the dashboard, alerts (membership_log.ops) -------------------------------
@@ -853,7 +940,10 @@ def metrics(s: settings.Settings,
     incidents counted up to now), membership_node_last_change_timestamp_seconds,
     membership_node_role{role} (1 for the Droonga 1.1 role its member's role tag gives); and
     membership_live_nodes, membership_catalog_nodes, membership_events_total{observer,event},
-    membership_last_event_timestamp_seconds{observer}. The counters come from the log, so
+    membership_last_event_timestamp_seconds{observer},
+    membership_observer_last_heartbeat_timestamp_seconds{observer} (the node whose
+    `membership heartbeat` was recorded), membership_spool_files (events waiting in a node
+    store's spool) and membership_build_info{version}. The counters come from the log, so
     they never reset. On a central store the figures merge every node's log (a node is down
     while any observer sees it down) unless --observer picks one. `membership serve` serves
     the same at /metrics.
@@ -868,7 +958,8 @@ def metrics(s: settings.Settings,
     from .stores import files
 
     with _store(s) as store:
-        data = metrics_text(store, observer, exclude=exclude_cause or ())
+        data = metrics_text(store, observer, exclude=exclude_cause or (),
+                            spool_dir=s.spool_dir)
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -924,7 +1015,7 @@ def serve(s: settings.Settings,
     _stop_on_sigterm()
     try:
         _serve.serve(s.db_url, listen, observer, client_timeout=client_timeout,
-                     stale_after_s=stale_after)
+                     stale_after_s=stale_after, spool_dir=s.spool_dir)
     except KeyboardInterrupt:
         return
 

@@ -77,13 +77,45 @@ def _open(settings, item: tuple, warnings: list[str]) -> nodestore.NodeStore:
     path = settings.sqlite_path
     if os.path.exists(path):
         try:
-            return nodestore.NodeStore(path)
+            store = nodestore.NodeStore(path)
         except NotInitialised:
             pass  # an empty file (a set-up was interrupted before): finish it
+        else:
+            if settings.store_group is None or store._shared is not None:
+                return store  # the hot path: nothing to change
+            try:
+                _share(settings)  # --store-group given to a store made without one: once
+            except (MembershipError, OSError) as e:  # record the event all the same
+                warnings.append(f"store not shared with group {settings.store_group}: "
+                                f"{getattr(e, 'strerror', None) or e}")
+                return store
+            store.close()
+            return nodestore.NodeStore(path)
     from .history.setup import init  # slow path: SQLAlchemy + Alembic, once per store
 
     warnings.extend(init(settings, observer=item[1], received_us=item[0])["warnings"])
     return nodestore.NodeStore(path)
+
+
+def _share(settings) -> None:
+    """Give the store and spool the group of ``--store-group`` (SPEC "Deployment")."""
+    from .stores import access
+
+    gid = access.group_id(settings.store_group)
+    access.share_store(settings.sqlite_path, gid)
+    access.share_spool(settings.spool_dir, gid)
+
+
+def _spool_gid(settings) -> int | None:
+    """The group a new spool gets, if any (an unknown group must not lose the event)."""
+    if not settings.store_group:
+        return None
+    from .stores import access
+
+    try:
+        return access.group_id(settings.store_group)
+    except MembershipError:
+        return None
 
 
 def _record(store, settings, item: tuple, catalog: tuple, warnings: list[str]) -> list[int]:
@@ -175,7 +207,7 @@ def main(argv: list[str]) -> int:
     if settings.sqlite_path is None:
         from .stores import spool
 
-        spool.put(settings.spool_dir, item)
+        spool.put(settings.spool_dir, item, _spool_gid(settings))
         scheme = settings.db_url.split(":", 1)[0]
         say(f"handle writes a local SQLite store, not {scheme}; event spooled in "
             f"{settings.spool_dir} (ship to a central store with: membership ship)")
@@ -224,7 +256,7 @@ def _spooled(settings, item: tuple, error: Exception, say) -> int:
     from .stores import spool
 
     try:
-        path = spool.put(settings.spool_dir, item)
+        path = spool.put(settings.spool_dir, item, _spool_gid(settings))
     except Exception as e:  # noqa: BLE001
         say(f"EVENT LOST: store unavailable ({error}) and spool unwritable ({e})")
         return 1

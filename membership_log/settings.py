@@ -11,9 +11,11 @@ from collections import namedtuple
 
 from .core.errors import MembershipError
 
-#: ``db_url`` is a SQLAlchemy URL; ``sqlite_path`` the file behind it if it is SQLite.
+#: ``db_url`` is a SQLAlchemy URL; ``sqlite_path`` the file behind it if it is SQLite;
+#: ``store_group`` the group that may read the store and spool (None: the owner alone).
 Settings = namedtuple(
-    "Settings", "base_dir db_url sqlite_path catalog live_file spool_dir live_format"
+    "Settings", "base_dir db_url sqlite_path catalog live_file spool_dir live_format "
+    "store_group"
 )
 
 #: Live-file formats: Droonga 1.0.x ``live-nodes.json`` (live nodes only, the default),
@@ -37,6 +39,12 @@ OPTIONS = {
                       "roles, tags)."),
 }
 
+#: Not a location: who may read what the handler, init and db upgrade make (SPEC
+#: "Deployment"). The handler takes it like the options above.
+STORE_GROUP = ("--store-group", "MEMBERSHIP_STORE_GROUP",
+               "Make the store, its -wal/-shm files and the spool readable by this group "
+               "(files 0640, directories 0750); without it they are the owner's alone.")
+
 
 def sqlite_path_of(url: str) -> str | None:
     """The file of a ``sqlite:///`` URL, or None for any other database."""
@@ -58,6 +66,7 @@ def resolve(
     catalog: str | None = None,
     live_file: str | None = None,
     live_format: str | None = None,
+    store_group: str | None = None,
 ) -> Settings:
     """Fill in defaults (SPEC "Where things live"). Options win over the environment."""
     env = os.environ
@@ -85,6 +94,7 @@ def resolve(
         os.path.abspath(live_file),
         os.path.join(base, "spool"),
         live_format,
+        store_group or env.get(STORE_GROUP[1]) or None,
     )
 
 
@@ -95,9 +105,10 @@ def parse_handler_args(argv: list[str]) -> Settings:
     while i < len(argv):
         arg = argv[i]
         name, eq, value = arg.partition("=")
-        if name not in OPTIONS:
+        if name not in OPTIONS and name != STORE_GROUP[0]:
             raise MembershipError(
-                f"handle: unknown option {arg!r} (accepted: {', '.join(OPTIONS)})"
+                f"handle: unknown option {arg!r} (accepted: {', '.join(OPTIONS)}, "
+                f"{STORE_GROUP[0]})"
             )
         if not eq:
             i += 1

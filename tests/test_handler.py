@@ -139,7 +139,7 @@ def test_unknown_option_is_a_one_line_error(handle):
     r = handle("member-join", FAILED_NODE1, args=["--base-dir", str(handle.base), "--bogus"])
     assert r.returncode == 2
     assert r.stderr == b"membership: handle: unknown option '--bogus' (accepted: --base-dir, " \
-                       b"--db, --catalog, --live-file, --live-format)\n"
+                       b"--db, --catalog, --live-file, --live-format, --store-group)\n"
 
 
 def test_options_by_environment_and_with_equals(handle, base, tmp_path):

@@ -40,8 +40,12 @@ tests:
         values: '0 0 0 1 1'
       - series: 'membership_node_flapping{{{SCRAPED},node="node3"}}'
         values: '0 0 1 1 1'
-      - series: 'membership_last_event_timestamp_seconds{{{SCRAPED},observer="node0"}}'
-        values: '0x61'
+      # Heartbeats every 5 minutes until the one at 15m (900 s), then none; node1's stopped
+      # long ago (a node gone for good: its last heartbeat stays in the log).
+      - series: 'membership_observer_last_heartbeat_timestamp_seconds{{{SCRAPED},observer="node0"}}'
+        values: '0x4 300x4 600x4 900x20'
+      - series: 'membership_observer_last_heartbeat_timestamp_seconds{{{SCRAPED},observer="node1"}}'
+        values: '0x35'
       - series: 'up{{{SCRAPED}}}'
         values: '1 1 0x10'
     alert_rule_test:
@@ -90,20 +94,25 @@ tests:
                 --node node2` lists the incidents.
           - exp_labels: {{{EXPECTED}, node: node3, severity: warning}}
             exp_annotations: *flap3
-      # The last event at t=0: silent "for over an hour" only after 3600 s.
-      - eval_time: 60m
+      # The freshest heartbeat counts (node1's stale one pages nobody): the last at 15m,
+      # silent "for over 15 minutes" only after 30m.
+      - eval_time: 14m
         alertname: MembershipObserverSilent
         exp_alerts: []
-      - eval_time: 61m
+      - eval_time: 30m
+        alertname: MembershipObserverSilent
+        exp_alerts: []
+      - eval_time: 31m
         alertname: MembershipObserverSilent
         exp_alerts:
-          - exp_labels: {{{EXPECTED}, observer: node0, severity: warning}}
+          - exp_labels: {{{EXPECTED}, severity: warning}}
             exp_annotations:
-              summary: "no membership event from node0 for over an hour"
+              summary: "the membership log on node0:9137 hears no heartbeat"
               description: >-
-                The log on node0:9137 has recorded nothing from observer node0 for 1h 1m 0s. Its
-                Serf agent or its event handler may be down: membership changes it should see are
-                lost.
+                The log on node0:9137 has recorded no membership-heartbeat for 16m 0s. Its Serf
+                agent or its event handler may be down (membership changes it should see are
+                lost), or no node's heartbeat timer runs; `membership doctor` on that node says
+                which.
       # The scrape fails from 2m: firing after 5 minutes of it.
       - eval_time: 6m
         alertname: MembershipMetricsDown
@@ -151,8 +160,12 @@ def test_prometheus_config_check():
 # one of them.
 UNITS = [EXAMPLES / "systemd" / f"membership-{name}.service" for name in ("alerts", "serve",
                                                                           "ship")]
-REQUIRED = {"User", "ExecStart", "ReadWritePaths", "NoNewPrivileges", "ProtectSystem",
-            "PrivateTmp", "Restart"}
+REQUIRED = {"User", "Group", "ExecStart", "NoNewPrivileges", "ProtectSystem", "PrivateTmp",
+            "Restart", "CapabilityBoundingSet"}
+#: Who runs what (README "Deployment"): readers as a member of the store group, with a
+#: read-only file system; writers as the store's owner (Serf's handler's user, root under
+#: Debian's serf.service) without any capability, writing only the base dir.
+READERS = {"membership-serve.service", "membership-ship.service"}
 
 
 def test_the_units_exist():
@@ -166,12 +179,18 @@ def test_unit_is_hardened_and_valid(unit, tmp_path):
     parser.read_string(unit.read_text())
     service = parser["Service"]
     assert REQUIRED <= set(service), REQUIRED - set(service)
-    assert service["User"] not in ("", "root")
+    assert service["Group"] == "membership"
+    assert service["CapabilityBoundingSet"] == "", "no capability, root or not"
+    if unit.name in READERS:
+        assert service["User"] == "membership"
+        assert "ReadWritePaths" not in service, "a reader writes nothing"
+    else:
+        assert service["User"] == "root", "a writer is the store's owner"
+        assert service["ReadWritePaths"] == "/var/lib/droonga"
     assert service["NoNewPrivileges"] == "yes"
     assert service["ProtectSystem"] == "strict"
     assert service["PrivateTmp"] == "yes"
     assert service["Restart"] == "on-failure"
-    assert service["ReadWritePaths"] == "/var/lib/droonga"
     command = service["ExecStart"].split()
     assert command[0].endswith("/membership") and "--base-dir" in command
     if unit.name == "membership-ship.service":
@@ -183,6 +202,7 @@ def test_unit_is_hardened_and_valid(unit, tmp_path):
     else:
         assert command[1] == "serve"
     assert parser["Install"]["WantedBy"] == "multi-user.target"
+    assert "pip install membership-log" not in unit.read_text(), "README installs a checkout"
     verify(unit, tmp_path)
 
 
@@ -223,10 +243,39 @@ def test_the_daily_ship_and_compact_unit_and_its_timer(tmp_path):
     assert "--require-shipped" in compact and "--before" in compact
     assert compact[compact.index("--require-shipped") + 1] == commands[0][
         commands[0].index("--to") + 1], "only what reached that same central store is dropped"
-    assert "Type=oneshot" in text and "User=membership" in text
+    assert "Type=oneshot" in text and "User=root" in text and "CapabilityBoundingSet=\n" in text
     assert "NoNewPrivileges=yes" in text and "ProtectSystem=strict" in text
     parser = configparser.ConfigParser(interpolation=None, strict=True)
     parser.optionxform = str
     parser.read_string(timer.read_text())
     assert parser["Timer"]["OnCalendar"] and parser["Timer"]["Persistent"] == "true"
+    verify(service, tmp_path, timer)
+
+
+def test_the_heartbeat_unit_and_its_timer(tmp_path):
+    """membership-heartbeat.service sends one heartbeat through the local agent, as the
+    membership user, touching no file; its timer runs it every few minutes, more often than
+    MembershipObserverSilent waits (both verify with systemd-analyze where it is
+    installed)."""
+    service = EXAMPLES / "systemd" / "membership-heartbeat.service"
+    timer = EXAMPLES / "systemd" / "membership-heartbeat.timer"
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str
+    parser.read_string(service.read_text())
+    unit = parser["Service"]
+    assert unit["Type"] == "oneshot" and unit["User"] == "membership"
+    assert "ReadWritePaths" not in unit and unit["CapabilityBoundingSet"] == ""
+    assert unit["ExecStart"].split()[1:] == ["heartbeat", "--rpc-addr", "127.0.0.1:7373"]
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str
+    parser.read_string(timer.read_text())
+    from membership_log.core.timespec import parse_duration
+
+    every = parse_duration(parser["Timer"]["OnUnitActiveSec"])
+    late = parse_duration(parser["Timer"]["RandomizedDelaySec"])
+    silent = int(RULES.read_text().split("membership_observer_last_heartbeat_timestamp_seconds"
+                                         ")")[1].split(">")[1].split()[0])
+    # Two gaps of the longest kind (one run missed, the others as late as they can be) stay
+    # below the rule's threshold: one missed run pages nobody.
+    assert 2 * (every + late) < silent <= 3 * (every + late)
     verify(service, tmp_path, timer)

@@ -55,6 +55,9 @@ MARK_DOWN = "membership-down"
 MARK_UP = "membership-up"
 _MARK_NAMES = (MARK_DOWN, MARK_UP)
 _MARK_KINDS = (ev.USER, ev.QUERY)
+#: The user event ``membership heartbeat`` sends (payload: the sender's node name): proof
+#: that the sender's agent and every recording observer's handler still work.
+HEARTBEAT = "membership-heartbeat"
 
 # Bounds on what events can add to the state, so that one hostile or broken event cannot make
 # every later handler run slow (each run loads the state). Real clusters stay far below them:
@@ -69,6 +72,8 @@ MAX_WORD = 512
 #: Applied marks remembered per session to recognise a redelivery. Serf redelivers only from
 #: a small recent window, so this is ample.
 APPLIED_LIMIT = 1_024
+#: Heartbeat senders the state keeps (a cluster has a few hundred nodes at most).
+MAX_HEARTBEATS = 4_096
 
 #: A member as last heard: ``status`` is ``alive``/``failed``/``left``/``reaped`` or None (only
 #: an update was heard: no liveness information); ``seq`` the event that last changed it.
@@ -116,7 +121,8 @@ class State:
     a node before Serf first reports it); ``session``: agent sessions begun; ``applied``: keys
     of marks applied in this session; ``counts``: (observer, event kind) -> events folded;
     ``last_at``: observer -> receive time of its latest event; ``max_at``: the latest receive
-    time so far (receive times can step back with the clock; this cannot). ``nodes`` is the
+    time so far (receive times can step back with the clock; this cannot); ``heartbeats``:
+    heartbeat sender -> receive time of the last heartbeat recorded from it. ``nodes`` is the
     current view, node -> :data:`NodeView`, kept up to date by :meth:`apply`.
     ``role_epoch`` counts the events that may have changed a node's role (its member's
     ``role`` tag, Droonga 1.1's): equal at two points, no role changed in between, so an
@@ -124,7 +130,7 @@ class State:
     """
 
     __slots__ = ("seq", "max_at", "catalog", "members", "marks", "session", "applied",
-                 "max_ltime", "counts", "last_at", "nodes", "role_epoch",
+                 "max_ltime", "counts", "last_at", "role_epoch", "heartbeats", "nodes",
                  "_by_id", "_by_host", "_by_address", "_node_members", "_targets",
                  "_node_marks")
 
@@ -140,6 +146,7 @@ class State:
         self.counts: dict[tuple[str, str], int] = {}
         self.last_at: dict[str, int] = {}
         self.role_epoch = 0
+        self.heartbeats: dict[str, int] = {}
         self._rebuild()
 
     # -- indexes ---------------------------------------------------------------------------
@@ -307,6 +314,8 @@ class State:
             self.role_epoch += 1  # members are matched anew: a node may show another member
             self._rebuild()
             effect = Effect(self._diff(before), False, None, ())
+        elif kind == ev.USER and event.name == HEARTBEAT:
+            effect = self._heartbeat(event)
         else:
             effect = NOTHING
         if observer and kind != ev.CATALOG:  # a catalog is read, not seen by the agent
@@ -436,6 +445,19 @@ class State:
         changes = self._refresh(affected)
         return Effect(changes, False, None, ()) if changes else NOTHING
 
+    def _heartbeat(self, event) -> Effect:
+        """Keep the receive time of the sender's heartbeat; it changes no node's liveness."""
+        sender = (event.payload or "").strip()
+        if not sender or len(sender) > MAX_WORD or len(sender.split()) != 1:
+            return Effect((), False, None, (f"{HEARTBEAT} names no single sender "
+                                            f"({sender[:40]!r}); folded as nothing",))
+        if sender not in self.heartbeats and len(self.heartbeats) >= MAX_HEARTBEATS:
+            return Effect((), False, None, (f"{HEARTBEAT} from {sender[:40]!r} not folded: "
+                                            f"the state already holds {MAX_HEARTBEATS} "
+                                            f"senders",))
+        self.heartbeats[sender] = event.at
+        return NOTHING
+
     def _evict(self) -> set[str]:
         """Keep at most MAX_MARKS words: drop first the marks that name no known node, then
         the oldest ``membership-up`` marks, then the oldest marks."""
@@ -502,7 +524,9 @@ def live_nodes(state: State) -> dict[str, str]:
 
 #: Bump when the plain form changes: checkpoints in another form are refolded, never trusted.
 #: 6: the catalog carries its Droonga cluster id; ``role_epoch`` (issue 20).
-PLAIN_VERSION = 6
+#: 7: ``heartbeats`` (issue 18). Older states (a retention anchor's, which cannot be refolded)
+#: still load, through :func:`_upgrade`.
+PLAIN_VERSION = 7
 
 
 def to_plain(state: State) -> tuple:
@@ -524,6 +548,7 @@ def to_plain(state: State) -> tuple:
         dict(state.counts),
         dict(state.last_at),
         state.role_epoch,
+        dict(state.heartbeats),
     )
 
 
@@ -539,15 +564,30 @@ def _from_v5(plain: tuple) -> tuple:
     return (6, *plain[1:3], cat, *plain[4:], 0)
 
 
-def from_plain(plain: tuple) -> State:
-    """Inverse of :func:`to_plain`; ValueError if ``plain`` is not a state of this version
-    (or of version 5, read through :func:`_from_v5`)."""
+def _from_v6(plain: tuple) -> tuple:
+    """A version-6 plain state (the release before issue 18's heartbeats) in version 7's form:
+    no heartbeat recorded yet."""
+    return (7, *plain[1:], {})
+
+
+def _upgrade(plain: object) -> object:
+    """``plain`` in this release's form when it is an older plain state this release knows
+    (each step upgrades one version); anything else unchanged, for the caller to refuse."""
     if isinstance(plain, tuple) and plain and plain[0] == 5 and len(plain) == 11:
         plain = _from_v5(plain)
+    if isinstance(plain, tuple) and plain and plain[0] == 6 and len(plain) == 12:
+        plain = _from_v6(plain)
+    return plain
+
+
+def from_plain(plain: tuple) -> State:
+    """Inverse of :func:`to_plain`; ValueError if ``plain`` is not a state of this version
+    (or of an older one :func:`_upgrade` knows)."""
+    plain = _upgrade(plain)
     if not isinstance(plain, tuple) or not plain or plain[0] != PLAIN_VERSION:
         raise ValueError("not a fold state of this release")
     (_, seq, max_at, cat, members, marks, session, applied, max_ltime, counts, last_at,
-     role_epoch) = plain
+     role_epoch, heartbeats) = plain
     s = State.__new__(State)
     s.seq = seq
     s.max_at = max_at
@@ -561,5 +601,6 @@ def from_plain(plain: tuple) -> State:
     s.counts = dict(counts)
     s.last_at = dict(last_at)
     s.role_epoch = role_epoch
+    s.heartbeats = dict(heartbeats)
     s._rebuild()
     return s

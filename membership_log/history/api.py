@@ -46,6 +46,8 @@ from ..core.figures import (
 from ..core.incidents import CAUSES, Incident, close, record
 from ..core.names import unknown
 from ..core.timespec import MAX_US, MIN_US, Point, check_window, iso
+from ..stores.protocol import ROLE_NODE
+from ..version import __version__
 from . import driver
 
 __all__ = ["open_store", "now_us", "StateAt", "Replayed", "state_at", "live_set", "replay",
@@ -591,10 +593,11 @@ def export(store, since: Point | None = None, until: Point | None = None,
 
 def metrics(store, observer: str | None = None, now: int | None = None,
             flap_window_s: float = 600, flap_threshold: int = 3,
-            exclude: tuple = ()) -> dict:
+            exclude: tuple = (), spool_dir: str | None = None) -> dict:
     """The figures ``membership metrics`` exposes, as plain data (see
     :func:`membership_log.render.exposition.render`). Counters come from the log and its
-    derived tables, so they never go back: not on a restart, not after a compaction."""
+    derived tables, so they never go back: not on a restart, not after a compaction.
+    ``spool_dir``: a node store's spool, whose waiting events are counted."""
     now = now if now is not None else now_us()
     scope = _scope(store, observer)
     states = [_head_state(store, o) for o in scope.origins]
@@ -643,6 +646,15 @@ def metrics(store, observer: str | None = None, now: int | None = None,
             if scope.observer is not None and obs != scope.observer:
                 continue
             last_event[obs] = max(last_event.get(obs, 0), at / 1e6)
+    heartbeats: dict[str, float] = {}
+    for s in states:  # merged: the latest any log recorded from each sender
+        for sender, at in s.heartbeats.items():
+            heartbeats[sender] = max(heartbeats.get(sender, 0), at / 1e6)
+    spooled = None
+    if spool_dir is not None and store.role == ROLE_NODE:
+        from ..stores.spool import waiting
+
+        spooled = waiting(spool_dir)
     return {
         "nodes": nodes,
         "live_nodes": sum(1 for v in view.values() if v.live and v.in_catalog),
@@ -651,6 +663,9 @@ def metrics(store, observer: str | None = None, now: int | None = None,
                    for (o, k), c in sorted(counts.items())],
         "last_event_s": last_event,
         "observer": observer,
+        "last_heartbeat_s": heartbeats,
+        "spool_files": spooled,
+        "version": __version__,
     }
 
 

@@ -243,43 +243,77 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
         problems.append(Problem(None, f"{label}the observer sessions differ from a fresh "
                                       f"fold{rebuild}"))
     if live_path is not None:
-        live_bytes = files.read_bytes(live_path)
-        expected, why = livefile.file_of(state, fmt)
-        if expected is None and fmt != livefile.DROONGA_11 and live_bytes is not None:
-            expected = livefile.render_view(state.nodes, fmt)  # no file is due: none is right
-        if live_bytes is not None and live_bytes != expected and live_bytes not in lag_renders:
-            # Read after the snapshot: a handler may have recorded and folded more since.
-            # Fold what it added and accept the file of any state up to the new head.
-            for raw, _, _ in derive.forward(state, store.events(origin, head)):
-                rendered, _ = livefile.file_of(state, fmt)
-                if rendered is not None and rendered == live_bytes:
-                    notes.append(f"{label}the live file is that of event {raw.seq}, recorded "
-                                 f"while verify ran")
-                    expected = live_bytes
-                    break
-        if live_bytes is None:
-            if expected is not None:
-                problems.append(Problem(head, f"the live file {live_path} is missing"
-                                              f"{rebuild}"))
-            else:
-                ok.append(f"no live file {live_path}, rightly: {why}")
-        elif expected is None:
-            # Droonga 1.1's file with no catalog Droonga can load: the handler leaves the
-            # file as it was, so it may be of any earlier state; not checked.
-            notes.append(f"{label}the live file {live_path} is left as it was, not checked: "
-                         f"{why}")
-        elif live_bytes != expected and live_bytes not in lag_renders:
-            problems.append(Problem(head, f"the live file {live_path} differs from a fresh "
-                                          f"fold of the log up to event {head}{rebuild}"))
-        else:
-            ok.append(f"live file {live_path} agrees with the log")
+        r = check_live_file(store, origin, state, head, live_path, fmt, lag_renders, label)
+        ok += r.ok
+        notes += r.notes
+        problems += r.problems
     return Report(ok, notes, problems)
+
+
+def check_live_file(store, origin: str, state, head: int, live_path: str, fmt: str,
+                    lag_renders: frozenset | set = frozenset(), label: str = "") -> Report:
+    """Whether the live file at ``live_path`` is the one the log gives: the fold at ``head``
+    (``state``, advanced in place over whatever handlers recorded since), or a lagging one
+    (``lag_renders``: the files of states verify saw folded but not yet published)."""
+    ok: list[str] = []
+    notes: list[str] = []
+    problems: list[Problem] = []
+    rebuild = " (run: membership rebuild)"
+    live_bytes = files.read_bytes(live_path)
+    expected, why = livefile.file_of(state, fmt)
+    if expected is None and fmt != livefile.DROONGA_11 and live_bytes is not None:
+        expected = livefile.render_view(state.nodes, fmt)  # no file is due: none is right
+    if live_bytes is not None and live_bytes != expected and live_bytes not in lag_renders:
+        # Read after the snapshot: a handler may have recorded and folded more since.
+        # Fold what it added and accept the file of any state up to the new head.
+        for raw, _, _ in derive.forward(state, store.events(origin, head)):
+            rendered, _ = livefile.file_of(state, fmt)
+            if rendered is not None and rendered == live_bytes:
+                notes.append(f"{label}the live file is that of event {raw.seq}, recorded "
+                             f"while verify ran")
+                expected = live_bytes
+                break
+    if live_bytes is None:
+        if expected is not None:
+            problems.append(Problem(head, f"the live file {live_path} is missing{rebuild}"))
+        else:
+            ok.append(f"no live file {live_path}, rightly: {why}")
+    elif expected is None:
+        # Droonga 1.1's file with no catalog Droonga can load: the handler leaves the file
+        # as it was, so it may be of any earlier state; not checked.
+        notes.append(f"{label}the live file {live_path} is left as it was, not checked: {why}")
+    elif live_bytes != expected and live_bytes not in lag_renders:
+        problems.append(Problem(head, f"the live file {live_path} differs from a fresh "
+                                      f"fold of the log up to event {head}{rebuild}"))
+    else:
+        ok.append(f"live file {live_path} agrees with the log")
+    return Report(ok, notes, problems)
+
+
+#: What the spool holds: events ``waiting`` (paths not yet taken in), files ``taken`` in
+#: already (a handler killed before deleting them), files that cannot be read (``unusable``,
+#: in the spool or quarantined in ``unreadable/``).
+SpoolState = namedtuple("SpoolState", "waiting taken unusable")
+
+
+def spool_state(spool_dir: str, store) -> SpoolState:
+    """The spool of a node store, read (OSError if it cannot be listed)."""
+    import os
+
+    from ..stores import spool
+
+    waiting, bad = spool.scan(spool_dir)
+    quarantined = spool.unreadable(os.path.join(spool_dir, spool.UNREADABLE))
+    taken: set[str] = set()
+    if waiting:  # files whose events are in already
+        taken = store.taken_in([os.path.basename(p) for p, _ in waiting])
+    left = [p for p, _ in waiting if os.path.basename(p) not in taken]
+    return SpoolState(left, sorted(taken), bad + quarantined)
 
 
 def verify(settings, progress=None) -> Report:
     """Verify the store ``settings`` name: each log it holds, and on a node store the live
     file and the spool."""
-    from ..stores import spool
     from ..stores.setup import open_store
 
     ok: list[str] = []
@@ -309,13 +343,8 @@ def verify(settings, progress=None) -> Report:
     if store.role != ROLE_CENTRAL:
         import os
 
-        waiting, bad = spool.scan(settings.spool_dir)
-        quarantined = spool.unreadable(os.path.join(settings.spool_dir, "unreadable"))
-        taken = set()
-        if waiting:  # files whose events are in already (a handler killed before deleting)
-            with open_store(settings.db_url) as st:
-                taken = st.taken_in([os.path.basename(p) for p, _ in waiting])
-        left = [p for p, _ in waiting if os.path.basename(p) not in taken]
+        with open_store(settings.db_url) as st:
+            left, taken, unusable = spool_state(settings.spool_dir, st)
         if taken:
             notes.append(f"{len(taken)} spool file(s) in {settings.spool_dir} were taken in "
                          f"already; the next handler run deletes them")
@@ -323,7 +352,6 @@ def verify(settings, progress=None) -> Report:
             problems.append(Problem(None, f"{len(left)} event(s) wait in the spool "
                                           f"{settings.spool_dir}: the next handler run that "
                                           f"can write the store takes them in"))
-        unusable = bad + quarantined
         if unusable:
             names = ", ".join(os.path.relpath(p, settings.spool_dir) for p in unusable[:3])
             more = f" and {len(unusable) - 3} more" if len(unusable) > 3 else ""

@@ -33,6 +33,26 @@ def publisher(settings: Settings):
     return publish.publisher(settings.live_file, settings.live_format)
 
 
+def store_gid(settings: Settings) -> int | None:
+    """The gid of ``--store-group`` (None without one); one line if there is no such group."""
+    from ..stores import access
+
+    return access.group_id(settings.store_group) if settings.store_group else None
+
+
+def share_spool(settings: Settings, gid: int | None) -> None:
+    """Give an existing spool (and what it holds) the store group's access."""
+    if gid is None:
+        return
+    from ..stores import access
+
+    try:
+        access.share_spool(settings.spool_dir, gid)
+    except OSError as e:
+        raise StoreError(f"cannot set the mode or group of the spool {settings.spool_dir}: "
+                         f"{e.strerror or e}") from None
+
+
 def refold(store, settings: Settings | None = None, progress=None) -> list[str]:
     """Bring the derived tables of every log the store holds up to date; on a node store
     with ``settings``, write its live file too. Returns the logs folded."""
@@ -52,12 +72,14 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
     lock."""
     path = settings.sqlite_path
     store_setup.make_dirs(settings.base_dir)
+    gid = store_gid(settings)
     if path is None:
-        before, after = store_setup.prepare(settings.db_url)
+        before, after = store_setup.prepare(settings.db_url, gid=gid)
         with store_setup.open_store(settings.db_url) as store:
             refold(store, progress=progress)
         return {"store": mask_url(settings.db_url), "from": before, "to": after}
-    before, after = store_setup.prepare(settings.db_url, ROLE_NODE)
+    before, after = store_setup.prepare(settings.db_url, ROLE_NODE, gid)
+    share_spool(settings, gid)
     upgraded = before is not None and before != after
     if received_us is None:
         received_us = now_us()
@@ -109,7 +131,10 @@ def upgrade_store(settings: Settings, role: str | None = None, progress=None) ->
     """``membership db upgrade``: the migrations, then everything derived brought up to date
     (an upgrade that adds or reshapes a derived table leaves it to be refolded: without this,
     an upgraded store would report an audit without its history). Returns (from, to)."""
-    before, after = store_setup.prepare(settings.db_url, role)
+    gid = store_gid(settings)
+    before, after = store_setup.prepare(settings.db_url, role, gid)
+    if settings.sqlite_path is not None:
+        share_spool(settings, gid)
     if before is None or before == after:
         return before, after
     with store_setup.open_store(settings.db_url) as store:

@@ -314,3 +314,28 @@ def follow(settings: Settings, to: str, interval: float, say, progress_factory=N
             say(f"shipped {r.copied} event(s) of {r.origin}: the central store holds its "
                 f"events up to {r.central_head}")
         sleep(interval)
+
+
+def shipped(settings: Settings, to: str) -> tuple[str, int, int]:
+    """How far the central store at ``to`` holds this node's log: ``(origin, central head,
+    local head)``, checked as :func:`ship` checks it before copying (a MembershipError if
+    the central copy does not continue the local log)."""
+    from ..stores.central import CentralStore
+
+    local = open_node_store(settings.db_url, "ship")
+    try:
+        origin = local.origin_name()
+        if origin is None:
+            raise MembershipError(f"store {settings.sqlite_path} has no event with an observer "
+                                  f"yet: nothing identifies the node to ship as")
+        central = CentralStore(to)
+        try:
+            with central.read():
+                c_head, c_hash = central.head(origin)
+            local_head = local.head(NODE)[0]
+            _check_continues(local, origin, c_head, c_hash, local_head)
+            return origin, c_head, local_head
+        finally:
+            central.close()
+    finally:
+        local.close()

@@ -160,13 +160,14 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def metrics_text(store, observer: str | None = None, now: int | None = None,
-                 exclude: tuple = ()) -> bytes:
+                 exclude: tuple = (), spool_dir: str | None = None) -> bytes:
     """The exposition of a store (``membership metrics`` and ``GET /metrics``). On a node
     store the view is the node's own, so it is named by the node (``observer`` label of
-    ``membership_observer_info``) unless ``observer`` says otherwise."""
+    ``membership_observer_info``) unless ``observer`` says otherwise; ``spool_dir`` is its
+    spool (``membership_spool_files``)."""
     from ..history import api as history
 
-    snapshot = history.metrics(store, observer, now, exclude=exclude)
+    snapshot = history.metrics(store, observer, now, exclude=exclude, spool_dir=spool_dir)
     if snapshot.get("observer") is None and not store.scope(None).merged:
         snapshot = {**snapshot, "observer": store.origin_name()}
     return exposition.render(snapshot)
@@ -194,15 +195,17 @@ class _JsonLines:
 
 class Api:
     """The routes over the store at ``db_url``. ``observer`` is the default view (``serve
-    --observer``); ``?observer=`` overrides it. ``on_store_error`` hears each 503's reason."""
+    --observer``); ``?observer=`` overrides it. ``on_store_error`` hears each 503's reason.
+    ``spool_dir``: the node store's spool, counted in /metrics."""
 
     def __init__(self, db_url: str, observer: str | None = None,
                  clock: Callable[[], int] = now_us,
                  on_store_error: Callable[[StoreError | None], None] | None = None,
                  readers: int = STORE_READERS, wait_s: float = STORE_WAIT_S,
-                 stale_after_s: float = STALE_AFTER_S) -> None:
+                 stale_after_s: float = STALE_AFTER_S, spool_dir: str | None = None) -> None:
         self.db_url, self.observer, self.clock = db_url, observer, clock
         self.stale_after_s = stale_after_s
+        self.spool_dir = spool_dir
         self.on_store_error = on_store_error or (lambda e: None)
         self._page: bytes | None = None
         self.readers, self.wait_s = readers, wait_s
@@ -288,7 +291,7 @@ class Api:
 
     def _metrics(self, params) -> Response:
         with self._reading() as store:
-            body = metrics_text(store, self._view(params))
+            body = metrics_text(store, self._view(params), spool_dir=self.spool_dir)
         return Response(200, exposition.CONTENT_TYPE, body)
 
     def _api_heads(self, params) -> Response:
@@ -677,14 +680,15 @@ def serve(db_url: str, listen: str = DEFAULT_LISTEN, observer: str | None = None
           log: Callable[[str], None] | None = None,
           ready: Callable[[ThreadingHTTPServer], None] | None = None,
           client_timeout: float = CLIENT_TIMEOUT_S,
-          stale_after_s: float = STALE_AFTER_S) -> None:
+          stale_after_s: float = STALE_AFTER_S, spool_dir: str | None = None) -> None:
     """Serve until interrupted (KeyboardInterrupt; the CLI turns SIGTERM into one)."""
     if log is None:
         def log(line: str) -> None:
             sys.stderr.write(f"membership serve: {line}\n")
             sys.stderr.flush()
     host, port = parse_listen(listen)
-    api = Api(db_url, observer, on_store_error=store_outage(log), stale_after_s=stale_after_s)
+    api = Api(db_url, observer, on_store_error=store_outage(log), stale_after_s=stale_after_s,
+              spool_dir=spool_dir)
     server = make_server(api, host, port, log, client_timeout)
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host

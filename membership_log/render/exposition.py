@@ -20,7 +20,10 @@ The snapshot::
      "live_nodes": int, "catalog_nodes": int,
      "events": [{"observer": str, "event": str, "count": int}],
      "last_event_s": {OBSERVER: float},
-     "observer": str | None}
+     "observer": str | None,
+     "last_heartbeat_s": {SENDER: float},
+     "spool_files": int | None,      # a node store's spool; None: not exposed
+     "version": str | None}
 
 Times are Unix seconds. Names are hostile input: see :mod:`membership_log.core.labels`.
 """
@@ -167,6 +170,33 @@ class _SnapshotCollector(Collector):
             # Which view these figures are: one observer's (a node store, or --observer on
             # the central store). Absent: the central store's merged view.
             yield _info(names[observer])
+        yield from _deployment(s)
+
+
+def _deployment(s: Snapshot) -> Iterator[GaugeMetricFamily]:
+    """What an operator alerts on besides the cluster: heartbeats, the spool, the build."""
+    beats: Mapping[str, float] = s.get("last_heartbeat_s") or {}
+    names = labels.unique(list(beats))
+    heartbeat = GaugeMetricFamily(
+        "membership_observer_last_heartbeat_timestamp_seconds",
+        "Unix time the last membership-heartbeat user event from this node (its payload) "
+        "was recorded. Every node's timer sends one every few minutes through its agent, "
+        "so an observer that records none is not listening.", labels=["observer"])
+    for name in sorted(beats, key=names.__getitem__):
+        heartbeat.add_metric([names[name]], float(beats[name]))
+    yield heartbeat
+    if s.get("spool_files") is not None:
+        yield GaugeMetricFamily(
+            "membership_spool_files",
+            "Events waiting in the spool: recorded while the store could not take them; the "
+            "next handler run that can write the store takes them in.",
+            value=float(s["spool_files"]))
+    if s.get("version") is not None:
+        info = GaugeMetricFamily("membership_build_info",
+                                 "Always 1; its version label is membership-log's release.",
+                                 labels=["version"])
+        info.add_metric([labels.clean(str(s["version"]))], 1.0)
+        yield info
 
 
 def _info(observer: str) -> GaugeMetricFamily:

@@ -13,6 +13,7 @@ Every ``sqlite3`` error is translated here, where it arises, into one :class:`St
 from __future__ import annotations
 
 import os
+import time
 
 try:
     # The C module itself: the sqlite3 package around it imports datetime for date adapters
@@ -32,7 +33,7 @@ from ..core.raw import (
     decode_env,
     sha256,
 )
-from . import queries
+from . import access, queries
 from .protocol import NODE, ROLE_NODE, Anchor, Scope, Store
 
 BUSY_TIMEOUT_S = 10.0
@@ -70,6 +71,17 @@ _EVENT_COLS = ", ".join(COLUMNS["event"])
 _MIN_RECEIVED = queries.MIN_RECEIVED.format(table="event", origin="")
 
 
+#: SQLite's words for SQLITE_READONLY_*: a group reader that cannot find or set up the -wal
+#: and -shm files (they are missing for a moment, or need a recovery only a writer may run).
+_READ_ONLY_WAL = "attempt to write a readonly database"
+#: Pauses between attempts to open a group-readable store in that state (0.3 s in all).
+_RETRIES = (0.01, 0.02, 0.04, 0.08, 0.15)
+
+
+class _Transient(Exception):
+    """Opening a group-readable store met a moment that passes (see :data:`_RETRIES`)."""
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -83,40 +95,71 @@ class NodeStore(Store):
 
     def __init__(self, path: str, timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = self.label = path
-        if not os.path.exists(path):
-            raise StoreError(f"no store at {path} (run: membership init)")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise StoreError(f"no store at {path} (run: membership init)") from None
+        except OSError as e:  # a directory on the way this user may not search
+            raise StoreError(access.denied(path) or f"cannot open store {path}: "
+                             f"{e.strerror or e}") from None
+        #: A group-readable store: its readers need the -wal and -shm files kept (close()).
+        self._shared = st if access.is_shared(st) else None
+        for pause in _RETRIES:
+            try:
+                row = self._connect(timeout)
+                break
+            except _Transient:
+                # A group reader that met the moment a writer's close removed -wal/-shm,
+                # or a recovery it may not run: the writer puts them back at once.
+                time.sleep(pause)
+        else:
+            row = self._connect(timeout, last=True)
+        from ..version import SCHEMA_REVISION
+
+        revision = row[0] if row else None
+        if revision != SCHEMA_REVISION:
+            self.close()
+            raise SchemaMismatch(schema_message(path, revision))
+
+    def _connect(self, timeout: float, last: bool = False):
+        """Open the connection and read the schema revision (the first read of the file)."""
+        path = self.path
         try:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a writer
             # takes the lock before it reads the last seq, and seq stays gap-free.
             self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open store {path}: {_first_line(e)}") from e
+            raise StoreError(access.denied(path) or f"cannot open store {path}: "
+                             f"{_first_line(e)}") from e
         try:
             # WAL is set once at creation and persists in the file.
             self.conn.execute("PRAGMA synchronous=FULL")  # durable on exit 0: ~0.2 ms here
-            row = self.conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            return self.conn.execute("SELECT version_num FROM alembic_version").fetchone()
         except sqlite3.Error as e:
             empty = False
             try:
                 empty = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
             except sqlite3.Error:
                 pass
-            self.conn.close()
+            self.close()
             if empty:
                 raise NotInitialised(f"store {path} is empty (run: membership init)") from e
-            if "locked" in str(e) or "busy" in str(e):
-                raise StoreError(f"store {path} is locked by another process: "
-                                 f"{_first_line(e)}") from e
-            raise StoreError(f"{path} is not a membership-log store ({_first_line(e)})") from e
-        from ..version import SCHEMA_REVISION
-
-        revision = row[0] if row else None
-        if revision != SCHEMA_REVISION:
-            self.conn.close()
-            raise SchemaMismatch(schema_message(path, revision))
+            text = _first_line(e)
+            if "locked" in text or "busy" in text:
+                raise StoreError(f"store {path} is locked by another process: {text}") from e
+            if _READ_ONLY_WAL in text or "unable to open" in text:
+                if not last and self._shared is not None and os.access(path, os.R_OK):
+                    raise _Transient() from e
+                why = access.denied(path)
+                if why is not None:
+                    raise StoreError(why) from e
+                raise StoreError(f"cannot open store {path}: {text}") from e
+            raise StoreError(f"{path} is not a membership-log store ({text})") from e
 
     def close(self) -> None:
         self.conn.close()
+        if self._shared is not None:
+            access.keep_wal_files(self.path, self._shared)
 
     def _fail(self, e: sqlite3.Error, what: str = "read") -> StoreError:
         text = _first_line(e)
@@ -124,7 +167,17 @@ class NodeStore(Store):
             return StoreError(f"store {self.path} is locked by another process ({text}); "
                               f"try again")
         if "readonly" in text.replace("-", "").replace(" ", "") or "read-only" in text:
+            why = access.denied(self.path, what if what == "write" else "read")
+            if why is not None:
+                return StoreError(why)
+            if what != "write":  # a group reader that met a writer's recovery: it passes
+                return StoreError(f"cannot read store {self.path} just now ({text}); try "
+                                  f"again")
             return StoreError(f"cannot write store {self.path}: it is read-only ({text})")
+        if "unable to open" in text:
+            why = access.denied(self.path, what)
+            if why is not None:
+                return StoreError(why)
         if "no such table" in text:
             return StoreError(f"store {self.path} is damaged: {text} (run: membership rebuild, "
                               f"or restore it from an export)")

@@ -21,7 +21,7 @@ from ..core.errors import MembershipError, SchemaMismatch, StoreError
 from ..core.redact import first_line, mask_url
 from ..settings import sqlite_path_of, store_url
 from ..version import SCHEMA_REVISION
-from . import files
+from . import access, files
 from . import node as nodestore
 from .connect import engine_for
 from .protocol import NODE, ROLE_CENTRAL, ROLE_NODE
@@ -85,8 +85,10 @@ def upgrade(url: str, role: str | None = None) -> tuple[str | None, str]:
             after = MigrationContext.configure(conn).get_current_revision() or ""
             return before, after
     except SQLAlchemyError as e:
-        raise StoreError(f"cannot upgrade store {mask_url(url)}: {first_line(e, url)}") \
-            from None
+        path = sqlite_path_of(url)
+        why = access.denied(path, "write") if path is not None else None
+        raise StoreError(why or f"cannot upgrade store {mask_url(url)}: "
+                         f"{first_line(e, url)}") from None
     finally:
         engine.dispose()
 
@@ -135,7 +137,8 @@ def make_dirs(directory: str) -> None:
     try:
         os.makedirs(directory or ".", mode=0o755, exist_ok=True)
     except OSError as e:
-        raise StoreError(f"cannot create {directory}: {e.strerror or e}") from None
+        raise StoreError(f"cannot create {directory} as {access.user_label()}: "
+                         f"{e.strerror or e}") from None
 
 
 def _lock_file(path: str) -> int:
@@ -145,7 +148,9 @@ def _lock_file(path: str) -> int:
     try:
         return files.open_lock(path + ".lock")
     except OSError as e:
-        raise StoreError(e.strerror or str(e)) from None
+        # Set-up writes the store: a user who may not is told which file and what to do.
+        why = access.denied(path, "write") if os.path.exists(path) else None
+        raise StoreError(why or e.strerror or str(e)) from None
 
 
 def _remove_leftovers(path: str) -> None:
@@ -174,16 +179,21 @@ def _needs_creating(path: str) -> bool:
         return False  # not SQLite at all: upgrade() says so in one line
 
 
-def prepare(url: str, role: str | None = None) -> tuple[str | None, str]:
+def prepare(url: str, role: str | None = None, gid: int | None = None) -> tuple[str | None, str]:
     """Create or upgrade the store at ``url``; returns the revisions (from, to).
 
     A SQLite path gets a whole new node store (built under a temporary name and renamed into
     place, under the set-up lock, so that handlers set up on the spot at once make one store,
     and a set-up killed at any moment leaves none or a whole one), unless ``role`` says
     central; any other store is upgraded in place by Alembic. A new store gets ``role``
-    (default: node for SQLite, central for a database server)."""
+    (default: node for SQLite, central for a database server). A SQLite store file is the
+    owner's alone (0600), or, with ``gid`` (``--store-group``), group-readable by that group
+    (0640, its -wal and -shm kept for its readers: see :mod:`.access`)."""
     path = sqlite_path_of(url)
     if path is None:
+        if gid is not None:
+            raise MembershipError(f"--store-group applies to a SQLite store's files, not to "
+                                  f"{mask_url(url)} (the database server has its own grants)")
         return upgrade(url, role)
     make_dirs(os.path.dirname(path))
     import fcntl
@@ -195,6 +205,7 @@ def prepare(url: str, role: str | None = None) -> tuple[str | None, str]:
         if _needs_creating(path):
             if role in (None, ROLE_NODE):
                 _create_node_store(path)
+                _share(path, gid)
                 return None, SCHEMA_REVISION
             # Created 0600 before SQLite opens it: the log may name hosts and payloads.
             try:
@@ -205,10 +216,18 @@ def prepare(url: str, role: str | None = None) -> tuple[str | None, str]:
             except OSError as e:
                 raise StoreError(f"cannot create store {path}: {e.strerror or e}") from None
         before, after = upgrade(url, role)
+        _share(path, gid)
     finally:
         os.close(lock)
-    os.chmod(path, 0o600)
     return before, after
+
+
+def _share(path: str, gid: int | None) -> None:
+    try:
+        access.share_store(path, gid)
+    except OSError as e:
+        raise StoreError(f"cannot set the mode or group of store {path}: "
+                         f"{e.strerror or e}") from None
 
 
 def remove_empty_node_store(path: str) -> None:

@@ -87,19 +87,25 @@ def decode(data: bytes) -> tuple:
             observer.decode("utf-8", "surrogateescape"), source_text, env_blob, stdin)
 
 
-def put(directory: str, item: tuple) -> str:
+def put(directory: str, item: tuple, gid: int | None = None) -> str:
     """Write ``item`` durably into the spool; returns its path.
 
-    The spool is created 0700 (it holds raw events); the file is created ``O_EXCL`` and
-    ``O_NOFOLLOW`` under a random temporary name and renamed into place, so no symlink
-    planted in the spool is ever written through.
+    The spool is created 0700 (it holds raw events), or 0750 and owned by group ``gid``
+    (``--store-group``); a file is 0600, or 0640 with the spool's group when the spool is
+    group-readable. The file is created ``O_EXCL`` and ``O_NOFOLLOW`` under a random
+    temporary name and renamed into place, so no symlink planted in the spool is ever
+    written through.
     """
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    _make_dir(directory, gid)
+    shared = _shared_gid(directory)
     name = f"{item[0]:020d}-{os.getpid()}-{os.urandom(4).hex()}{SUFFIX}"
     tmp = os.path.join(directory, "." + name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
     try:
+        if shared is not None:
+            os.fchown(fd, -1, shared)
+            os.fchmod(fd, 0o640)
         data = memoryview(encode(item))
         while data:  # os.write may write less than asked (a full disk, a signal)
             data = data[os.write(fd, data):]
@@ -110,6 +116,25 @@ def put(directory: str, item: tuple) -> str:
     os.replace(tmp, path)  # rename() replaces a symlink at ``path``, never follows it
     files.fsync_dir(directory)
     return path
+
+
+def _make_dir(directory: str, gid: int | None) -> None:
+    """Create a spool directory: 0700, or 0750 owned by group ``gid``, whatever the umask
+    (one that exists is left as it is: ``init --store-group`` changes it)."""
+    os.makedirs(os.path.dirname(directory) or ".", exist_ok=True)  # the base dir, if new
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        return
+    if gid is not None:
+        os.chown(directory, -1, gid)
+        os.chmod(directory, 0o750)
+
+
+def _shared_gid(directory: str) -> int | None:
+    """The spool's group if the spool is group-readable (its files then are too)."""
+    st = os.stat(directory)
+    return st.st_gid if st.st_mode & stat.S_IRGRP else None
 
 
 def _read(path: str) -> tuple:
@@ -167,18 +192,27 @@ def unreadable(directory: str) -> list[str]:
     return _scan(directory)[1]
 
 
+def waiting(directory: str) -> int | None:
+    """How many event files wait in the spool (not reading them: a cheap count for the
+    metrics); 0 without a spool, None if it cannot be listed."""
+    try:
+        return sum(1 for n in os.listdir(directory) if n.endswith(SUFFIX))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    except OSError:
+        return None
+
+
 def quarantine(directory: str, paths: list[str]) -> list[str]:
-    """Move spool files into ``<directory>/unreadable/`` (created 0700); return new paths.
+    """Move spool files into ``<directory>/unreadable/`` (created 0700, or 0750 with the
+    spool's group when the spool is group-readable); return the new paths.
 
     Kept for an operator, never deleted, and no longer retried. Only files directly in
     ``directory`` are moved (a rename, so the bytes are untouched); an existing file of the
     same name there is never replaced. Both directories are fsynced so the move is durable.
     """
     target = os.path.join(directory, UNREADABLE)
-    try:
-        os.mkdir(target, 0o700)
-    except FileExistsError:
-        pass
+    _make_dir(target, _shared_gid(directory))
     st = os.lstat(target)
     if not stat.S_ISDIR(st.st_mode):
         raise OSError(f"{target!r} is not a directory; spool files not quarantined")
