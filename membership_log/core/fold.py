@@ -35,6 +35,7 @@ from collections import namedtuple
 
 from . import events as ev
 from .catalog import Catalog, Node
+from .witness import CONFLICT, HEAD_EVENT, parse_head
 
 ALIVE = "alive"
 FAILED = "failed"
@@ -70,6 +71,13 @@ MAX_WORD = 512
 #: a small recent window, so this is ample.
 APPLIED_LIMIT = 1_024
 
+#: Witnessed history (SPEC): the heads of at most this many origins are kept (a head naming
+#: one more is recorded raw, folded as nothing, with a warning), and per origin the latest
+#: head by Lamport time plus the last few by arrival (to recognise a redelivery, and a fork:
+#: two roots at one size).
+MAX_HEAD_ORIGINS = 1_024
+HEAD_MEMORY = 8
+
 #: A member as last heard: ``status`` is ``alive``/``failed``/``left``/``reaped`` or None (only
 #: an update was heard: no liveness information); ``seq`` the event that last changed it.
 MemberState = namedtuple("MemberState", "address role tags status seq")
@@ -92,6 +100,16 @@ Change = namedtuple("Change", "node before after")
 #: or None)`` when it began a new session of the observer's agent, and fold ``warnings``.
 Effect = namedtuple("Effect", "changes redelivery restart warnings")
 
+#: A published head as the fold keeps it: its Lamport time (None if it had none), ``order``
+#: (its Lamport time, or for one without, the latest order seen: arrival after all of them),
+#: the tree ``size``, the ``root`` (hex) and the ``seq`` of the event that brought it.
+Head = namedtuple("Head", "ltime order size root seq")
+
+#: The heads seen of one origin: the ``latest`` by order, the ``recent`` ones by arrival
+#: (at most :data:`HEAD_MEMORY`), and how many heads contradicted earlier ones
+#: (``conflicts``: the metric ``membership_witness_conflicts_total``).
+Witnessed = namedtuple("Witnessed", "latest recent conflicts")
+
 NOTHING = Effect((), False, None, ())
 _REDELIVERY = Effect((), True, None, ())
 
@@ -109,11 +127,12 @@ class State:
     of marks applied in this session; ``counts``: (observer, event kind) -> events folded;
     ``last_at``: observer -> receive time of its latest event; ``max_at``: the latest receive
     time so far (receive times can step back with the clock; this cannot). ``nodes`` is the
-    current view, node -> :data:`NodeView`, kept up to date by :meth:`apply`.
+    current view, node -> :data:`NodeView`, kept up to date by :meth:`apply`. ``heads``:
+    origin -> :data:`Witnessed`, the ``membership-head`` events seen (:meth:`_head`).
     """
 
     __slots__ = ("seq", "max_at", "catalog", "members", "marks", "session", "applied",
-                 "max_ltime", "counts", "last_at", "nodes",
+                 "max_ltime", "counts", "last_at", "heads", "nodes",
                  "_by_id", "_by_host", "_by_address", "_node_members", "_targets",
                  "_node_marks")
 
@@ -128,6 +147,7 @@ class State:
         self.max_ltime = 0
         self.counts: dict[tuple[str, str], int] = {}
         self.last_at: dict[str, int] = {}
+        self.heads: dict[str, Witnessed] = {}
         self._rebuild()
 
     # -- indexes ---------------------------------------------------------------------------
@@ -276,6 +296,8 @@ class State:
             effect = self._members(event)
         elif kind in _MARK_KINDS and event.name in _MARK_NAMES:
             effect = self._mark(event)
+        elif kind == ev.USER and event.name == HEAD_EVENT:
+            effect = self._head(event)
         elif kind == ev.CATALOG and event.catalog is not None:
             # An unusable catalog (bad JSON, no nodes) keeps the last good one.
             before = dict(self.nodes)
@@ -406,6 +428,63 @@ class State:
         changes = self._refresh(affected)
         return Effect(changes, False, None, ()) if changes else NOTHING
 
+    def _head(self, event) -> Effect:
+        """A published head (SPEC "Witnessed history"): kept per origin, and checked against
+        the heads already seen of that origin for what a witness can tell without proofs:
+
+        - *a fork*: a head of a size already seen with another root (two logs at one size);
+        - *a log that went back*: a head newer (by Lamport time) than the latest seen, of a
+          smaller size. A log only grows and seqs are never reused, so its tree was truncated
+          or re-created from scratch.
+
+        A larger head whose root does not extend the earlier ones is not checkable here: that
+        takes a consistency proof, or the log itself (the central store's ``verify`` and
+        ``ship`` hold every shipped log to every head witnessed for it). Heads are ordered by
+        Lamport time alone, not by session: Serf's user-event clock is the cluster's and
+        survives any one agent's restart, and what Serf redelivers after a rejoin keeps its
+        old time, so it is an old head, not a log going back. (A whole cluster restarted
+        without ``-snapshot`` starts the clock over; its new heads are then older than the
+        latest seen, and only a fork is looked for until the clock passes it again: a miss,
+        never a false alarm.) A head with no Lamport time (not from Serf) counts as the
+        newest. A contradiction is a warning beginning :data:`CONFLICT` and counts in the
+        origin's ``conflicts``."""
+        parsed = parse_head(event.payload)
+        if parsed is None:
+            return Effect((), False, None, (f"{HEAD_EVENT} payload is not '<observer> <size> "
+                                            f"<root hex>'; folded as nothing",))
+        origin, size, root = parsed
+        seen = self.heads.get(origin)
+        if seen is None:
+            if len(self.heads) >= MAX_HEAD_ORIGINS:
+                return Effect((), False, None, (
+                    f"{HEAD_EVENT} of {origin[:60]!r} not folded: the state already keeps the "
+                    f"heads of {MAX_HEAD_ORIGINS} origins",))
+            seen = Witnessed(None, (), 0)
+        latest, recent, conflicts = seen
+        ltime = event.ltime
+        known = recent + ((latest,) if latest is not None else ())
+        if any(h.ltime == ltime and h.size == size and h.root == root for h in known):
+            return _REDELIVERY
+        why = []
+        other = next((h for h in known if h.size == size and h.root != root), None)
+        if other is not None:
+            why.append(f"a head of size {size} with root {root[:16]}..., but the head of event "
+                       f"{other.seq} has root {other.root[:16]}... at that size (two logs at one "
+                       f"size: a fork)")
+        newer = latest is None or ltime is None or ltime > latest.order
+        if newer and latest is not None and size < latest.size:
+            why.append(f"the log went back from size {latest.size} (the head of event "
+                       f"{latest.seq}) to {size}: truncated or re-created")
+        head = Head(ltime, ltime if ltime is not None else (latest.order if latest else 0),
+                    size, root, event.seq)
+        if why:
+            conflicts += 1
+        self.heads[origin] = Witnessed(head if newer else latest,
+                                       (recent + (head,))[-HEAD_MEMORY:], conflicts)
+        if not why:
+            return NOTHING
+        return Effect((), False, None, (f"{CONFLICT}{origin[:60]!r}: " + "; ".join(why),))
+
     def _evict(self) -> set[str]:
         """Keep at most MAX_MARKS words: drop first the marks that name no known node, then
         the oldest ``membership-up`` marks, then the oldest marks."""
@@ -470,8 +549,9 @@ def live_nodes(state: State) -> dict[str, str]:
 
 # -- plain data, for checkpoints ---------------------------------------------------------------
 
-#: Bump when the plain form changes: checkpoints in another form are refolded, never trusted.
-PLAIN_VERSION = 5
+#: Bump when the plain form changes: checkpoints in another form are refolded, never trusted
+#: (a retention anchor's state cannot be refolded: :func:`from_plain` upgrades older forms).
+PLAIN_VERSION = 6
 
 
 def to_plain(state: State) -> tuple:
@@ -491,14 +571,28 @@ def to_plain(state: State) -> tuple:
         state.max_ltime,
         dict(state.counts),
         dict(state.last_at),
+        {k: (None if w.latest is None else tuple(w.latest), tuple(tuple(h) for h in w.recent),
+             w.conflicts) for k, w in state.heads.items()},
     )
 
 
+def _upgrade(plain: tuple) -> tuple:
+    """An older release's plain form in this one's: version 5 had no heads (none had been
+    seen, since no release before kept them)."""
+    if plain[0] == 5 and len(plain) == 11:
+        return (PLAIN_VERSION, *plain[1:], {})
+    return plain
+
+
 def from_plain(plain: tuple) -> State:
-    """Inverse of :func:`to_plain`; ValueError if ``plain`` is not a state of this version."""
+    """Inverse of :func:`to_plain` (and of version 5's: see :func:`_upgrade`); ValueError if
+    ``plain`` is not a state this release reads."""
+    if isinstance(plain, tuple) and plain and plain[0] != PLAIN_VERSION:
+        plain = _upgrade(plain)
     if not isinstance(plain, tuple) or not plain or plain[0] != PLAIN_VERSION:
         raise ValueError("not a fold state of this release")
-    _, seq, max_at, cat, members, marks, session, applied, max_ltime, counts, last_at = plain
+    (_, seq, max_at, cat, members, marks, session, applied, max_ltime, counts, last_at,
+     heads) = plain
     s = State.__new__(State)
     s.seq = seq
     s.max_at = max_at
@@ -510,5 +604,7 @@ def from_plain(plain: tuple) -> State:
     s.max_ltime = max_ltime
     s.counts = dict(counts)
     s.last_at = dict(last_at)
+    s.heads = {k: Witnessed(None if w[0] is None else Head(*w[0]),
+                            tuple(Head(*h) for h in w[1]), w[2]) for k, w in heads.items()}
     s._rebuild()
     return s
