@@ -22,6 +22,7 @@ from ..core import events
 from ..core import fold as project
 from ..core.codec import decode_state, encode_state
 from ..core.errors import MembershipError
+from ..core.witness import CONFLICT, HEAD_EVENT, parse_head
 from ..render import livefile
 
 #: A checkpoint of the fold's state after every this-many events: closer together while the
@@ -143,15 +144,18 @@ class Batch:
     ``incidents`` rows to insert or replace, in
     :data:`~membership_log.core.incidents.Row` order; ``closed`` ``(node, up_seq, up_at)``:
     the node's open incident, stored earlier, ended; ``sessions`` ``(seq, observer,
-    started_at, gap_from)``; ``snapshot`` ``(seq, state blob, live bytes)`` or None."""
+    started_at, gap_from)``; ``heads`` ``(seq, received_us, observer, head_origin, size,
+    root, conflict)``: the ``membership-head`` events, with the fold's conflict warning or
+    None; ``snapshot`` ``(seq, state blob, live bytes)`` or None."""
 
-    __slots__ = ("checkpoints", "incidents", "closed", "sessions", "snapshot")
+    __slots__ = ("checkpoints", "incidents", "closed", "sessions", "heads", "snapshot")
 
     def __init__(self) -> None:
         self.checkpoints: list = []
         self.incidents: list = []
         self.closed: list = []
         self.sessions: list = []
+        self.heads: list = []
         self.snapshot = None
 
 
@@ -182,6 +186,12 @@ class Keeper:
         if effect.restart is not None:
             observer, gap_from = effect.restart
             self.batch.sessions.append((raw.seq, observer, raw.received_us, gap_from))
+        if event.name == HEAD_EVENT and event.kind == events.USER:
+            head = parse_head(event.payload)
+            if head is not None:
+                conflict = next((w for w in effect.warnings if w.startswith(CONFLICT)), None)
+                self.batch.heads.append((raw.seq, raw.received_us, raw.observer, head[0],
+                                         head[1], bytes.fromhex(head[2]), conflict))
         seq = raw.seq
         if seq % CHECKPOINT_EVERY_SMALL == 0 and (
                 seq % CHECKPOINT_EVERY == 0 or len(state.members) < SMALL_STATE_MEMBERS):
