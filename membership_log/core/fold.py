@@ -483,7 +483,8 @@ class State:
                                        (recent + (head,))[-HEAD_MEMORY:], conflicts)
         if not why:
             return NOTHING
-        return Effect((), False, None, (f"{CONFLICT}{origin[:60]!r}: " + "; ".join(why),))
+        return Effect((), False, None, (f"{CONFLICT}{origin[:60]!r} published a head that "
+                                        f"contradicts an earlier one: " + "; ".join(why),))
 
     def _evict(self) -> set[str]:
         """Keep at most MAX_MARKS words: drop first the marks that name no known node, then

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 #: The Serf user event a head travels as.
 HEAD_EVENT = "membership-head"
-#: Serf's default limit on a user event (name and payload together must stay under it; the
-#: name and its framing take a few bytes).
+#: Serf's default limit on a user event's name and payload together (bytes).
 USER_EVENT_LIMIT = 512
 #: The longest origin name a head may carry: the payload, with its size (up to 19 digits),
 #: root (64) and the spaces, stays well under Serf's limit.
