@@ -24,6 +24,7 @@ from collections import namedtuple
 from ..core import merkle, proofs
 from ..core.errors import MembershipError
 from ..core.raw import GENESIS
+from ..core.witness import CONFLICT
 from ..render.jsondoc import export_doc
 from ..stores.protocol import ROLE_CENTRAL
 
@@ -267,11 +268,11 @@ def check_tree(store, origin: str, name: str | None, label: str) -> tuple[list, 
             f": at size {bad.size} {', '.join(bad.witnesses)} recorded root {_short(bad.root)}, "
             f"the log's root there is {_short(roots[bad.size])}; events {lo}..{bad.size} are "
             f"not the ones they saw (rewritten, truncated or re-created since)")))
-    for origin_, seq, _, observer, _, _, _, conflict in heads:
+    for log, seq, _, observer, _, _, _, conflict in heads:
         if conflict is not None:
-            problems.append((None, f"{label}{observer} recorded a head of it that contradicts "
-                                   f"an earlier one (event {seq} of the log of "
-                                   f"{origin_ or observer}): {conflict}"))
+            reason = conflict[len(CONFLICT):] if conflict.startswith(CONFLICT) else conflict
+            problems.append((None, f"{label}{observer} witnessed (event {seq} of "
+                                   f"{log or observer}'s log): {reason}"))
     if ahead:
         notes.append(f"{label}{len(ahead)} head(s) witnessed by "
                      f"{', '.join(sorted({n for w in ahead for n in w.witnesses}))} are beyond "
