@@ -756,10 +756,12 @@ def test_heads_published_over_serf_are_recorded_by_every_node_and_checked_centra
         for _ in range(2):
             # All three at once: -coalesce=false keeps every one (coalescing would keep
             # only the last of the name in its window, on every receiver).
-            procs = [subprocess.Popen([membership, "head", "--base-dir", str(a.base_dir),
-                                       "--publish", "--rpc-addr", a.rpc, "--json"],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                     for a in agents]
+            # The last one finds its agent through Serf's own SERF_RPC_ADDR.
+            procs = [subprocess.Popen(
+                [membership, "head", "--base-dir", str(a.base_dir), "--publish", "--json",
+                 *(["--rpc-addr", a.rpc] if a is not agents[-1] else [])],
+                env={**os.environ, **({"SERF_RPC_ADDR": a.rpc} if a is agents[-1] else {})},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for a in agents]
             for p in procs:
                 out, err = p.communicate(timeout=60)
                 assert p.returncode == 0, err

@@ -176,6 +176,7 @@ class Store(abc.ABC):
         fall back on when the kept frontier does not match the log, what ``rebuild`` keeps
         and what ``verify`` compares the kept one and the witnessed heads with."""
         from ..core import merkle
+        from ..core.errors import StoreError
 
         anchor = self.anchor(origin)
         if anchor is None:
@@ -183,7 +184,15 @@ class Store(abc.ABC):
         elif anchor.frontier is None:
             return None
         else:
-            size, front = merkle.decode(anchor.frontier)
+            try:
+                size, front = merkle.decode(anchor.frontier)
+                why = f"size {size}"
+            except ValueError as e:
+                size, why = -1, str(e)
+            if size != anchor.seq:
+                raise StoreError(f"store {self.label}: the retention anchor's Merkle frontier "
+                                 f"is not the tree at its event {anchor.seq} ({why}); restore "
+                                 f"the store from a backup or the central store")
         head = self.head_seq(origin)
         stops = sorted({s for s in at if size <= s <= head} | {head})
         roots = {}
@@ -192,8 +201,6 @@ class Store(abc.ABC):
                 last = min(stop, size + merkle.CHUNK)
                 rows = self.hashes(origin, size + 1, last)
                 if len(rows) != last - size or rows[0][0] != size + 1:
-                    from ..core.errors import StoreError
-
                     raise StoreError(f"store {self.label}: events {size + 1}..{last} are not "
                                      f"all there; the log is damaged (run: membership verify)")
                 front = merkle.extend(front, size, [merkle.leaf_hash(bytes(h))
@@ -206,8 +213,8 @@ class Store(abc.ABC):
         """The frontier blob once events with ``hashes`` follow event ``seq``, from the kept
         one when it is the tree at ``seq`` (the usual case: one lookup and a hash or two per
         event), else from the log (a store upgraded without its trees, a damaged row). None
-        if the log cannot have a tree (compacted before it kept one). For the append
-        paths, inside their write transaction."""
+        if the log cannot have a tree (compacted before it kept one, or damaged). For the
+        append paths, inside their write transaction."""
         from ..core import merkle
 
         kept = self.tree(origin)
@@ -224,7 +231,14 @@ class Store(abc.ABC):
             if seq == 0:
                 front = ()
             else:
-                computed = self.log_tree(origin)
+                from ..core.errors import StoreError
+
+                try:
+                    computed = self.log_tree(origin)
+                except StoreError:
+                    # A damaged log (verify names it): the events are still recorded, and
+                    # the tree is left as it is rather than the events spooled for ever.
+                    return None
                 if computed is None:
                     return None
                 front = computed[1]
