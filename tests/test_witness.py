@@ -17,6 +17,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -237,6 +238,24 @@ def test_verify_holds_the_kept_frontier_to_the_log_and_rebuild_recomputes_it(han
     handle("member-leave", b"node1\t192.168.100.51\t\t\n")
     assert head_of(base)["root"] == Oracle(leaves_of(exported(base))).mth(0, 5).hex()
     assert "Merkle tree of 5 events" in invoke("verify", "--base-dir", base)
+
+
+def test_the_handler_keeps_the_tree_without_loading_the_proofs(base):
+    """Its hot path loads core/frontier (the hashes and the frontier), not core/merkle's
+    proofs, nor anything heavy."""
+    root = os.path.dirname(os.path.dirname(__file__))
+    code = ("import sys; from membership_log.handler import main; "
+            f"status = main(['--base-dir', {str(base)!r}]); "
+            "print(status, sorted(m for m in ('membership_log.core.merkle', "
+            "'membership_log.core.proofs', 'membership_log.core.frontier', 'json', 're', "
+            "'typing', 'hashlib', 'datetime') if m in sys.modules))")
+    invoke("init", "--base-dir", base)  # the set-up (Alembic) is not the hot path
+    env = {"PYTHONPATH": root, "SERF_EVENT": "member-join", "SERF_SELF_NAME": "node0"}
+    out = subprocess.run([sys.executable, "-S", "-c", code], input=b"node1\t192.168.100.51\n",
+                         capture_output=True, text=False, check=True, cwd=root, env=env)
+    assert out.stdout.decode().split("\n")[-2] == "0 ['membership_log.core.frontier']", out
+    with sqlite3.connect(base / "membership.db") as c:
+        assert c.execute("SELECT size FROM merkle_head").fetchone() == (2,)
 
 
 # -- an upgrade of a store made by 0005 ----------------------------------------------------------

@@ -215,7 +215,7 @@ class Store(abc.ABC):
         event), else from the log (a store upgraded without its trees, a damaged row). None
         if the log cannot have a tree (compacted before it kept one, or damaged). For the
         append paths, inside their write transaction."""
-        from ..core import merkle
+        from ..core import frontier as merkle  # the hot path: not the proofs
 
         kept = self.tree(origin)
         front = None
