@@ -266,8 +266,8 @@ def check_tree(store, origin: str, name: str | None, label: str) -> tuple[list, 
         problems.append((lo, (
             f"{label}the log contradicts {len(disagree)} head(s) witnessed by {', '.join(names)}"
             f": at size {bad.size} {', '.join(bad.witnesses)} recorded root {_short(bad.root)}, "
-            f"the log's root there is {_short(roots[bad.size])}; events {lo}..{bad.size} are "
-            f"not the ones they saw (rewritten, truncated or re-created since)")))
+            f"the log's root there is {_short(roots[bad.size])}; {_events(lo, bad.size)} they "
+            f"saw (rewritten, truncated or re-created since)")))
     for log, seq, _, observer, _, _, _, conflict in heads:
         if conflict is not None:
             reason = conflict[len(CONFLICT):] if conflict.startswith(CONFLICT) else conflict
@@ -283,10 +283,15 @@ def check_tree(store, origin: str, name: str | None, label: str) -> tuple[list, 
         ok.append(f"{label}Merkle tree of {size} events (root {_short(merkle.root(front, size))})"
                   f" kept as the log gives it")
     if agree:
+        sizes = (f"size {agree[0].size}" if len(agree) == 1
+                 else f"sizes {agree[0].size}..{agree[-1].size}")
         ok.append(f"{label}agrees with {len(agree)} head(s) witnessed by "
-                  f"{', '.join(sorted({n for w in agree for n in w.witnesses}))} "
-                  f"(sizes {agree[0].size}..{agree[-1].size})")
+                  f"{', '.join(sorted({n for w in agree for n in w.witnesses}))} ({sizes})")
     return ok, notes, problems
+
+
+def _events(lo: int, hi: int) -> str:
+    return f"event {lo} is not the one" if lo == hi else f"events {lo}..{hi} are not the ones"
 
 
 def unshipped_witnessed(store, origins: list[str]) -> list[str]:
