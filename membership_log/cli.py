@@ -610,7 +610,7 @@ def check_proof(s: settings.Settings,
 
     \b
         membership check-proof event42.proof --root "$WITNESSED_ROOT"
-        membership prove --base-dir /var/lib/droonga --seq 42 | membership check-proof -
+        membership check-proof - --root "$WITNESSED_ROOT" < event42.proof
     """
     from .core import proofs
 
