@@ -242,13 +242,14 @@ def test_verify_holds_the_kept_frontier_to_the_log_and_rebuild_recomputes_it(han
 
 def test_the_handler_keeps_the_tree_without_loading_the_proofs(base):
     """Its hot path loads core/frontier (the hashes and the frontier), not core/merkle's
-    proofs, nor anything heavy."""
+    proofs, nor core/witness (only a head event needs it), nor anything heavy."""
     root = os.path.dirname(os.path.dirname(__file__))
     code = ("import sys; from membership_log.handler import main; "
             f"status = main(['--base-dir', {str(base)!r}]); "
             "print(status, sorted(m for m in ('membership_log.core.merkle', "
-            "'membership_log.core.proofs', 'membership_log.core.frontier', 'json', 're', "
-            "'typing', 'hashlib', 'datetime') if m in sys.modules))")
+            "'membership_log.core.proofs', 'membership_log.core.frontier', "
+            "'membership_log.core.witness', 'json', 're', 'typing', 'hashlib', 'datetime') "
+            "if m in sys.modules))")
     invoke("init", "--base-dir", base)  # the set-up (Alembic) is not the hot path
     env = {"PYTHONPATH": root, "SERF_EVENT": "member-join", "SERF_SELF_NAME": "node0"}
     out = subprocess.run([sys.executable, "-S", "-c", code], input=b"node1\t192.168.100.51\n",

@@ -35,7 +35,6 @@ from collections import namedtuple
 
 from . import events as ev
 from .catalog import Catalog, Node
-from .witness import CONFLICT, HEAD_EVENT, parse_head
 
 ALIVE = "alive"
 FAILED = "failed"
@@ -296,7 +295,7 @@ class State:
             effect = self._members(event)
         elif kind in _MARK_KINDS and event.name in _MARK_NAMES:
             effect = self._mark(event)
-        elif kind == ev.USER and event.name == HEAD_EVENT:
+        elif kind == ev.USER and event.name == ev.HEAD_EVENT:
             effect = self._head(event)
         elif kind == ev.CATALOG and event.catalog is not None:
             # An unusable catalog (bad JSON, no nodes) keeps the last good one.
@@ -448,16 +447,18 @@ class State:
         never a false alarm.) A head with no Lamport time (not from Serf) counts as the
         newest. A contradiction is a warning beginning :data:`CONFLICT` and counts in the
         origin's ``conflicts``."""
+        from .witness import CONFLICT, parse_head  # only for a head: off the hot path
+
         parsed = parse_head(event.payload)
         if parsed is None:
-            return Effect((), False, None, (f"{HEAD_EVENT} payload is not '<observer> <size> "
+            return Effect((), False, None, (f"{ev.HEAD_EVENT} payload is not '<observer> <size> "
                                             f"<root hex>'; folded as nothing",))
         origin, size, root = parsed
         seen = self.heads.get(origin)
         if seen is None:
             if len(self.heads) >= MAX_HEAD_ORIGINS:
                 return Effect((), False, None, (
-                    f"{HEAD_EVENT} of {origin[:60]!r} not folded: the state already keeps the "
+                    f"{ev.HEAD_EVENT} of {origin[:60]!r} not folded: the state already keeps the "
                     f"heads of {MAX_HEAD_ORIGINS} origins",))
             seen = Witnessed(None, (), 0)
         latest, recent, conflicts = seen

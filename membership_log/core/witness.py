@@ -9,14 +9,14 @@ origin and flags a head that contradicts an earlier one; the stores keep every h
 derived table ``witness_head``, which ``verify`` and ``ship`` on the central store hold the
 shipped logs to.
 
-This module is on the handler's hot path (the fold imports it): no import beyond the
-builtins.
+The fold and the driver import this module only when a head event comes by: most events
+are not one, and the handler's hot path stays as it was.
 """
 
 from __future__ import annotations
 
-#: The Serf user event a head travels as.
-HEAD_EVENT = "membership-head"
+from .events import HEAD_EVENT  # (also this module's name: the event a head travels as)
+
 #: Serf's default limit on a user event's name and payload together (bytes).
 USER_EVENT_LIMIT = 512
 #: The longest origin name a head may carry: the payload, with its size (up to 19 digits),

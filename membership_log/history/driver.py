@@ -22,7 +22,6 @@ from ..core import events
 from ..core import fold as project
 from ..core.codec import decode_state, encode_state
 from ..core.errors import MembershipError
-from ..core.witness import CONFLICT, HEAD_EVENT, parse_head
 from ..render import livefile
 
 #: A checkpoint of the fold's state after every this-many events: closer together while the
@@ -186,7 +185,9 @@ class Keeper:
         if effect.restart is not None:
             observer, gap_from = effect.restart
             self.batch.sessions.append((raw.seq, observer, raw.received_us, gap_from))
-        if event.name == HEAD_EVENT and event.kind == events.USER:
+        if event.name == events.HEAD_EVENT and event.kind == events.USER:
+            from ..core.witness import CONFLICT, parse_head  # only for a head event
+
             head = parse_head(event.payload)
             if head is not None:
                 conflict = next((w for w in effect.warnings if w.startswith(CONFLICT)), None)
