@@ -294,6 +294,28 @@ def test_an_upgrade_of_a_0005_store_computes_the_tree_of_its_whole_log(base):
     assert "ok: Merkle tree of 300 events" in invoke("verify", "--base-dir", base)
 
 
+def test_an_upgrade_of_a_0005_central_store_computes_the_tree_of_every_log(tmp_path):
+    db = tmp_path / "central.db"
+    _store_at_0005(db)
+    logs = {name: _raws(name, 40 + 7 * i, seed=i) for i, name in enumerate(("n0", "n1"))}
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE store_info SET value = 'central' WHERE key = 'role'")
+        for name, raws in logs.items():
+            c.executemany("INSERT INTO cluster_event VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          [(name, r.seq, r.received_us, r.observer, r.source,
+                            encode_env(r.env), r.stdin, r.hash) for r in raws])
+    url = f"sqlite:///{db}"
+    assert "0005 -> 0006" in invoke("db", "upgrade", "--db", url)
+    with sqlite3.connect(db) as c:
+        kept = dict(c.execute("SELECT origin, size FROM merkle_head").fetchall())
+    assert kept == {name: len(raws) for name, raws in logs.items()}
+    for name, raws in logs.items():
+        head = json.loads(invoke("head", "--db", url, "--observer", name, "--json"))
+        assert head["root"] == Oracle([r.hash for r in raws]).mth(0, len(raws)).hex()
+    out = invoke("verify", "--db", url)
+    assert "ok: n0: Merkle tree of 40 events" in out and "ok: n1: Merkle tree of 47" in out
+
+
 def test_a_0005_store_compacted_before_it_kept_a_tree_stays_usable(base, handle):
     """Its first events are gone, so its tree (from event 1) cannot be computed: head and
     prove say so in one line; the anchor's version 5 state is read through from_plain's
@@ -716,6 +738,10 @@ def test_prove_on_the_central_store_defaults_to_the_latest_witnessed_head(member
     node1.event()
     node1.event()
     central = _central(tmp_path)
+    node0.ship(central)
+    out = invoke("verify", "--db", central)
+    assert "note: node1: 1 head(s) witnessed by node0, but its log was never shipped here: " \
+        "not checked" in out
     for n in c.nodes:
         n.ship(central)
     w = heads["node1"]["size"]

@@ -303,9 +303,11 @@ def unshipped_witnessed(store, origins: list[str]) -> list[str]:
         if h[4] not in held and h[3] != h[4]:
             by.setdefault(h[4], []).append(h)
     for name, heads in sorted(by.items()):
+        conflicts = sum(1 for h in heads if h[7] is not None)
         out.append(f"{name}: {len(heads)} head(s) witnessed by "
-                   f"{', '.join(sorted({h[3] for h in heads}))}, but its log was never shipped "
-                   f"here: not checked")
+                   f"{', '.join(sorted({h[3] for h in heads}))}"
+                   + (f" ({conflicts} contradicting an earlier one)" if conflicts else "")
+                   + ", but its log was never shipped here: not checked")
     return out
 
 
