@@ -445,7 +445,8 @@ class State:
         without ``-snapshot`` starts the clock over; its new heads are then older than the
         latest seen, and only a fork is looked for until the clock passes it again: a miss,
         never a false alarm.) A head with no Lamport time (not from Serf) counts as the
-        newest. A contradiction is a warning beginning :data:`CONFLICT` and counts in the
+        newest. A contradiction is a warning beginning ``witness conflict: ``
+        (:data:`membership_log.core.witness.CONFLICT`) and counts in the
         origin's ``conflicts``."""
         from .witness import CONFLICT, parse_head  # only for a head: off the hot path
 
