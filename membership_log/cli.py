@@ -537,6 +537,172 @@ def import_(s: settings.Settings,
         _out("imported 0 events")
 
 
+# -- witnessed history -------------------------------------------------------------------------
+
+
+@command()
+def head(s: settings.Settings, json_out: Json = False,
+         publish: Annotated[bool, typer.Option(
+             "--publish", help="Send the head as the Serf user event membership-head through "
+             "the local agent (serf event -coalesce=false), for every other node to record."
+             )] = False,
+         rpc_addr: Annotated[str | None, typer.Option(
+             "--rpc-addr", metavar="ADDR", help="With --publish: the agent's RPC address "
+             "(default: Serf's own SERF_RPC_ADDR, else 127.0.0.1:7373).")] = None,
+         observer: ObserverOpt = None) -> None:
+    """This node's tree head: its name, the size of its log's Merkle tree and the root.
+
+    The tree is RFC 6962's over the log's event hashes in seq order from event 1, so its size
+    is the last event's seq (compacted events included). --json prints {"observer", "size",
+    "root"} (root in hex). --publish sends it to the cluster as the Serf user event
+    membership-head with the payload `<observer> <size> <root hex>`: every other node's
+    handler records it, its fold keeps it, and a head that contradicts one seen before from
+    the same node (another root at an equal size, or a smaller tree) is a warning on that
+    event, the metric membership_witness_conflicts_total and an alert. The central store
+    holds each shipped log to every head other nodes recorded of it (verify, ship). Run it
+    every few minutes (examples/systemd/membership-head.timer). On a central store,
+    --observer picks the log (no --publish there).
+
+    Example:
+
+    \b
+        membership head --base-dir /var/lib/droonga
+        membership head --base-dir /var/lib/droonga --publish --rpc-addr 127.0.0.1:7373
+        membership head --db postgresql://membership@db/central --observer node1 --json
+    """
+    from .core.witness import HEAD_EVENT, head_payload
+    from .history import witness
+
+    if rpc_addr is not None and not publish:
+        raise typer.BadParameter("--rpc-addr goes with --publish", param_hint="--rpc-addr")
+    with _store(s) as store:
+        if publish and store.role != "node":
+            raise MembershipError("head --publish sends a node's own head: run it on the node, "
+                                  "with its --base-dir")
+        h = witness.head_of(store, observer)
+    if publish:
+        from .ops import gossip
+
+        gossip.send_user_event(HEAD_EVENT, head_payload(h.observer, h.size, h.root), rpc_addr)
+    if json_out:
+        _out(jsondoc.encode({"observer": h.observer, "size": h.size, "root": h.root.hex()}))
+    else:
+        _out(render.printable(f"{h.observer}: size {h.size}, root {h.root.hex()}"
+                              + (f" (published as Serf user event {HEAD_EVENT})"
+                                 if publish else "")))
+
+
+def _hex_root(value):
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise typer.BadParameter("a root is 64 hex digits (a witnessed head's root)")
+    return text.lower()
+
+
+@command()
+def prove(s: settings.Settings,
+          seq: Annotated[int | None, typer.Option(
+              "--seq", metavar="N", min=1, help="Prove that event N is in the log's tree.")
+          ] = None,
+          size: Annotated[int | None, typer.Option(
+              "--size", metavar="S", min=1, help="With --seq: the tree of this size (default: "
+              "the latest head another node witnessed that holds event N, else the head).")
+          ] = None,
+          from_: Annotated[int | None, typer.Option(
+              "--from", metavar="S1", min=0, help="Prove that the log at size S1 is a prefix "
+              "of the log at --to.")] = None,
+          to: Annotated[int | None, typer.Option(
+              "--to", metavar="S2", min=0, help="With --from: the later size (default: the "
+              "head).")] = None,
+          observer: ObserverOpt = None) -> None:
+    """Print a Merkle proof as JSON, for an auditor to check without the store.
+
+    --seq N: an inclusion proof {"origin", "seq", "size", "root", "event", "prev", "path"}:
+    the event as `membership export` writes it and the hash of event N-1, so that its hash
+    is recomputed from its content, then the audit path up to the root of the tree of
+    --size S. --from S1 --to S2: a consistency proof {"origin", "from", "to", "root_from",
+    "root_to", "path"}: the log at S1 is a prefix of the log at S2. Check either with
+    `membership check-proof FILE --root HEX`, against a root other nodes witnessed
+    (`membership head`, their recorded membership-head events). A witnessed root at that
+    size that is not this log's is a warning on stderr. After a compaction every kept event
+    stays provable (the anchor keeps the tree's frontier); a compacted event does not, nor a
+    consistency proof from a size before the anchor. On a central store --observer picks
+    the log; on a node store it must be the node's own.
+
+    Example:
+
+    \b
+        membership prove --base-dir /var/lib/droonga --seq 42 > event42.proof
+        membership prove --db postgresql://membership@db/central --observer node1 --seq 42
+        membership prove --base-dir /var/lib/droonga --from 40 --to 90
+    """
+    from .history import witness
+
+    if (seq is None) == (from_ is None):
+        raise typer.BadParameter("give --seq N (an inclusion proof) or --from S1 (a "
+                                 "consistency proof), not both or neither")
+    if seq is not None and to is not None:
+        raise typer.BadParameter("--to goes with --from (with --seq, --size)",
+                                 param_hint="--to")
+    if from_ is not None and size is not None:
+        raise typer.BadParameter("--size goes with --seq (with --from, --to)",
+                                 param_hint="--size")
+    if seq is not None and size is not None and size < seq:
+        raise typer.BadParameter(f"a tree of size {size} does not hold event {seq}",
+                                 param_hint="--size")
+    if from_ is not None and to is not None and from_ > to:
+        raise typer.BadParameter(f"--from {from_} is after --to {to}", param_hint="--from")
+    with _store(s) as store:
+        if seq is not None:
+            doc, warnings = witness.inclusion(store, seq, size, observer)
+        else:
+            doc, warnings = witness.consistency(store, from_, to, observer)
+    _out(jsondoc.encode(doc))
+    for w in warnings:
+        typer.echo(f"membership: warning: {render.printable(w)}", err=True)
+
+
+@command(name="check-proof", reads=())
+def check_proof(s: settings.Settings,
+                file: Annotated[str, typer.Argument(
+                    metavar="FILE", help="A proof from membership prove; - for stdin.")],
+                root: Annotated[str | None, typer.Option(
+                    "--root", metavar="HEX", parser=_hex_root, help="The root to hold it to: "
+                    "a head another node witnessed (for a consistency proof, the later "
+                    "one's). Without it the proof is checked against its own root.")] = None
+                ) -> None:
+    """Check a proof from `membership prove`, with nothing but the file.
+
+    An inclusion proof: the event's hash is recomputed from its content and `prev` (exactly
+    as the store chains it), its RFC 6962 leaf from that, and the path from the leaf to the
+    root. A consistency proof: the path must show the tree at `from` is a prefix of the tree
+    at `to`. Only the Python standard library is used; no store is opened. Exit 0 and one
+    line `ok: ...`, or exit 1 and why.
+
+    Example:
+
+    \b
+        membership check-proof event42.proof --root "$WITNESSED_ROOT"
+        membership check-proof - --root "$WITNESSED_ROOT" < event42.proof
+    """
+    from .core import proofs
+
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(file, "rb") as f:
+                data = f.read(64 * 1024 * 1024)
+    except OSError as e:
+        raise MembershipError(f"cannot read {file}: {e.strerror or e}") from None
+    ok, why = proofs.check_bytes(data, root)
+    if not ok:
+        raise MembershipError(f"the proof does not hold: {why}")
+    _out(render.printable(why))
+
+
 # -- keeping the store ---------------------------------------------------------------------
 
 
@@ -943,7 +1109,9 @@ def metrics(s: settings.Settings,
     membership_last_event_timestamp_seconds{observer},
     membership_observer_last_heartbeat_timestamp_seconds{observer} (the node whose
     `membership heartbeat` was recorded), membership_spool_files (events waiting in a node
-    store's spool) and membership_build_info{version}. The counters come from the log, so
+    store's spool), membership_build_info{version} and
+    membership_witness_conflicts_total{origin} (published heads of that node that
+    contradicted an earlier one: see `membership head`). The counters come from the log, so
     they never reset. On a central store the figures merge every node's log (a node is down
     while any observer sees it down) unless --observer picks one. `membership serve` serves
     the same at /metrics.
@@ -1080,6 +1248,11 @@ def alerts(s: settings.Settings,
     Ctrl-C or SIGTERM stops it (exit 0). A 4xx answer (a wrong --to, a wrong password) is
     never retried: one line, exit 1.
 
+    Witness conflicts (a published membership-head that contradicts an earlier head of the
+    same node, see `membership head`) are alert MembershipWitnessConflict with labels
+    origin (whose head), observer (the witness) and conflict (its time), sent once, firing
+    from the moment it was recorded until --over-hold seconds after delivery.
+
     Example:
 
     \b
@@ -1108,10 +1281,13 @@ def alerts(s: settings.Settings,
             say(f"... and {len(shown) - 20} more")
         kinds = [x.kind for x in out.delivered]
         over = kinds.count(_alerts.OVER)
+        conflicts = kinds.count(_alerts.CONFLICT)
         say(f"{len(kinds)} alert(s) delivered to {sender.target}: "
             f"{kinds.count(_alerts.FIRING)} firing, {kinds.count(_alerts.RESEND)} re-sent "
             f"(still open), {kinds.count(_alerts.RESOLVED)} resolved"
-            + (f", {over} already over (firing for {hold_s:g} s)" if over else ""))
+            + (f", {over} already over (firing for {hold_s:g} s)" if over else "")
+            + (f", {conflicts} witness conflict(s) (firing for {hold_s:g} s)"
+               if conflicts else ""))
         return
     _stop_on_sigterm()
     warn(f"sending the incidents of {s.sqlite_path or mask_url(s.db_url)} to "

@@ -131,11 +131,14 @@ def test_every_command_has_help_with_an_example(command):
     assert r.exit_code == 0
     assert "Example" in r.output or "event_handlers" in r.output
     # Where things live: shown by every command that reads the store (watch and route read
-    # files only, and show just those; heartbeat reads nothing: it talks to Serf).
-    if command != ["heartbeat"]:
-        assert "--base-dir" in r.output and "MEMBERSHIP_BASE_DIR" in r.output
-    else:
+    # files only, and show just those; heartbeat reads nothing: it talks to Serf; check-proof
+    # reads nothing but the proof it is given).
+    if command == ["heartbeat"]:
         assert "--base-dir" not in r.output and "--rpc-addr" in r.output
+    elif command == ["check-proof"]:
+        assert "--base-dir" not in r.output
+    else:
+        assert "--base-dir" in r.output and "MEMBERSHIP_BASE_DIR" in r.output
     # The example lines stay lines (Click would otherwise run them together).
     example = r.output.split("Example:")[-1].split("Options:")[0].split("Arguments:")[0]
     assert all(line.count("membership ") <= 1 for line in example.splitlines()), example

@@ -48,6 +48,11 @@ def _extra_events(s):
          b"node0\t192.168.0.1\t\t\n"),
         (at + 5_000_001, "node0", "serf", env(EVENT="user", USER_EVENT="membership-up",
                                               USER_LTIME="1"), b"node2\n"),
+        # node1's published heads: one, then another root at its size (a fork: a conflict).
+        (at + 5_000_002, "node0", "serf", env(EVENT="user", USER_EVENT="membership-head",
+                                              USER_LTIME="8"), b"node1 40 " + b"ab" * 32),
+        (at + 5_000_003, "node0", "serf", env(EVENT="user", USER_EVENT="membership-head",
+                                              USER_LTIME="9"), b"node1 40 " + b"cd" * 32),
     ]
     with NodeStore(s.sqlite_path) as store:
         with store.write():
@@ -248,13 +253,41 @@ COVERED = {"close", "write", "read", "origins", "scope", "head", "first_seq", "a
            "events", "rows", "hashes", "received_at", "last_received_by", "latest_anchors",
            "snapshot", "checkpoint_at_or_before", "stretch_received_by", "last_checkpoint",
            "checkpoints", "incidents", "sessions", "write_derived", "truncate_derived",
-           "alert_deliveries", "record_alert_deliveries"}
+           "alert_deliveries", "record_alert_deliveries", "tree", "put_tree",
+           "witnessed_heads"}
 
 
 def test_every_protocol_method_is_covered():
     from membership_log.stores.protocol import Store
 
     assert set(Store.__abstractmethods__) == COVERED
+
+
+def test_the_kept_tree_is_the_logs_and_the_witnessed_heads_read_alike(store, reference):
+    from membership_log.core import frontier, merkle
+    from membership_log.core.witness import CONFLICT
+
+    st, origin = store
+    size, blob = st.tree(origin)
+    assert size == len(reference)
+    got_size, front, roots = st.log_tree(origin, at=(7, 1_000))
+    assert (got_size, frontier.encode(front, got_size)) == (size, blob)
+    leaves = [merkle.leaf_hash(r.hash) for r in reference]
+    assert roots[7] == merkle.root_of(leaves[:7]) and roots[1_000] == merkle.root_of(
+        leaves[:1_000]) and roots[size] == merkle.root_of(leaves)
+    heads = st.witnessed_heads()
+    assert [(h[0], h[3], h[4], h[5], bytes(h[6])) for h in heads] == [
+        (origin, "node0", "node1", 40, b"\xab" * 32), (origin, "node0", "node1", 40, b"\xcd" * 32)]
+    assert heads[0][7] is None and heads[1][7].startswith(CONFLICT)
+    assert [h[1] for h in heads] == [len(reference) - 1, len(reference)]
+    assert st.witnessed_heads("node1", after=40) == [] == st.witnessed_heads("node9")
+    assert len(st.witnessed_heads("node1", through=40, log=origin)) == 2
+    with st.write():  # put_tree replaces the kept frontier (restored after)
+        st.put_tree(origin, 0, frontier.EMPTY_BLOB)
+    assert st.tree(origin) == (0, frontier.EMPTY_BLOB)
+    with st.write():
+        st.put_tree(origin, size, blob)
+    assert st.tree(origin) == (size, blob)
 
 
 def test_the_store_knows_its_logs_and_scopes(store):

@@ -80,17 +80,18 @@ def test_older_states_still_load_without_heartbeats():
     state = fold.State()
     state.apply(_event(1, 10, ev.USER, HEARTBEAT, "node1"))
     plain = fold.to_plain(state)
-    assert plain[0] == fold.PLAIN_VERSION == 7
-    older = (6, *plain[1:-1])  # version 6 had everything but the heartbeats
+    assert plain[0] == fold.PLAIN_VERSION == 8
+    older = (6, *plain[1:12])  # version 6 had neither the heartbeats nor the heads
     loaded = fold.from_plain(older)
     assert loaded.heartbeats == {} and loaded.counts == state.counts
     assert loaded.seq == 1 and loaded.role_epoch == state.role_epoch
-    oldest = (5, *plain[1:3], plain[3], *plain[4:11])  # nor a role epoch (nor a catalog here)
+    oldest = (5, *plain[1:11])  # nor a role epoch (nor a catalog here)
     assert fold.from_plain(oldest).heartbeats == {} and fold.from_plain(oldest).seq == 1
+    assert fold.from_plain((7, *plain[1:13])).heartbeats == state.heartbeats
     with pytest.raises(ValueError):
-        fold.from_plain((4, *plain[1:-1]))
+        fold.from_plain((4, *plain[1:12]))
     with pytest.raises(ValueError):
-        fold.from_plain((6, *plain[1:]))  # a version-6 state has 12 fields, not 13
+        fold.from_plain((6, *plain[1:13]))  # a version-6 state has 12 fields, not 13
 
 
 def test_serf_handler_lines_are_split_as_serf_splits_them():
@@ -833,8 +834,9 @@ def test_every_unit_runs_as_written(membership, installed, shared, pg_url, alert
         creds = shared / "credentials"
         units = {p.name: Service(p, rewrite, creds) for p in sorted(UNITS.glob("*.service"))}
         assert set(units) == {"membership-alerts.service", "membership-compact.service",
-                              "membership-heartbeat.service", "membership-serve.service",
-                              "membership-ship.service"}, "a new unit needs a case here"
+                              "membership-head.service", "membership-heartbeat.service",
+                              "membership-serve.service", "membership-ship.service"}, \
+            "a new unit needs a case here"
         ran = set()
         work = shared / "out"
         work.mkdir()
@@ -850,6 +852,18 @@ def test_every_unit_runs_as_written(membership, installed, shared, pg_url, alert
         assert r.returncode == 0, r.stderr
         assert r.stdout == f"sent {HEARTBEAT} from node0 through the Serf agent at {a.rpc}\n"
         assert wait_until(lambda: _heartbeats(membership, base), 30), "recorded"
+        ran.add(u.path.name)
+
+        # The head: a oneshot reader, as the membership user on the store root wrote; the
+        # agent's handler records the published head in the log.
+        u = units["membership-head.service"]
+        assert (u.user, u.group, u.drop_caps) == (GROUP, GROUP, True)
+        (cmd,) = u.commands
+        r = u.run(cmd)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("node0: size ") and "published" in r.stdout, r.stdout
+        assert wait_until(lambda: _query(db, "SELECT count(*) FROM witness_head") >= 1, 30), \
+            "recorded"
         ran.add(u.path.name)
 
         # serve: starts, answers a scrape and the API, stops by pid with exit 0.

@@ -279,3 +279,29 @@ def test_the_heartbeat_unit_and_its_timer(tmp_path):
     # below the rule's threshold: one missed run pages nobody.
     assert 2 * (every + late) < silent <= 3 * (every + late)
     verify(service, tmp_path, timer)
+
+
+def test_the_head_publishing_unit_and_its_timer(tmp_path):
+    """membership-head.service publishes this node's tree head through the local Serf agent
+    (membership head --publish), every few minutes (membership-head.timer); both verify
+    with systemd-analyze."""
+    service = EXAMPLES / "systemd" / "membership-head.service"
+    timer = EXAMPLES / "systemd" / "membership-head.timer"
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str
+    parser.read_string(service.read_text())
+    unit = parser["Service"]
+    command = unit["ExecStart"].split()
+    assert command[0].endswith("/membership") and command[1:2] == ["head"]
+    assert "--publish" in command and "--base-dir" in command
+    assert unit["Type"] == "oneshot" and unit["User"] not in ("", "root")
+    assert unit["NoNewPrivileges"] == "yes" and unit["ProtectSystem"] == "strict"
+    assert unit["Group"] == "membership" and "ReadWritePaths" not in unit, "a reader"
+    assert "SERF_RPC_AUTH" not in unit["ExecStart"], "no credential on the command line"
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str
+    parser.read_string(timer.read_text())
+    every = parser["Timer"]["OnUnitActiveSec"]
+    assert every.endswith("min") and 1 <= int(every[:-3]) <= 10, "every few minutes"
+    assert parser["Install"]["WantedBy"] == "timers.target"
+    verify(service, tmp_path, timer)

@@ -3,10 +3,10 @@
 ``compact`` drops a log's events up to an anchor and keeps the fold's state after them. That
 state replaces the events it summarises, so it must be as hard to forge as they were: the
 same transaction that moves the anchor appends an event of source ``anchor`` whose bytes
-(:func:`encode`) name the anchor's seq, hash, receive times and the SHA-256 of its state and
-of the catalog in force. The hash chain covers that event like any other; ``verify`` and
-``rebuild`` hold the anchor to it (:func:`check`), so copying another store's anchor state in
-by hand, or editing it, no longer verifies.
+(:func:`encode`) name the anchor's seq, hash, receive times and the SHA-256 of its state, of
+the catalog in force and of the log's Merkle frontier at the anchor. The hash chain covers
+that event like any other; ``verify`` and ``rebuild`` hold the anchor to it (:func:`check`),
+so copying another store's anchor state in by hand, or editing it, no longer verifies.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from .raw import sha256
 
 MAGIC = b"membership-anchor 1\n"
 _FIELDS = ("seq", "hash", "received_us", "max_at", "format", "state_sha256", "catalog_sha256")
+#: Since the logs keep a Merkle tree (0006): the SHA-256 of the anchor's frontier. Only an
+#: anchor with a frontier has the line, so every record written before reads as it did.
+_FRONTIER = "frontier_sha256"
 
 
 def encode(anchor) -> bytes:
@@ -23,8 +26,10 @@ def encode(anchor) -> bytes:
     values = (str(anchor.seq), anchor.hash.hex(), str(anchor.received_us), str(anchor.max_at),
               anchor.format, sha256(anchor.state).hexdigest(),
               anchor.catalog_sha256.hex() if anchor.catalog_sha256 is not None else "-")
-    return MAGIC + "".join(f"{k} {v}\n" for k, v in zip(_FIELDS, values, strict=True)).encode(
-        "ascii")
+    pairs = list(zip(_FIELDS, values, strict=True))
+    if anchor.frontier is not None:
+        pairs.append((_FRONTIER, sha256(anchor.frontier).hexdigest()))
+    return MAGIC + "".join(f"{k} {v}\n" for k, v in pairs).encode("ascii")
 
 
 def decode(data: bytes) -> dict | None:
@@ -40,7 +45,7 @@ def decode(data: bytes) -> dict | None:
         if line:
             key, _, value = line.partition(" ")
             fields[key] = value
-    return fields if set(fields) == set(_FIELDS) else None
+    return fields if set(fields) - {_FRONTIER} == set(_FIELDS) else None
 
 
 def seq_of(data: bytes) -> int | None:
@@ -60,7 +65,8 @@ def check(anchor, records: list) -> str | None:
         if fields is None or seq_of(bytes(data)) != anchor.seq:
             continue
         if encode(anchor) != bytes(data):
-            which = [k for k, v in decode(encode(anchor)).items() if fields.get(k) != v]
+            mine = decode(encode(anchor))
+            which = [k for k in (*_FIELDS, _FRONTIER) if fields.get(k) != mine.get(k)]
             return (f"the retention anchor at event {anchor.seq} differs from its record in "
                     f"the log (event {event_seq}: {', '.join(which)})")
         return None

@@ -36,6 +36,9 @@ CATALOG = "catalog"
 #: The record of a retention anchor (``membership compact``): kept in the log, folded as
 #: nothing.
 ANCHOR = "anchor"
+#: The Serf user event a node's published tree head travels as (SPEC "Witnessed history";
+#: its payload: :mod:`membership_log.core.witness`).
+HEAD_EVENT = "membership-head"
 UNKNOWN = "unknown"
 
 MEMBER_KINDS = frozenset({MEMBER_JOIN, MEMBER_LEAVE, MEMBER_FAILED, MEMBER_UPDATE, MEMBER_REAP})

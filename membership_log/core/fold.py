@@ -75,6 +75,13 @@ APPLIED_LIMIT = 1_024
 #: Heartbeat senders the state keeps (a cluster has a few hundred nodes at most).
 MAX_HEARTBEATS = 4_096
 
+#: Witnessed history (SPEC): the heads of at most this many origins are kept (a head naming
+#: one more is recorded raw, folded as nothing, with a warning), and per origin the latest
+#: head by Lamport time plus the last few by arrival (to recognise a redelivery, and a fork:
+#: two roots at one size).
+MAX_HEAD_ORIGINS = 1_024
+HEAD_MEMORY = 8
+
 #: A member as last heard: ``status`` is ``alive``/``failed``/``left``/``reaped`` or None (only
 #: an update was heard: no liveness information); ``seq`` the event that last changed it.
 MemberState = namedtuple("MemberState", "address role tags status seq")
@@ -96,6 +103,16 @@ Change = namedtuple("Change", "node before after")
 #: ``redelivery`` of a mark already applied, ``restart`` = ``(observer, previous event time
 #: or None)`` when it began a new session of the observer's agent, and fold ``warnings``.
 Effect = namedtuple("Effect", "changes redelivery restart warnings")
+
+#: A published head as the fold keeps it: its Lamport time (None if it had none), ``order``
+#: (its Lamport time, or for one without, the latest order seen: arrival after all of them),
+#: the tree ``size``, the ``root`` (hex) and the ``seq`` of the event that brought it.
+Head = namedtuple("Head", "ltime order size root seq")
+
+#: The heads seen of one origin: the ``latest`` by order, the ``recent`` ones by arrival
+#: (at most :data:`HEAD_MEMORY`), and how many heads contradicted earlier ones
+#: (``conflicts``: the metric ``membership_witness_conflicts_total``).
+Witnessed = namedtuple("Witnessed", "latest recent conflicts")
 
 NOTHING = Effect((), False, None, ())
 _REDELIVERY = Effect((), True, None, ())
@@ -123,14 +140,15 @@ class State:
     ``last_at``: observer -> receive time of its latest event; ``max_at``: the latest receive
     time so far (receive times can step back with the clock; this cannot); ``heartbeats``:
     heartbeat sender -> receive time of the last heartbeat recorded from it. ``nodes`` is the
-    current view, node -> :data:`NodeView`, kept up to date by :meth:`apply`.
+    current view, node -> :data:`NodeView`, kept up to date by :meth:`apply`. ``heads``:
+    origin -> :data:`Witnessed`, the ``membership-head`` events seen (:meth:`_head`).
     ``role_epoch`` counts the events that may have changed a node's role (its member's
     ``role`` tag, Droonga 1.1's): equal at two points, no role changed in between, so an
     audit finds its role stretches by looking at checkpoints instead of folding its window.
     """
 
     __slots__ = ("seq", "max_at", "catalog", "members", "marks", "session", "applied",
-                 "max_ltime", "counts", "last_at", "role_epoch", "heartbeats", "nodes",
+                 "max_ltime", "counts", "last_at", "role_epoch", "heartbeats", "heads", "nodes",
                  "_by_id", "_by_host", "_by_address", "_node_members", "_targets",
                  "_node_marks")
 
@@ -147,6 +165,7 @@ class State:
         self.last_at: dict[str, int] = {}
         self.role_epoch = 0
         self.heartbeats: dict[str, int] = {}
+        self.heads: dict[str, Witnessed] = {}
         self._rebuild()
 
     # -- indexes ---------------------------------------------------------------------------
@@ -307,6 +326,8 @@ class State:
             effect = self._members(event)
         elif kind in _MARK_KINDS and event.name in _MARK_NAMES:
             effect = self._mark(event)
+        elif kind == ev.USER and event.name == ev.HEAD_EVENT:
+            effect = self._head(event)
         elif kind == ev.CATALOG and event.catalog is not None:
             # An unusable catalog (bad JSON, no nodes) keeps the last good one.
             before = dict(self.nodes)
@@ -458,6 +479,67 @@ class State:
         self.heartbeats[sender] = event.at
         return NOTHING
 
+    def _head(self, event) -> Effect:
+        """A published head (SPEC "Witnessed history"): kept per origin, and checked against
+        the heads already seen of that origin for what a witness can tell without proofs:
+
+        - *a fork*: a head of a size already seen with another root (two logs at one size);
+        - *a log that went back*: a head newer (by Lamport time) than the latest seen, of a
+          smaller size. A log only grows and seqs are never reused, so its tree was truncated
+          or re-created from scratch.
+
+        A larger head whose root does not extend the earlier ones is not checkable here: that
+        takes a consistency proof, or the log itself (the central store's ``verify`` and
+        ``ship`` hold every shipped log to every head witnessed for it). Heads are ordered by
+        Lamport time alone, not by session: Serf's user-event clock is the cluster's and
+        survives any one agent's restart, and what Serf redelivers after a rejoin keeps its
+        old time, so it is an old head, not a log going back. (A whole cluster restarted
+        without ``-snapshot`` starts the clock over; its new heads are then older than the
+        latest seen, and only a fork is looked for until the clock passes it again: a miss,
+        never a false alarm.) A head with no Lamport time (not from Serf) counts as the
+        newest. A contradiction is a warning beginning ``witness conflict: ``
+        (:data:`membership_log.core.witness.CONFLICT`) and counts in the
+        origin's ``conflicts``."""
+        from .witness import CONFLICT, parse_head  # only for a head: off the hot path
+
+        parsed = parse_head(event.payload)
+        if parsed is None:
+            return Effect((), False, None, (f"{ev.HEAD_EVENT} payload is not '<observer> <size> "
+                                            f"<root hex>'; folded as nothing",))
+        origin, size, root = parsed
+        seen = self.heads.get(origin)
+        if seen is None:
+            if len(self.heads) >= MAX_HEAD_ORIGINS:
+                return Effect((), False, None, (
+                    f"{ev.HEAD_EVENT} of {origin[:60]!r} not folded: the state already keeps the "
+                    f"heads of {MAX_HEAD_ORIGINS} origins",))
+            seen = Witnessed(None, (), 0)
+        latest, recent, conflicts = seen
+        ltime = event.ltime
+        known = recent + ((latest,) if latest is not None else ())
+        if any(h.ltime == ltime and h.size == size and h.root == root for h in known):
+            return _REDELIVERY
+        why = []
+        other = next((h for h in known if h.size == size and h.root != root), None)
+        if other is not None:
+            why.append(f"a head of size {size} with root {root[:16]}..., but the head of event "
+                       f"{other.seq} has root {other.root[:16]}... at that size (two logs at one "
+                       f"size: a fork)")
+        newer = latest is None or ltime is None or ltime > latest.order
+        if newer and latest is not None and size < latest.size:
+            why.append(f"the log went back from size {latest.size} (the head of event "
+                       f"{latest.seq}) to {size}: truncated or re-created")
+        head = Head(ltime, ltime if ltime is not None else (latest.order if latest else 0),
+                    size, root, event.seq)
+        if why:
+            conflicts += 1
+        self.heads[origin] = Witnessed(head if newer else latest,
+                                       (recent + (head,))[-HEAD_MEMORY:], conflicts)
+        if not why:
+            return NOTHING
+        return Effect((), False, None, (f"{CONFLICT}{origin[:60]!r} published a head that "
+                                        f"contradicts an earlier one: " + "; ".join(why),))
+
     def _evict(self) -> set[str]:
         """Keep at most MAX_MARKS words: drop first the marks that name no known node, then
         the oldest ``membership-up`` marks, then the oldest marks."""
@@ -524,9 +606,9 @@ def live_nodes(state: State) -> dict[str, str]:
 
 #: Bump when the plain form changes: checkpoints in another form are refolded, never trusted.
 #: 6: the catalog carries its Droonga cluster id; ``role_epoch`` (issue 20).
-#: 7: ``heartbeats`` (issue 18). Older states (a retention anchor's, which cannot be refolded)
-#: still load, through :func:`_upgrade`.
-PLAIN_VERSION = 7
+#: 7: ``heartbeats`` (issue 18). 8: ``heads``, the witnessed heads (issue 21). Older states
+#: (a retention anchor's, which cannot be refolded) still load, through :func:`_upgrade`.
+PLAIN_VERSION = 8
 
 
 def to_plain(state: State) -> tuple:
@@ -549,6 +631,8 @@ def to_plain(state: State) -> tuple:
         dict(state.last_at),
         state.role_epoch,
         dict(state.heartbeats),
+        {k: (None if w.latest is None else tuple(w.latest), tuple(tuple(h) for h in w.recent),
+             w.conflicts) for k, w in state.heads.items()},
     )
 
 
@@ -570,6 +654,12 @@ def _from_v6(plain: tuple) -> tuple:
     return (7, *plain[1:], {})
 
 
+def _from_v7(plain: tuple) -> tuple:
+    """A version-7 plain state (the release before issue 21) in version 8's form: no head
+    seen (no release before kept them)."""
+    return (8, *plain[1:], {})
+
+
 def _upgrade(plain: object) -> object:
     """``plain`` in this release's form when it is an older plain state this release knows
     (each step upgrades one version); anything else unchanged, for the caller to refuse."""
@@ -577,6 +667,8 @@ def _upgrade(plain: object) -> object:
         plain = _from_v5(plain)
     if isinstance(plain, tuple) and plain and plain[0] == 6 and len(plain) == 12:
         plain = _from_v6(plain)
+    if isinstance(plain, tuple) and plain and plain[0] == 7 and len(plain) == 13:
+        plain = _from_v7(plain)
     return plain
 
 
@@ -587,7 +679,7 @@ def from_plain(plain: tuple) -> State:
     if not isinstance(plain, tuple) or not plain or plain[0] != PLAIN_VERSION:
         raise ValueError("not a fold state of this release")
     (_, seq, max_at, cat, members, marks, session, applied, max_ltime, counts, last_at,
-     role_epoch, heartbeats) = plain
+     role_epoch, heartbeats, heads) = plain
     s = State.__new__(State)
     s.seq = seq
     s.max_at = max_at
@@ -602,5 +694,7 @@ def from_plain(plain: tuple) -> State:
     s.last_at = dict(last_at)
     s.role_epoch = role_epoch
     s.heartbeats = dict(heartbeats)
+    s.heads = {k: Witnessed(None if w[0] is None else Head(*w[0]),
+                            tuple(Head(*h) for h in w[1]), w[2]) for k, w in heads.items()}
     s._rebuild()
     return s

@@ -77,18 +77,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from .raw import sha256  # the builtin SHA-256, imported the hot-path way (see core/raw.py)
+# The frontier and the hashes live in core/frontier (the handler's hot path loads only them);
+# they are this module's names too.
+from . import frontier as _frontier
+from .frontier import (  # noqa: F401
+    EMPTY_BLOB,
+    EMPTY_ROOT,
+    HASH_SIZE,
+    MAX_SIZE,
+    append,
+    decode,
+    encode,
+    extend,
+    leaf_hash,
+    node_hash,
+    root_of,
+    subtrees,
+)
+
+root = _frontier.root  # (assigned: the proofs below take a parameter of that name)
 
 #: ``leaves(lo, hi)``: the leaf hashes of leaves ``lo..hi-1``, in order.
 Leaves = Callable[[int, int], Sequence[bytes]]
 #: Roots of subtrees by their leaf range ``(lo, hi)``.
 Known = Mapping[tuple[int, int], bytes]
 
-HASH_SIZE = 32
-#: RFC 6962: the root of the empty tree is the hash of the empty string.
-EMPTY_ROOT = sha256(b"").digest()
-#: Tree sizes are seqs, signed 64-bit in the stores.
-MAX_SIZE = 2**63 - 1
+
 #: Leaves read per ``leaves`` call: 2 MiB of hashes, so a proof's memory stays bounded.
 CHUNK = 1 << 16
 
@@ -97,145 +111,7 @@ class Unprovable(ValueError):
     """A proof needs a subtree of leaves that were compacted and no stored root covers."""
 
 
-def leaf_hash(event_hash: bytes) -> bytes:
-    """RFC 6962 leaf: ``SHA-256(0x00 || event hash)``. The prefix keeps a leaf from ever
-    passing for an inner node, or the reverse."""
-    return sha256(b"\x00" + event_hash).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    """RFC 6962 inner node: ``SHA-256(0x01 || left || right)``."""
-    return sha256(b"\x01" + left + right).digest()
-
-
-# -- the frontier ------------------------------------------------------------------------------
-
-
-def _check(frontier: tuple[bytes, ...], size: int) -> None:
-    if not 0 <= size <= MAX_SIZE or len(frontier) != size.bit_count():
-        raise ValueError(f"a frontier of {len(frontier)} hashes cannot be a tree of size {size}")
-
-
-def append(frontier: tuple[bytes, ...], size: int, leaf: bytes) -> tuple[bytes, ...]:
-    """The frontier of size ``size + 1``: ``leaf`` added at index ``size``.
-
-    Each trailing 1 bit of ``size`` is a perfect subtree the new leaf completes, so it merges
-    with the smallest roots; on average one node hash per append (O(log n) at worst).
-    """
-    _check(frontier, size)
-    keep = len(frontier)
-    while size & 1:
-        keep -= 1
-        leaf = node_hash(frontier[keep], leaf)
-        size >>= 1
-    return frontier[:keep] + (leaf,)
-
-
-def extend(frontier: tuple[bytes, ...], size: int, leaves: Sequence[bytes]) -> tuple[bytes, ...]:
-    """:func:`append` of each of ``leaves`` in turn (a batch of events, or verify's pass).
-
-    The leaves go in as the largest perfect subtrees that fit where the tree ends, each
-    hashed level by level (:func:`root_of`) and merged like one appended leaf a level up:
-    about three times faster than one append per leaf, which counts in verify's pass over a
-    million events.
-    """
-    _check(frontier, size)
-    front = list(frontier)
-    done, total = 0, len(leaves)
-    while done < total:
-        # A subtree of 2**level leaves may start only where size is a multiple of it.
-        level = min((total - done).bit_length() - 1, 16,
-                    (size & -size).bit_length() - 1 if size else 16)
-        top = root_of(leaves[done:done + (1 << level)])
-        carry = size >> level
-        while carry & 1:
-            top = node_hash(front.pop(), top)
-            carry >>= 1
-        front.append(top)
-        size += 1 << level
-        done += 1 << level
-    return tuple(front)
-
-
-def root(frontier: tuple[bytes, ...], size: int) -> bytes:
-    """The RFC 6962 root (MTH) of the tree the frontier covers.
-
-    MTH splits at the largest power of two below the size, which is the frontier's first
-    subtree; the rest splits the same way, so the root folds the roots from the smallest.
-    """
-    _check(frontier, size)
-    if size == 0:
-        return EMPTY_ROOT
-    acc = frontier[-1]
-    for h in reversed(frontier[:-1]):
-        acc = node_hash(h, acc)
-    return acc
-
-
-def encode(frontier: tuple[bytes, ...], size: int) -> bytes:
-    """The frontier as one blob: the size (8 bytes, big-endian), then its hashes."""
-    _check(frontier, size)
-    if any(len(h) != HASH_SIZE for h in frontier):
-        raise ValueError("a frontier holds 32-byte hashes")
-    return size.to_bytes(8, "big") + b"".join(frontier)
-
-
-#: The frontier of the empty tree, for a log that has none stored yet.
-EMPTY_BLOB = bytes(8)
-
-
-def decode(blob: bytes) -> tuple[int, tuple[bytes, ...]]:
-    """``(size, frontier)`` from :func:`encode`'s blob; ValueError if it is not one (wrong
-    type, truncated, trailing bytes, a size beyond 2**63-1), never a wrong frontier."""
-    if not isinstance(blob, (bytes, bytearray, memoryview)):
-        raise ValueError(f"a frontier is bytes, not {type(blob).__name__}")
-    data = bytes(blob)
-    if len(data) < 8:
-        raise ValueError(f"a frontier blob has at least 8 bytes, not {len(data)}")
-    size = int.from_bytes(data[:8], "big")
-    if size > MAX_SIZE:
-        raise ValueError("a frontier's size is at most 2**63-1")
-    count = size.bit_count()
-    if len(data) != 8 + HASH_SIZE * count:
-        raise ValueError(f"a frontier of size {size} has {count} hashes "
-                         f"({8 + HASH_SIZE * count} bytes), not {len(data)} bytes")
-    return size, tuple(data[i:i + HASH_SIZE] for i in range(8, len(data), HASH_SIZE))
-
-
-def subtrees(frontier: tuple[bytes, ...], size: int) -> dict[tuple[int, int], bytes]:
-    """The frontier's roots by leaf range: ``known`` for proofs after a compaction at
-    ``size``."""
-    _check(frontier, size)
-    out: dict[tuple[int, int], bytes] = {}
-    lo = 0
-    hashes = iter(frontier)
-    for bit in range(size.bit_length() - 1, -1, -1):
-        if size >> bit & 1:
-            out[(lo, lo + (1 << bit))] = next(hashes)
-            lo += 1 << bit
-    return out
-
-
 # -- whole trees and proofs --------------------------------------------------------------------
-
-
-def root_of(leaves: Sequence[bytes]) -> bytes:
-    """The root of the tree of these leaf hashes, from scratch, level by level.
-
-    Pairing neighbours and carrying a last odd node up unchanged builds the same tree as
-    RFC 6962's split at the largest power of two; one list comprehension per level is the
-    fastest way to hash a block of leaves in Python.
-    """
-    level = list(leaves)
-    if not level:
-        return EMPTY_ROOT
-    while len(level) > 1:
-        paired = [sha256(b"\x01" + level[i] + level[i + 1]).digest()
-                  for i in range(0, len(level) - 1, 2)]
-        if len(level) & 1:
-            paired.append(level[-1])
-        level = paired
-    return level[0]
 
 
 def _split(n: int) -> int:

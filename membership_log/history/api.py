@@ -106,6 +106,12 @@ def _scope(store, observer: str | None):
     return scope
 
 
+def scope_of(store, observer: str | None):
+    """The logs a question about ``observer`` covers (the store's scope, the name checked:
+    an unknown observer is a one-line error naming the known ones)."""
+    return _scope(store, observer)
+
+
 def _needs_one_log(scope, *points) -> None:
     if scope.merged and any(p is not None and p.seq is not None for p in points):
         raise MembershipError("@N names an event of one node's log: with a central store, add "
@@ -655,8 +661,13 @@ def metrics(store, observer: str | None = None, now: int | None = None,
         from ..stores.spool import waiting
 
         spooled = waiting(spool_dir)
+    conflicts: dict[str, int] = {}
+    for s in states:  # every origin whose heads were seen, zeros included (for increase())
+        for origin, seen in s.heads.items():
+            conflicts[origin] = conflicts.get(origin, 0) + seen.conflicts
     return {
         "nodes": nodes,
+        "witness_conflicts": conflicts,
         "live_nodes": sum(1 for v in view.values() if v.live and v.in_catalog),
         "catalog_nodes": sum(1 for v in view.values() if v.in_catalog),
         "events": [{"observer": o, "event": k, "count": c}

@@ -155,15 +155,18 @@ class Batch:
     ``incidents`` rows to insert or replace, in
     :data:`~membership_log.core.incidents.Row` order; ``closed`` ``(node, up_seq, up_at)``:
     the node's open incident, stored earlier, ended; ``sessions`` ``(seq, observer,
-    started_at, gap_from)``; ``snapshot`` ``(seq, state blob, live bytes)`` or None."""
+    started_at, gap_from)``; ``heads`` ``(seq, received_us, observer, head_origin, size,
+    root, conflict)``: the ``membership-head`` events, with the fold's conflict warning or
+    None; ``snapshot`` ``(seq, state blob, live bytes)`` or None."""
 
-    __slots__ = ("checkpoints", "incidents", "closed", "sessions", "snapshot")
+    __slots__ = ("checkpoints", "incidents", "closed", "sessions", "heads", "snapshot")
 
     def __init__(self) -> None:
         self.checkpoints: list = []
         self.incidents: list = []
         self.closed: list = []
         self.sessions: list = []
+        self.heads: list = []
         self.snapshot = None
 
 
@@ -197,6 +200,14 @@ class Keeper:
         if effect.restart is not None:
             observer, gap_from = effect.restart
             self.batch.sessions.append((raw.seq, observer, raw.received_us, gap_from))
+        if event.name == events.HEAD_EVENT and event.kind == events.USER:
+            from ..core.witness import CONFLICT, parse_head  # only for a head event
+
+            head = parse_head(event.payload)
+            if head is not None:
+                conflict = next((w for w in effect.warnings if w.startswith(CONFLICT)), None)
+                self.batch.heads.append((raw.seq, raw.received_us, raw.observer, head[0],
+                                         head[1], bytes.fromhex(head[2]), conflict))
         if self.due is not None and raw.seq >= self.due:
             blob = encode_state(state)
             self.batch.checkpoints.append((raw.seq, state.max_at, blob))

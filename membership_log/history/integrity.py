@@ -25,6 +25,7 @@ from ..render import livefile
 from ..stores import files
 from ..stores.protocol import NODE, ROLE_CENTRAL
 from . import driver as derive
+from . import witness
 
 #: ``seq``: the first bad event (None for a problem that names no event); ``what``: one line.
 Problem = namedtuple("Problem", "seq what")
@@ -97,7 +98,8 @@ def _segment(job: tuple) -> dict:
                     out["lag"].add(rendered)
         batch = keeper.take()
         out.update(count=count, seq=state.seq, end_plain=project.to_plain(state),
-                   incidents=batch.incidents, closed=batch.closed, sessions=batch.sessions)
+                   incidents=batch.incidents, closed=batch.closed, sessions=batch.sessions,
+                   heads=batch.heads)
         return out
     finally:
         if own:
@@ -139,6 +141,7 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
         stored_cps = {r[0]: r for r in store.checkpoints(origin)}
         stored_incidents = sorted(tuple(r) for r in store.incidents(origin))
         stored_sessions = [tuple(r) for r in store.sessions(origin)]
+        stored_heads = sorted(tuple(r[1:]) for r in store.witnessed_heads(log=origin))
         if anchor is not None:
             bad = check_anchor(store, origin)
             if bad is not None:
@@ -179,6 +182,14 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
     state = project.from_plain(parts[-1]["end_plain"])
     ok.append(f"{label}{count} events, hash chain intact"
               + (f" from the retention anchor at event {first - 1}" if anchor else ""))
+    # The Merkle tree, and the heads other observers witnessed of this log (SPEC
+    # "Witnessed history"), in a snapshot of their own (the log may have grown since).
+    with store.read():
+        name = origin if store.role == ROLE_CENTRAL else store.origin_name()
+        t_ok, t_notes, t_problems = witness.check_tree(store, origin, name, label)
+    ok += t_ok
+    notes += t_notes
+    problems += [Problem(*p) for p in t_problems]
 
     # Derived state must say what the fold knew at the snapshot (derived_seq).
     if derived_seq is None:
@@ -237,6 +248,12 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
         diff = sorted(set(as_of) ^ set(stored_incidents), key=lambda r: r[5])
         problems.append(Problem(diff[0][5], f"{label}the derived incidents differ from a fresh "
                                             f"fold from event {diff[0][5]} on{rebuild}"))
+    fresh_heads = sorted([h for h in stored_heads if h[0] <= first - 1]
+                         + [tuple(h) for p in parts for h in p["heads"] if h[0] <= derived_seq])
+    if fresh_heads != stored_heads:
+        diff = sorted(set(fresh_heads) ^ set(stored_heads))
+        problems.append(Problem(diff[0][0], f"{label}the witnessed heads differ from a fresh "
+                                            f"fold from event {diff[0][0]} on{rebuild}"))
     fresh_sessions = [s for p in parts for s in p["sessions"] if s[0] <= derived_seq]
     old_sessions = [s for s in stored_sessions if s[0] <= first - 1]
     if old_sessions + fresh_sessions != stored_sessions:
@@ -333,6 +350,7 @@ def verify(settings, progress=None) -> Report:
                 ok += r.ok
                 notes += r.notes
                 problems += r.problems
+            notes += witness.unshipped_witnessed(store, origins)
             ok.append(f"{len(origins)} node log(s)")
         else:
             r = verify_log(store, NODE, "", settings.live_file, settings.live_format, progress,

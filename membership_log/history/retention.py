@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
-from ..core import anchors
+from ..core import anchors, merkle
 from ..core.clock import now_us
 from ..core.codec import STATE_FORMAT, encode_state
 from ..core.errors import MembershipError
@@ -121,16 +121,32 @@ def compact(settings: Settings, before: Point, require_shipped: str | None = Non
                 f"--force to drop them unshipped")
         dropped = 0
         end = low
+        # The log's Merkle frontier at each new anchor, so that every event kept stays
+        # provable (core/merkle "After compaction"); None for a log compacted before it kept
+        # a tree (its first events are gone: nothing can compute one any more).
+        if anchor is None:
+            front: tuple | None = ()
+        else:
+            front = None if anchor.frontier is None else merkle.decode(anchor.frontier)[1]
         while end < last:
-            end = min(last, end + CHUNK)
+            start, end = end, min(last, end + CHUNK)
             state = derive.start(store, NODE, end)
-            (_, hash_), = store.hashes(NODE, end, end)
+            hashes = store.hashes(NODE, start + 1, end)
+            if len(hashes) != end - start:
+                raise MembershipError(f"events {start + 1}..{end} are not all in the log: it is "
+                                      f"damaged (run: membership verify); nothing more "
+                                      f"compacted")
+            hash_ = hashes[-1][1]
             received = store.received_at(NODE, end)
+            if front is not None:
+                front = merkle.extend(front, start, [merkle.leaf_hash(bytes(h))
+                                                     for _, h in hashes])
             with store.write():
                 # The anchor, then its record in the log, in one transaction: a kill at any
                 # moment leaves both or neither (the chain covers the anchor from now on).
                 new = Anchor(end, hash_, received, state.max_at, STATE_FORMAT,
-                             encode_state(state), store.catalog_digest(end))
+                             encode_state(state), store.catalog_digest(end),
+                             None if front is None else merkle.encode(front, end))
                 dropped += store.drop_through(new)
                 store.append([(now_us(), "", SOURCE_ANCHOR, b"", anchors.encode(new))])
             if progress is not None:

@@ -76,6 +76,8 @@ def init(settings: Settings, observer: str = "", received_us: int | None = None,
     if path is None:
         before, after = store_setup.prepare(settings.db_url, gid=gid)
         with store_setup.open_store(settings.db_url) as store:
+            if before is not None and before != after:
+                _after_upgrade(store)
             refold(store, progress=progress)
         return {"store": mask_url(settings.db_url), "from": before, "to": after}
     before, after = store_setup.prepare(settings.db_url, ROLE_NODE, gid)
@@ -146,16 +148,23 @@ def upgrade_store(settings: Settings, role: str | None = None, progress=None) ->
 def _after_upgrade(store) -> None:
     """What an upgrade from an older release adds beyond the schema: a retention anchor made
     before 0005 gets its record in the log (trusted as it stands now: from here on the chain
-    covers it)."""
+    covers it); every log a store made before 0006 holds gets its Merkle frontier, computed
+    from the log itself (here rather than in the migration: with the one function the
+    append paths and ``rebuild`` use, over the kept events a block at a time, after the
+    schema change has committed)."""
     if store.role == ROLE_NODE:
         from .retention import cover
 
         cover(store)
+    from .witness import keep_trees
+
+    keep_trees(store)
 
 
 def rebuild(settings: Settings, progress=None) -> Rebuilt:
-    """Drop everything derived (snapshot, checkpoints, incidents, sessions) and fold the raw
-    log again, from the retention anchor if there is one; on a node store, rewrite the live
+    """Drop everything derived (snapshot, checkpoints, incidents, sessions, witnessed heads)
+    and fold the raw log again, from the retention anchor if there is one, and compute each
+    log's Merkle frontier from it; on a node store, rewrite the live
     file if its bytes differ. The raw log is never changed. Chunk by chunk (the driver's):
     handlers wait for one chunk at most, and a rebuild killed midway leaves derived state
     that merely lags."""
@@ -172,6 +181,9 @@ def rebuild(settings: Settings, progress=None) -> Rebuilt:
         for origin in origins:
             with store.write():
                 store.truncate_derived(origin, store.first_seq(origin) - 1)
+        from .witness import keep_trees
+
+        keep_trees(store, recompute=True)  # the Merkle frontiers are the log's too
         if store.role == ROLE_CENTRAL:
             refold(store, progress=progress)
             return Rebuilt(len(origins), None, None)

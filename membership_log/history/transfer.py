@@ -23,7 +23,7 @@ from ..core.timespec import MAX_US, MIN_US, to_us
 from ..settings import Settings
 from ..stores.protocol import NODE
 from ..stores.setup import open_node_store
-from . import driver
+from . import driver, witness
 from .publish import publisher
 
 #: What an import did: events appended, the seqs they got, and the variables dropped from
@@ -217,7 +217,9 @@ def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) ->
 
     Idempotent and resumable: the central store's last event of this node says where to go
     on, and a second shipper of the same node waits for the first (then finds its events
-    there). The central copy must continue the local hash chain, or nothing is shipped."""
+    there). The central copy must continue the local hash chain, or nothing is shipped; and
+    the events must not contradict a head of this log that another node witnessed and
+    shipped (:func:`membership_log.history.witness.check_shipment`)."""
     from ..stores.central import CentralStore
 
     local = open_node_store(settings.db_url, "ship")
@@ -250,6 +252,8 @@ def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) ->
                     rows = local.stored_rows(c_head, min(batch, target - c_head))
                     if not rows:
                         return Shipped(origin, copied, c_head)
+                    # Heads other nodes witnessed of this log hold what it may add.
+                    witness.check_shipment(central, origin, c_head, rows)
                     central.append_rows(origin, rows)
                     driver.advance(central, origin, _rows_to_raws(rows))
                 copied += len(rows)

@@ -48,6 +48,8 @@ from ..core.redact import mask_url
 from ..core.timespec import iso  # RFC 3339 UTC with microseconds and Z, the log's own
 
 ALERTNAME = "MembershipNodeDown"
+#: A published head that contradicted an earlier one of its origin (see ops/alerts.py).
+WITNESS_ALERTNAME = "MembershipWitnessConflict"
 
 #: The whole exchange of one POST, in seconds: a batch is at most a few hundred KB, which a
 #: healthy Alertmanager takes and answers in milliseconds.
@@ -270,4 +272,35 @@ def alert_for(incident: Mapping[str, Any], observer: str | None,
         alert["endsAt"] = iso(int(over_until_us))
     elif up is not None:
         alert["endsAt"] = iso(int(up))
+    return alert
+
+
+def conflict_alert(conflict: Mapping[str, Any], ends_at_us: int,
+                   generator_url: str | None = None) -> dict[str, Any]:
+    """The ``MembershipWitnessConflict`` alert for one witness conflict record ``{"origin"
+    (whose head), "observer" (the witness), "at_us" (when it recorded the head), "seq" (the
+    head's event in the witness's log), "why" (the fold's warning)}``.
+
+    A conflict is a moment, not a stretch: the alert starts at the exact receive time and
+    ends at ``ends_at_us`` (for news, a while after delivery, so that Alertmanager, which
+    notifies no alert it never saw firing, notifies it; for history, at once). Its own
+    ``conflict`` label (the exact time) keeps two conflicts of one origin two alerts. A
+    rewritten history is evidence against a node, never planned: its severity is
+    ``critical``."""
+    origin, observer = str(conflict["origin"]), str(conflict["observer"])
+    at = int(conflict["at_us"])
+    alert_labels = {"alertname": WITNESS_ALERTNAME, "origin": labels.clean(origin),
+                    "observer": labels.clean(observer), "conflict": iso(at),
+                    "severity": "critical"}
+    summary = f"{origin} published a head that contradicts one {observer} saw before"
+    description = (f"{observer} recorded, at {iso(at)} (event {conflict['seq']} of its "
+                   f"log): {conflict['why']}. {origin}'s log was rewritten, truncated or "
+                   f"re-created (or someone sent a false head); membership verify on the "
+                   f"central store holds its shipped log to every head witnessed for it.")
+    alert = {"labels": alert_labels,
+             "annotations": {"summary": labels.clean(summary),
+                             "description": labels.clean(description)},
+             "startsAt": iso(at), "endsAt": iso(max(ends_at_us, at))}
+    if generator_url:
+        alert["generatorURL"] = generator_url
     return alert

@@ -64,6 +64,17 @@ take the record (locked by a long writer, read-only for a while) does not make `
 post again: what was accepted is kept in memory (:attr:`Sender.unrecorded`) and counts as
 delivered until it is recorded.
 
+Witness conflicts (SPEC "Witnessed history"). A head a node published that contradicts an
+earlier one of the same origin, as a log's fold found it (the ``witness_head`` rows with a
+``conflict``), is a second kind of alert: ``MembershipWitnessConflict``, labels ``origin``
+(whose head), ``observer`` (the witness) and ``conflict`` (its exact time, so that two
+conflicts are two alerts). It is a moment, not a stretch: sent once (:func:`plan_conflicts`),
+firing from the receive time of the head until ``--over-hold`` after delivery (so that
+Alertmanager notifies it), or, older than a day, posted resolved like old incidents. Its
+delivery is kept in ``alert_delivery`` under the log that recorded it, as ``(log, origin,
+-seq)``: the head's origin in ``node`` and minus its event's seq as the ident, never an
+incident's (a seq or a start time: positive).
+
 Failures: Alertmanager's permanent refusals (a 4xx: wrong URL, credentials) end the command
 in one line; everything else is an outage, reported once when it begins and once when it
 ends (:class:`membership_log.core.outage.Outage`), and retried with backoff.
@@ -79,6 +90,7 @@ from ..core.clock import now_us
 from ..core.errors import StoreError
 from ..core.outage import Backoff, Outage
 from ..core.redact import mask_url
+from ..core.witness import CONFLICT as CONFLICT_PREFIX
 from . import alertmanager
 from .alertmanager import AlertmanagerError
 
@@ -90,6 +102,7 @@ FIRING = "firing"      # first delivery of an open incident
 RESEND = "resend"      # an open incident again, so that Alertmanager keeps it firing
 RESOLVED = "resolved"  # a closed incident, with its endsAt
 OVER = "over"          # a closed incident never delivered: firing for --over-hold, then over
+CONFLICT = "conflict"  # a witness conflict: firing for --over-hold, then over
 
 #: ``--over-hold``: how long an incident already over is shown firing (seconds).
 OVER_HOLD_S = 300.0
@@ -121,6 +134,20 @@ class Incident:
 
 
 @dataclass(frozen=True)
+class Conflict:
+    """A witness conflict as alerts sees it: ``key`` ``(log, origin, -seq)``, the head's
+    ``origin``, the ``observer`` that recorded it, when (``at``, µs), its event's ``seq`` in
+    that log and ``why`` (the fold's warning)."""
+
+    key: Key
+    origin: str
+    observer: str
+    at: int
+    seq: int
+    why: str
+
+
+@dataclass(frozen=True)
 class Delivery:
     """One ``alert_delivery`` row: when the incident was first delivered, and when its
     resolution was (None while only its firing alert was)."""
@@ -131,8 +158,8 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Send:
-    incident: Incident
-    kind: str  # FIRING, RESEND, RESOLVED or OVER
+    incident: Incident | Conflict  # a Conflict with kind CONFLICT (or RESOLVED: history)
+    kind: str  # FIRING, RESEND, RESOLVED, OVER or CONFLICT
 
 
 @dataclass(frozen=True)
@@ -193,6 +220,15 @@ def plan(incidents: Iterable[Incident], delivered: Mapping[Key, Delivery],
     return Plan(ordered, min(wake) if wake else None)
 
 
+def plan_conflicts(conflicts: Iterable[Conflict], delivered: Mapping[Key, Delivery], now: int,
+                   over_max_age_us: int = OVER_MAX_AGE_US) -> list[Send]:
+    """The witness conflicts due at ``now``: each one never delivered, once, oldest first;
+    news as :data:`CONFLICT`, one older than ``over_max_age_us`` as history
+    (:data:`RESOLVED`: recorded by Alertmanager, notified to nobody)."""
+    return [Send(c, CONFLICT if now - c.at <= over_max_age_us else RESOLVED)
+            for c in sorted(conflicts, key=lambda c: (c.at, c.key)) if c.key not in delivered]
+
+
 def recorded(sends: Iterable[Send], delivered: Mapping[Key, Delivery],
              now: int) -> dict[Key, Delivery]:
     """The ``alert_delivery`` rows once ``sends`` were accepted at ``now``."""
@@ -200,7 +236,7 @@ def recorded(sends: Iterable[Send], delivered: Mapping[Key, Delivery],
     for s in sends:
         d = delivered.get(s.incident.key)
         firing_at = d.firing_at if d is not None else now
-        out[s.incident.key] = Delivery(firing_at, now if s.kind in (RESOLVED, OVER) else None)
+        out[s.incident.key] = Delivery(firing_at, now if s.kind in _DONE else None)
     return out
 
 
@@ -209,6 +245,9 @@ def recorded(sends: Iterable[Send], delivered: Mapping[Key, Delivery],
 #: changes one.
 SEVERITY = {"failed": "critical", "left": "warning", "operator": "warning"}
 
+#: Kinds after whose delivery nothing more is sent for that key.
+_DONE = (RESOLVED, OVER, CONFLICT)
+
 
 def alert(send: Send, now: int | None = None, over_hold_us: int = int(OVER_HOLD_S * 1e6),
           severity: Mapping[str, str] = SEVERITY, generator_url: str | None = None) -> dict:
@@ -216,6 +255,12 @@ def alert(send: Send, now: int | None = None, over_hold_us: int = int(OVER_HOLD_
     already over: firing until ``now`` + ``over_hold_us``), its ``severity`` label by cause
     and, if the dashboard's address is known, its ``generatorURL``."""
     inc = send.incident
+    if isinstance(inc, Conflict):
+        now = now if now is not None else now_us()
+        return alertmanager.conflict_alert(
+            {"origin": inc.origin, "observer": inc.observer, "at_us": inc.at, "seq": inc.seq,
+             "why": inc.why}, now + over_hold_us if send.kind == CONFLICT else inc.at,
+            generator_url)
     up = inc.up_at if send.kind in (RESOLVED, OVER) else None
     until = None
     if send.kind == OVER:
@@ -249,6 +294,23 @@ def read_incidents(store, observer: str | None = None,
                                    i.down_at, i.up_at, i.observers) for i in found]
     return "", [Incident(("", i.node, i.down_at), i.node, i.cause, None, i.down_at, i.up_at,
                          i.observers) for i in found]
+
+
+def read_conflicts(store, observer: str | None = None) -> list[Conflict]:
+    """The witness conflicts of the view: those the fold found in each log the view covers
+    (only those ``observer`` recorded, on a node store with ``--observer``)."""
+    from ..history import api as history
+
+    scope = history.scope_of(store, observer)
+    out = []
+    for log in scope.origins:
+        for _, seq, at, obs, origin, _, _, why in store.witnessed_heads(log=log):
+            if why is None or (scope.observer is not None and obs != scope.observer):
+                continue
+            out.append(Conflict((log, origin, -seq), origin, obs, at, seq,
+                                why[len(CONFLICT_PREFIX):] if why.startswith(CONFLICT_PREFIX)
+                                else why))
+    return out
 
 
 def target_of(url: str) -> str:
@@ -328,11 +390,16 @@ class Sender:
         :attr:`unrecorded` until a later pass can record it)."""
         with self._open() as store:
             origin, incs = read_incidents(store, self.observer, self.exclude)
-            delivered = {(origin, node, ident): Delivery(f, r) for (node, ident), (f, r)
-                         in store.alert_deliveries(self.target, origin).items()}
-        delivered.update({k: d for k, d in self.unrecorded.items() if k[0] == origin})
-        p = plan(incs, delivered, self.last_sent, self.clock(), self.min_duration_us,
-                 self.resend_us)
+            conflicts = read_conflicts(store, self.observer)
+            delivered = {}
+            for o in {origin} | {c.key[0] for c in conflicts}:
+                delivered.update({(o, node, ident): Delivery(f, r) for (node, ident), (f, r)
+                                  in store.alert_deliveries(self.target, o).items()})
+        logs = {origin} | {c.key[0] for c in conflicts}
+        delivered.update({k: d for k, d in self.unrecorded.items() if k[0] in logs})
+        now = self.clock()
+        p = plan(incs, delivered, self.last_sent, now, self.min_duration_us, self.resend_us)
+        p = Plan(p.sends + plan_conflicts(conflicts, delivered, now), p.wake_at)
         out = Outcome(wake_at=p.wake_at)
         unwritable: StoreError | None = None
         try:
@@ -348,7 +415,7 @@ class Sender:
             delivered.update(rows)
             self.unrecorded.update(rows)
             for s in chunk:
-                if s.kind in (RESOLVED, OVER):
+                if s.kind in _DONE:
                     self.last_sent.pop(s.incident.key, None)
                 else:
                     self.last_sent[s.incident.key] = now
@@ -377,6 +444,10 @@ def describe(send: Send) -> str:
     from ..render.tables import printable
 
     inc = send.incident
+    if isinstance(inc, Conflict):
+        return (f"{printable(inc.origin)}: witness conflict recorded by {printable(inc.observer)}"
+                f" at {iso(inc.at)} (event {inc.seq}): {printable(inc.why)}"
+                + ("" if send.kind == CONFLICT else " (history: sent resolved)"))
     who = printable(inc.node)
     if send.kind == OVER:
         return (f"{who} {inc.cause}: down {iso(inc.down_at)} to {iso(inc.up_at)} "

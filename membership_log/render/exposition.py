@@ -20,6 +20,7 @@ The snapshot::
      "live_nodes": int, "catalog_nodes": int,
      "events": [{"observer": str, "event": str, "count": int}],
      "last_event_s": {OBSERVER: float},
+     "witness_conflicts": {ORIGIN: int},
      "observer": str | None,
      "last_heartbeat_s": {SENDER: float},
      "spool_files": int | None,      # a node store's spool; None: not exposed
@@ -135,6 +136,20 @@ class _SnapshotCollector(Collector):
             "membership_catalog_nodes", "Nodes in the catalog in force now.",
             value=float(s.get("catalog_nodes") or 0))
         yield from self._observers(s)
+        yield from self._witness(s)
+
+    def _witness(self, s: Snapshot) -> Iterator[CounterMetricFamily]:
+        conflicts: Mapping[str, int] = s.get("witness_conflicts") or {}
+        names = labels.unique(conflicts)
+        counter = CounterMetricFamily(
+            "membership_witness_conflicts_total",
+            "Published heads (membership-head) of this origin's log that contradicted an "
+            "earlier one as this view witnessed them: another root at a size already seen "
+            "(a fork), or a smaller tree than the latest (a log truncated or re-created).",
+            labels=["origin"])
+        for name in sorted(conflicts, key=names.__getitem__):
+            counter.add_metric([names[name]], float(conflicts[name]))
+        yield counter
 
     def _observers(self, s: Snapshot) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         events: list[Mapping[str, Any]] = list(s.get("events") or [])

@@ -33,9 +33,11 @@ from .schema import (
     checkpoint,
     cluster_event,
     incident,
+    merkle_head,
     observer_session,
     snapshot,
     store_info,
+    witness_head,
 )
 
 _EVENT_COLUMNS = ("origin", "seq", "received_us", "observer", "source", "env", "stdin", "hash")
@@ -200,6 +202,33 @@ class CentralStore(Store):
             select(t.c.seq, t.c.stdin).where(t.c.origin == origin, t.c.source == "anchor")
             .order_by(t.c.seq.desc()).limit(8))]
 
+    # -- the Merkle tree and the heads witnessed --------------------------------------------
+
+    def tree(self, origin: str) -> tuple[int, bytes] | None:
+        rows = self._all(select(merkle_head.c.size, merkle_head.c.frontier)
+                         .where(merkle_head.c.origin == origin))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    def put_tree(self, origin: str, size: int, frontier: bytes) -> None:
+        try:
+            self._upsert(self._conn, merkle_head, [{"origin": origin, "size": size,
+                                                    "frontier": frontier}])
+        except SQLAlchemyError as e:
+            raise self._fail(e, "write") from None
+
+    def witnessed_heads(self, head_origin: str | None = None, after: int = -1,
+                        through: int | None = None, log: str | None = None) -> list[tuple]:
+        w = witness_head
+        q = select(*w.c).where(w.c.size > after)
+        if head_origin is not None:
+            q = q.where(w.c.head_origin == head_origin)
+        if through is not None:
+            q = q.where(w.c.size <= through)
+        if log is not None:
+            q = q.where(w.c.origin == log)
+        q = q.order_by(w.c.head_origin, w.c.size, w.c.origin, w.c.seq)
+        return [(*r[:6], bytes(r[6]), r[7]) for r in self._all(q)]
+
     def snapshot(self, origin: str):
         rows = self._all(select(snapshot.c.seq, snapshot.c.format, snapshot.c.state,
                                 snapshot.c.live).where(snapshot.c.origin == origin))
@@ -283,6 +312,9 @@ class CentralStore(Store):
             self._upsert(conn, observer_session, [
                 dict(zip(("origin", "seq", "observer", "started_at", "gap_from"),
                          (origin, *row), strict=True)) for row in batch.sessions])
+            self._upsert(conn, witness_head, [
+                dict(zip([c.name for c in witness_head.c], (origin, *row), strict=True))
+                for row in batch.heads])
             if batch.snapshot is not None:
                 seq, blob, live = batch.snapshot
                 self._upsert(conn, snapshot, [{"origin": origin, "seq": seq,
@@ -326,6 +358,8 @@ class CentralStore(Store):
                          .values(up_seq=None, up_at=None))
             conn.execute(observer_session.delete().where(observer_session.c.origin == origin,
                                                          observer_session.c.seq > seq))
+            conn.execute(witness_head.delete().where(witness_head.c.origin == origin,
+                                                     witness_head.c.seq > seq))
         except SQLAlchemyError as e:
             raise self._fail(e, "write") from None
 
@@ -339,9 +373,15 @@ class CentralStore(Store):
 
     def append_rows(self, origin: str, rows: list[tuple]) -> None:
         """Stored rows ``(seq, received_us, observer, source, env blob, stdin, hash)`` into
-        cluster_event, inside :meth:`write`. On PostgreSQL through COPY (psycopg 3), several
-        times faster than multi-row INSERTs."""
+        cluster_event, continuing the central copy of ``origin``'s log, inside :meth:`write`;
+        its Merkle tree moves with them (``merkle_head``, same transaction). On PostgreSQL
+        through COPY (psycopg 3), several times faster than multi-row INSERTs."""
         conn = self._conn
+        if not rows:
+            return
+        tree = self._tree_after(origin, rows[0][0] - 1, [bytes(r[6]) for r in rows])
+        if tree is not None:
+            self.put_tree(origin, rows[-1][0], tree)
         try:
             if self.postgres:
                 raw = conn.connection.driver_connection

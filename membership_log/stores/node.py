@@ -50,7 +50,10 @@ COLUMNS = {
                  "up_at"),
     "observer_session": ("origin", "seq", "observer", "started_at", "gap_from"),
     "anchor": ("origin", "seq", "hash", "received_us", "max_at", "format", "state",
-               "catalog_sha256"),
+               "catalog_sha256", "frontier"),
+    "merkle_head": ("origin", "size", "frontier"),
+    "witness_head": ("origin", "seq", "received_us", "observer", "head_origin", "size", "root",
+                     "conflict"),
     "spool_intake": ("name", "seq"),
 }
 
@@ -67,6 +70,9 @@ _INSERT_INCIDENT = ("INSERT OR REPLACE INTO incident (origin, node, down_at, up_
                     "observer, down_seq, up_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_SESSION = _insert("observer_session", "INSERT OR REPLACE")
 _INSERT_SNAPSHOT = _insert("snapshot", "INSERT OR REPLACE")
+_INSERT_TREE = _insert("merkle_head", "INSERT OR REPLACE")
+_INSERT_HEAD = _insert("witness_head", "INSERT OR REPLACE")
+_HEAD_COLS = ", ".join(COLUMNS["witness_head"])
 _EVENT_COLS = ", ".join(COLUMNS["event"])
 _MIN_RECEIVED = queries.MIN_RECEIVED.format(table="event", origin="")
 
@@ -232,7 +238,8 @@ class NodeStore(Store):
                 for r in self._append(items)]
 
     def _append(self, items: list[tuple]) -> list[tuple]:
-        seq, prev = self.head(NODE)
+        first, prev = self.head(NODE)
+        seq = first
         rows = []
         for received_us, observer, source, env_blob, stdin in items:
             # The hash covers the canonical (sorted) environment block that verify rebuilds
@@ -241,11 +248,44 @@ class NodeStore(Store):
             seq += 1
             prev = chain_hash(prev, seq, received_us, observer, source, env_blob, stdin)
             rows.append((seq, received_us, observer, source, env_blob, stdin, prev))
+        # The Merkle tree moves with the log, in the same transaction (SPEC "Witnessed
+        # history"): the frontier, a hash or two per event, never the whole tree.
+        tree = self._tree_after(NODE, first, [r[6] for r in rows])
         try:
             self.conn.executemany(_INSERT_EVENT, rows)
+            if tree is not None:
+                self.conn.execute(_INSERT_TREE, (NODE, seq, tree))
         except sqlite3.Error as e:
             raise self._fail(e, "write") from e
         return rows
+
+    # -- the Merkle tree ---------------------------------------------------------------------
+
+    def tree(self, origin: str) -> tuple[int, bytes] | None:
+        self._check(origin)
+        return self._one("SELECT size, frontier FROM merkle_head WHERE origin = ?", (origin,))
+
+    def put_tree(self, origin: str, size: int, frontier: bytes) -> None:
+        self._check(origin)
+        try:
+            self.conn.execute(_INSERT_TREE, (origin, size, frontier))
+        except sqlite3.Error as e:
+            raise self._fail(e, "write") from e
+
+    def witnessed_heads(self, head_origin: str | None = None, after: int = -1,
+                        through: int | None = None, log: str | None = None) -> list[tuple]:
+        where, params = ["size > ?"], [after]
+        if head_origin is not None:
+            where.append("head_origin = ?")
+            params.append(head_origin)
+        if through is not None:
+            where.append("size <= ?")
+            params.append(through)
+        if log is not None:
+            where.append("origin = ?")
+            params.append(log)
+        return self._all(f"SELECT {_HEAD_COLS} FROM witness_head WHERE {' AND '.join(where)} "
+                         f"ORDER BY head_origin, size, origin, seq", tuple(params))
 
     def taken_in(self, names: list[str]) -> set[str]:
         """Which of these spool files were already taken in."""
@@ -410,8 +450,8 @@ class NodeStore(Store):
                          "WHERE origin = ? ORDER BY seq", (origin,))
 
     def anchor(self, origin: str) -> Anchor | None:
-        row = self._one("SELECT seq, hash, received_us, max_at, format, state, catalog_sha256 "
-                        "FROM anchor WHERE origin = ?", (origin,))
+        row = self._one("SELECT seq, hash, received_us, max_at, format, state, catalog_sha256, "
+                        "frontier FROM anchor WHERE origin = ?", (origin,))
         return None if row is None else Anchor(*row)
 
     def write_derived(self, origin: str, batch) -> None:
@@ -428,6 +468,8 @@ class NodeStore(Store):
                 c.executemany(_INSERT_INCIDENT, [(origin, *i) for i in batch.incidents])
             if batch.sessions:
                 c.executemany(_INSERT_SESSION, [(origin, *s) for s in batch.sessions])
+            if batch.heads:
+                c.executemany(_INSERT_HEAD, [(origin, *h) for h in batch.heads])
             if batch.snapshot is not None:
                 seq, blob, live = batch.snapshot
                 c.execute(_INSERT_SNAPSHOT, (origin, seq, STATE_FORMAT, blob, live))
@@ -461,13 +503,15 @@ class NodeStore(Store):
             c.execute("UPDATE incident SET up_seq = NULL, up_at = NULL WHERE origin = ? AND "
                       "up_seq > ?", (origin, seq))
             c.execute("DELETE FROM observer_session WHERE origin = ? AND seq > ?", (origin, seq))
+            c.execute("DELETE FROM witness_head WHERE origin = ? AND seq > ?", (origin, seq))
         except sqlite3.Error as e:
             raise self._fail(e, "write") from e
 
     def drop_through(self, anchor: Anchor) -> int:
         """Move the anchor to ``anchor`` and drop the events up to it (inside a write
         transaction: the delete guard lets only events at or below the anchor go). Derived
-        incidents and sessions stay: counters and audits of later times must not change;
+        incidents, sessions and witnessed heads stay: counters and audits of later times must
+        not change, and the heads stay what central verification holds logs to;
         so do the names of spool files taken in (a leftover file is never taken in twice).
         The caller records the anchor in the log in the same transaction. Returns how many
         events were dropped."""

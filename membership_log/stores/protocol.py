@@ -24,14 +24,18 @@ ROLE_CENTRAL = "central"
 class Anchor(tuple):
     """The retention anchor of one log: the last dropped event's ``seq``, ``hash`` and
     ``received_us``, the running maximum receive time ``max_at``, the fold's state after it
-    (``format``, ``state`` blob) and ``catalog_sha256``, the SHA-256 of the last catalog
-    recorded at or before it (None if none was)."""
+    (``format``, ``state`` blob), ``catalog_sha256``, the SHA-256 of the last catalog
+    recorded at or before it (None if none was), and ``frontier``, the log's Merkle frontier
+    at ``seq`` (:func:`membership_log.core.merkle.encode`; None for an anchor made before
+    the log kept a tree: its tree cannot be computed any more)."""
 
     __slots__ = ()
 
-    def __new__(cls, seq, hash_, received_us, max_at, fmt, state, catalog_sha256=None):
+    def __new__(cls, seq, hash_, received_us, max_at, fmt, state, catalog_sha256=None,
+                frontier=None):
         return tuple.__new__(cls, (seq, bytes(hash_), received_us, max_at, fmt, bytes(state),
-                                   None if catalog_sha256 is None else bytes(catalog_sha256)))
+                                   None if catalog_sha256 is None else bytes(catalog_sha256),
+                                   None if frontier is None else bytes(frontier)))
 
     seq = property(lambda self: self[0])
     hash = property(lambda self: self[1])
@@ -40,6 +44,7 @@ class Anchor(tuple):
     format = property(lambda self: self[4])
     state = property(lambda self: self[5])
     catalog_sha256 = property(lambda self: self[6])
+    frontier = property(lambda self: self[7])
 
 
 class Scope(tuple):
@@ -152,6 +157,103 @@ class Store(abc.ABC):
         """The anchor records the log holds (events of source ``anchor``), newest first, as
         ``(seq, stdin)``."""
 
+    # -- the log's Merkle tree (SPEC "Witnessed history") ----------------------------------
+
+    @abc.abstractmethod
+    def tree(self, origin: str) -> tuple[int, bytes] | None:
+        """``(size, frontier blob)`` as the append path keeps it (None: none kept)."""
+
+    @abc.abstractmethod
+    def put_tree(self, origin: str, size: int, frontier: bytes) -> None:
+        """Keep a log's frontier blob, inside :meth:`write`."""
+
+    def log_tree(self, origin: str, at=()) -> tuple[int, tuple, dict] | None:
+        """``(size, frontier, roots)`` computed from the log itself: the retention anchor's
+        frontier (or the empty tree) extended by the leaf of every kept event, read a block
+        at a time, with ``roots``, the root at each size in ``at`` that the pass goes
+        through (from the anchor's size to the head). None if the log was compacted before
+        it kept a tree (its first events, and so its tree, are gone). What the append paths
+        fall back on when the kept frontier does not match the log, what ``rebuild`` keeps
+        and what ``verify`` compares the kept one and the witnessed heads with."""
+        from ..core import merkle
+        from ..core.errors import StoreError
+
+        anchor = self.anchor(origin)
+        if anchor is None:
+            size, front = 0, ()
+        elif anchor.frontier is None:
+            return None
+        else:
+            try:
+                size, front = merkle.decode(anchor.frontier)
+                why = f"size {size}"
+            except ValueError as e:
+                size, why = -1, str(e)
+            if size != anchor.seq:
+                raise StoreError(f"store {self.label}: the retention anchor's Merkle frontier "
+                                 f"is not the tree at its event {anchor.seq} ({why}); restore "
+                                 f"the store from a backup or the central store")
+        head = self.head_seq(origin)
+        stops = sorted({s for s in at if size <= s <= head} | {head})
+        roots = {}
+        for stop in stops:
+            while size < stop:
+                last = min(stop, size + merkle.CHUNK)
+                rows = self.hashes(origin, size + 1, last)
+                if len(rows) != last - size or rows[0][0] != size + 1:
+                    raise StoreError(f"store {self.label}: events {size + 1}..{last} are not "
+                                     f"all there; the log is damaged (run: membership verify)")
+                front = merkle.extend(front, size, [merkle.leaf_hash(bytes(h))
+                                                    for _, h in rows])
+                size = last
+            roots[stop] = merkle.root(front, stop)
+        return size, front, roots
+
+    def _tree_after(self, origin: str, seq: int, hashes: list) -> bytes | None:
+        """The frontier blob once events with ``hashes`` follow event ``seq``, from the kept
+        one when it is the tree at ``seq`` (the usual case: one lookup and a hash or two per
+        event), else from the log (a store upgraded without its trees, a damaged row). None
+        if the log cannot have a tree (compacted before it kept one, or damaged). For the
+        append paths, inside their write transaction."""
+        from ..core import frontier as merkle  # the hot path: not the proofs
+
+        kept = self.tree(origin)
+        front = None
+        if kept is not None and kept[0] == seq:
+            try:
+                size, front = merkle.decode(kept[1])
+            except ValueError:
+                front = None
+            else:
+                if size != seq:
+                    front = None
+        if front is None:
+            if seq == 0:
+                front = ()
+            else:
+                from ..core.errors import StoreError
+
+                try:
+                    computed = self.log_tree(origin)
+                except StoreError:
+                    # A damaged log (verify names it): the events are still recorded, and
+                    # the tree is left as it is rather than the events spooled for ever.
+                    return None
+                if computed is None:
+                    return None
+                front = computed[1]
+        front = merkle.extend(front, seq, [merkle.leaf_hash(h) for h in hashes])
+        return merkle.encode(front, seq + len(hashes))
+
+    @abc.abstractmethod
+    def witnessed_heads(self, head_origin: str | None = None, after: int = -1,
+                        through: int | None = None, log: str | None = None) -> list[tuple]:
+        """Heads the logs of this store recorded (the derived ``witness_head`` rows), as
+        ``(origin, seq, received_us, observer, head_origin, size, root, conflict)`` ordered by
+        ``(head_origin, size, origin, seq)``: of ``head_origin`` only (None: every origin),
+        of sizes ``after < size <= through``, recorded in the log ``log`` only (None: in
+        any)."""
+
     # -- derived state ----------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -197,8 +299,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def truncate_derived(self, origin: str, seq: int) -> None:
         """Make the derived rows say exactly what the fold knew after event ``seq``, inside
-        :meth:`write`: later checkpoints, incidents and sessions go, incidents closed later
-        are open again, the snapshot goes."""
+        :meth:`write`: later checkpoints, incidents, sessions and witnessed heads go,
+        incidents closed later are open again, the snapshot goes."""
 
     # -- operations' own state -----------------------------------------------------------------
 

@@ -174,6 +174,42 @@ anchor = Table(
     Column("format", String(64), nullable=False),
     Column("state", LargeBinary, nullable=False),
     Column("catalog_sha256", LargeBinary),
+    Column("frontier", LargeBinary, comment="the Merkle frontier at the anchor's seq "
+           "(core/merkle encode); null for an anchor made before 0006"),
+)
+
+# Witnessed history (SPEC): a Merkle tree over each log's event hashes, in seq order from 1.
+
+#: Each log's Merkle tree as the append path keeps it: its ``size`` (the head seq) and its
+#: frontier (:func:`membership_log.core.merkle.encode`: the roots of the perfect subtrees
+#: covering leaves 0..size-1, at most 64 hashes). Written in the transaction that appends
+#: the events; a function of the log (the anchor's frontier extended by every kept event),
+#: which ``verify`` checks and ``rebuild`` recomputes.
+merkle_head = Table(
+    "merkle_head",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("frontier", LargeBinary, nullable=False),
+)
+
+#: Derived (the one fold driver keeps it): every ``membership-head`` event a log holds, the
+#: head it names (``head_origin``'s tree at ``size`` has ``root``) and, if the fold found it
+#: contradicting an earlier head of that origin, why (``conflict``). The central store holds
+#: every shipped log to the heads other observers recorded for it (``verify``, ``ship``).
+witness_head = Table(
+    "witness_head",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("received_us", BigInteger, nullable=False),
+    Column("observer", Text, nullable=False, comment="who recorded it: the witness"),
+    Column("head_origin", Text, nullable=False, comment="whose head it is"),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("conflict", Text),
+    Index(None, "head_origin", "size"),
+    sqlite_with_rowid=False,
 )
 
 #: Spool files already taken in, by name, recorded in the transaction that appends their
@@ -187,6 +223,9 @@ spool_intake = Table(
 
 #: ``membership alerts``: what was delivered to which Alertmanager, per incident, so that a
 #: restart neither loses nor repeats one. ``resolved_at`` is set once its end was delivered.
+#: A witness conflict (alert ``MembershipWitnessConflict``) is kept here too, under the log
+#: that recorded it: ``node`` is the head's origin and ``down_seq`` minus the seq of the
+#: conflicting head's event (negative: never an incident's seq or start time).
 alert_delivery = Table(
     "alert_delivery",
     metadata,
