@@ -250,6 +250,58 @@ def test_frontier_of_large_sizes_in_batches(n, batch):
     assert front == one_by_one
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 300), st.lists(st.integers(0, 700), max_size=4),
+       st.lists(st.integers(0, 1500), max_size=6))
+def test_stretches_hashed_apart_join_into_the_tree_from_scratch(base, cuts, stops):
+    """verify's workers hash their stretch of the log without the frontier before it
+    (frontier.Stretch); resume joins them: the same frontier as one extend from scratch,
+    and the root at every stop (and at the end) that of the prefix."""
+    from membership_log.core import frontier
+
+    n = base + 1500
+    hashes = [hashlib.sha256(b"e%d" % i).digest() for i in range(n)]
+    leaves = [merkle.leaf_hash(h) for h in hashes]
+    front = merkle.extend((), 0, leaves[:base])
+    bounds = sorted({base, n, *(base + c for c in cuts)})
+    want = sorted({base + s for s in stops})
+    stretches = []
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        part = frontier.Stretch(lo, [q for q in want if lo < q <= hi])
+        for seq in range(lo + 1, hi + 1):
+            part.add(seq, hashes[seq - 1])
+        part.flush()
+        stretches.append((part.start, part.pieces))
+    size, got, roots = frontier.resume(front, base, stretches, want)
+    assert size == n and got == merkle.extend((), 0, leaves)
+    for q in [*want, n]:
+        assert roots[q] == merkle.root_of(leaves[:q]), q
+    if len(stretches) > 1:  # out of order: refused, never a wrong tree
+        with pytest.raises(ValueError):
+            frontier.resume(front, base, stretches[1:], want)
+    with pytest.raises(ValueError):
+        frontier.join((), 1, [(1, bytes(32))])  # a 2-leaf subtree cannot start at leaf 1
+
+
+def test_a_stretch_hashes_a_chunk_at_a_time(monkeypatch):
+    """A long stretch is hashed a chunk at a time (its memory bound): the pieces still join
+    into the tree from scratch."""
+    from membership_log.core import frontier
+
+    monkeypatch.setattr(frontier, "STRETCH_CHUNK", 7)
+    hashes = [hashlib.sha256(b"c%d" % i).digest() for i in range(100)]
+    part = frontier.Stretch(3)
+    for seq in range(4, 101):
+        part.add(seq, hashes[seq - 1])
+    part.flush()
+    assert len(part.pieces) == 14 and part.pieces[0][0] == 10
+    leaves = [merkle.leaf_hash(h) for h in hashes]
+    size, front, roots = frontier.resume(merkle.extend((), 0, leaves[:3]), 3,
+                                         [(part.start, part.pieces)])
+    assert size == 100 and front == merkle.extend((), 0, leaves)
+    assert roots == {100: merkle.root_of(leaves)}
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, merkle.MAX_SIZE), st.binary(min_size=1, max_size=4))
 def test_encode_decode_round_trips(size, salt):

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from ..core import anchors
+from ..core import anchors, frontier
 from ..core import fold as project
 from ..core.codec import STATE_FORMAT, decode_anchor_state, decode_state, encode_state, plain_of
 from ..core.errors import MembershipError
+from ..core.frontier import Stretch
 from ..core.incidents import close
 from ..core.raw import GENESIS, chain_hash
 from ..render import livefile
@@ -35,12 +36,15 @@ Problem = namedtuple("Problem", "seq what")
 Report = namedtuple("Report", "ok notes problems")
 
 
-def check_chain(rows, first: int, prev: bytes, last: int) -> tuple[int, Problem | None]:
+def check_chain(rows, first: int, prev: bytes, last: int,
+                tree: Stretch | None = None) -> tuple[int, Problem | None]:
     """Walk stored rows ``(seq, received_us, observer, source, env blob, stdin, hash)`` from
     event ``first`` (whose predecessor's hash is ``prev``) through ``last``. Returns ``(events
     checked, the first problem or None)``: an edit, deletion, insertion or reordering breaks
     the sequence or the chain (computed over the bytes as stored) at the first event it
-    touches."""
+    touches. Each event checked goes into ``tree`` too (the same pass hashes the Merkle tree
+    of the stretch)."""
+    add = tree.add if tree is not None else None
     expected = first
     for seq, received_us, observer, source, env, stdin, hash_ in rows:
         if seq > last:
@@ -53,7 +57,11 @@ def check_chain(rows, first: int, prev: bytes, last: int) -> tuple[int, Problem 
             return expected - first, Problem(seq, f"event {seq} does not match its hash: "
                                                   f"edited, inserted or reordered")
         prev = hash_
+        if add is not None:
+            add(seq, hash_)
         expected += 1
+    if tree is not None:
+        tree.flush()
     if expected <= last:
         return expected - first, Problem(expected, f"event {expected} is missing (the log "
                                                    f"ends at {expected - 1})")
@@ -65,8 +73,9 @@ def _segment(job: tuple) -> dict:
     after ``start`` (a checkpoint's, the anchor's or the empty state). In a worker process
     the store is opened anew (``job[0]`` is its URL); in this one it is passed in. Keeps the
     fresh state at every seq the store holds a checkpoint for (``cps``), with the earliest
-    receive time since the previous one."""
-    (store, origin, start, end, state_blob, prev, derived_seq, live_fmt, cps) = job
+    receive time since the previous one, and hashes the stretch's Merkle tree, cut at the
+    witnessed sizes ``stops`` (None: the log has no tree to check)."""
+    (store, origin, start, end, state_blob, prev, derived_seq, live_fmt, cps, stops) = job
     own = isinstance(store, str)
     if own:
         from ..stores.setup import open_store
@@ -79,8 +88,10 @@ def _segment(job: tuple) -> dict:
         out = {"count": 0, "at_snapshot": None, "lag": set(), "problem": None, "at_cps": {}}
         if derived_seq == start:
             out["at_snapshot"] = project.to_plain(state)
-        count, problem = check_chain(store.rows(origin, start), start + 1, prev, end)
+        tree = Stretch(start, stops) if stops is not None else None
+        count, problem = check_chain(store.rows(origin, start), start + 1, prev, end, tree)
         out["problem"] = problem and tuple(problem)
+        out["tree"] = None if tree is None else (tree.start, tree.pieces)
         if problem is not None:
             return out
         low = None
@@ -152,6 +163,11 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
             kept = [r for r in stored_incidents if r[5] <= anchor.seq]
         else:
             first, prev, start_blob, kept = 1, GENESIS, None, []
+        # The Merkle tree, and the heads other observers witnessed of this log (SPEC
+        # "Witnessed history"): hashed by the same pass, in the same snapshot.
+        name = origin if store.role == ROLE_CENTRAL else store.origin_name()
+        facts = witness.tree_facts(store, origin, name)
+        sizes = sorted({w.size for w in facts.witnessed})
         derived_seq = snap[0] if snap is not None else None
         bounds = [first - 1, head]
         if url is not None:
@@ -166,8 +182,9 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
             else:
                 blob, prev_hash = start_blob, prev
             cps = frozenset(q for q in stored_cps if lo < q <= hi)
+            stops = None if facts.base is None else [q for q in sizes if lo < q <= hi]
             jobs.append((store if k == 0 else url, origin, lo, hi, blob, bytes(prev_hash),
-                         derived_seq, fmt if live_path is not None else None, cps))
+                         derived_seq, fmt if live_path is not None else None, cps, stops))
         parts = parallel.fork_map(_segment, jobs)
     problem = next((Problem(*p["problem"]) for p in parts if p["problem"]), None)
     count = sum(p["count"] for p in parts)
@@ -182,11 +199,11 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
     state = project.from_plain(parts[-1]["end_plain"])
     ok.append(f"{label}{count} events, hash chain intact"
               + (f" from the retention anchor at event {first - 1}" if anchor else ""))
-    # The Merkle tree, and the heads other observers witnessed of this log (SPEC
-    # "Witnessed history"), in a snapshot of their own (the log may have grown since).
-    with store.read():
-        name = origin if store.role == ROLE_CENTRAL else store.origin_name()
-        t_ok, t_notes, t_problems = witness.check_tree(store, origin, name, label)
+    computed = None
+    if facts.base is not None:
+        computed = frontier.resume(facts.base[1], facts.base[0],
+                                   [p["tree"] for p in parts], sizes)
+    t_ok, t_notes, t_problems = witness.check_tree(facts, computed, label)
     ok += t_ok
     notes += t_notes
     problems += [Problem(*p) for p in t_problems]

@@ -9,8 +9,9 @@ and the fold keeps it (:mod:`membership_log.core.fold`, ``witness_head``). Here:
 - :func:`head_of`: the head of one log (``membership head``);
 - :func:`inclusion` and :func:`consistency`: proof documents (``membership prove``), checked
   by :mod:`membership_log.core.proofs` without a store;
-- :func:`check_tree`: ``verify``'s look at a log's tree: the kept frontier against the log,
-  and the log against every head another observer recorded of it;
+- :func:`tree_facts` and :func:`check_tree`: ``verify``'s look at a log's tree: the kept
+  frontier against the log, and the log against every head another observer recorded of
+  it;
 - :func:`check_shipment`: ``ship``'s refusal of events that contradict heads witnessed for
   their log on the central store;
 - :func:`keep_trees`: the frontier of every log computed from the log (an upgrade, and
@@ -213,13 +214,29 @@ def _against_witnesses(heads: list[tuple], size: int, root: bytes) -> list[str]:
 # -- holding logs to their witnessed heads -----------------------------------------------------
 
 
-def check_tree(store, origin: str, name: str | None, label: str) -> tuple[list, list, list]:
+#: What ``verify`` reads of a log's tree, in the snapshot it checks the log in: ``heads``
+#: (``witness_head`` rows of this log recorded by other observers), ``witnessed``
+#: (:func:`group` of them), ``base`` (:meth:`Store.tree_base`), ``kept`` (the kept
+#: ``(size, frontier blob)``), ``head`` and ``floor`` (the last compacted event, 0 if none).
+TreeFacts = namedtuple("TreeFacts", "heads witnessed base kept head floor")
+
+
+def tree_facts(store, origin: str, name: str | None) -> TreeFacts:
+    """The :data:`TreeFacts` of one log, inside the caller's read snapshot."""
+    heads = _witnessed(store, name) if name is not None else []
+    return TreeFacts(heads, group(heads), store.tree_base(origin), store.tree(origin),
+                     store.head_seq(origin), store.first_seq(origin) - 1)
+
+
+def check_tree(facts: TreeFacts, computed: tuple | None, label: str) -> tuple[list, list, list]:
     """``verify`` of one log's tree: ``(ok, notes, problems)`` lines, each problem ``(seq or
-    None, what)``.
+    None, what)``. ``computed``: ``(size, frontier, roots)`` of the log's tree as verify's
+    pass over the log computed it (:func:`membership_log.core.frontier.resume`), with the
+    root at every witnessed size the log has reached; None if the log cannot have one.
 
     The kept frontier must be the log's (the anchor's frontier extended by every kept
-    event); every head another observer recorded of this log (``name``), at a size the log
-    has reached, must have the log's root at that size. A contradiction names the witnesses,
+    event); every head another observer recorded of this log, at a size the log has
+    reached, must have the log's root at that size. A contradiction names the witnesses,
     the witnessed size, and the events that differ from what they saw: those after the
     largest witnessed size that still agrees. A head beyond the log's end is only a note:
     the log may not have been shipped that far yet. Conflicts the witnesses' folds found
@@ -227,16 +244,12 @@ def check_tree(store, origin: str, name: str | None, label: str) -> tuple[list, 
     ok: list[str] = []
     notes: list[str] = []
     problems: list[tuple] = []
-    heads = _witnessed(store, name) if name is not None else []
-    witnessed = group(heads)
-    head = store.head_seq(origin)
-    computed = store.log_tree(origin, [w.size for w in witnessed])
+    heads, witnessed, kept, head = facts.heads, facts.witnessed, facts.kept, facts.head
     if computed is None:
-        notes.append(f"{label}events 1..{store.anchor(origin).seq} were compacted before the "
-                     f"log kept a Merkle tree: its tree cannot be computed or checked here")
+        notes.append(f"{label}events 1..{facts.floor} were compacted before the log kept a "
+                     f"Merkle tree: its tree cannot be computed or checked here")
         return ok, notes, problems
     size, front, roots = computed
-    kept = store.tree(origin)
     if kept is None:
         if head:
             problems.append((None, f"{label}no Merkle frontier is kept for this log (run: "
@@ -245,7 +258,7 @@ def check_tree(store, origin: str, name: str | None, label: str) -> tuple[list, 
         problems.append((None, f"{label}the kept Merkle frontier (size {kept[0]}) is not the "
                                f"log's (size {size}, root {_short(merkle.root(front, size))})"
                                f" (run: membership rebuild)"))
-    floor = store.first_seq(origin) - 1
+    floor = facts.floor
     agree: list[Witnessed] = []
     disagree: list[Witnessed] = []
     ahead: list[Witnessed] = []

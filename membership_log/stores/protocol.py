@@ -167,32 +167,44 @@ class Store(abc.ABC):
     def put_tree(self, origin: str, size: int, frontier: bytes) -> None:
         """Keep a log's frontier blob, inside :meth:`write`."""
 
-    def log_tree(self, origin: str, at=()) -> tuple[int, tuple, dict] | None:
-        """``(size, frontier, roots)`` computed from the log itself: the retention anchor's
-        frontier (or the empty tree) extended by the leaf of every kept event, read a block
-        at a time, with ``roots``, the root at each size in ``at`` that the pass goes
-        through (from the anchor's size to the head). None if the log was compacted before
-        it kept a tree (its first events, and so its tree, are gone). What the append paths
-        fall back on when the kept frontier does not match the log, what ``rebuild`` keeps
-        and what ``verify`` compares the kept one and the witnessed heads with."""
+    def tree_base(self, origin: str) -> tuple[int, tuple] | None:
+        """``(size, frontier)`` the log's tree grows from: the retention anchor's frontier, or
+        the empty tree. None if the log was compacted before it kept a tree (its first
+        events, and so its tree, are gone); StoreError if the anchor's frontier is not the
+        tree at the anchor."""
         from ..core import merkle
         from ..core.errors import StoreError
 
         anchor = self.anchor(origin)
         if anchor is None:
-            size, front = 0, ()
-        elif anchor.frontier is None:
+            return 0, ()
+        if anchor.frontier is None:
             return None
-        else:
-            try:
-                size, front = merkle.decode(anchor.frontier)
-                why = f"size {size}"
-            except ValueError as e:
-                size, why = -1, str(e)
-            if size != anchor.seq:
-                raise StoreError(f"store {self.label}: the retention anchor's Merkle frontier "
-                                 f"is not the tree at its event {anchor.seq} ({why}); restore "
-                                 f"the store from a backup or the central store")
+        try:
+            size, front = merkle.decode(anchor.frontier)
+            why = f"size {size}"
+        except ValueError as e:
+            size, why = -1, str(e)
+        if size != anchor.seq:
+            raise StoreError(f"store {self.label}: the retention anchor's Merkle frontier "
+                             f"is not the tree at its event {anchor.seq} ({why}); restore "
+                             f"the store from a backup or the central store")
+        return size, front
+
+    def log_tree(self, origin: str, at=()) -> tuple[int, tuple, dict] | None:
+        """``(size, frontier, roots)`` computed from the log itself: :meth:`tree_base`
+        extended by the leaf of every kept event, read a block at a time, with ``roots``, the
+        root at each size in ``at`` that the pass goes through (from the anchor's size to the
+        head). None if the log was compacted before it kept a tree. What the append paths
+        fall back on when the kept frontier does not match the log and what ``rebuild``
+        keeps (``verify`` computes the same in its own pass, on every core)."""
+        from ..core import merkle
+        from ..core.errors import StoreError
+
+        base = self.tree_base(origin)
+        if base is None:
+            return None
+        size, front = base
         head = self.head_seq(origin)
         stops = sorted({s for s in at if size <= s <= head} | {head})
         roots = {}
