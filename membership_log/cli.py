@@ -99,9 +99,12 @@ def _summary(doc: str | None) -> str | None:
     return " ".join(inspect.cleandoc(doc).split("\n\n", 1)[0].split())
 
 
-def command(target=None, name: str | None = None, reads: tuple = STORE, **kw):
+def command(target=None, name: str | None = None, reads: tuple = STORE, bulk: bool = False,
+            **kw):
     """Register ``fn(s: Settings, ...)`` as a command that takes every location option
-    (SPEC "Where things live") and documents those in ``reads``."""
+    (SPEC "Where things live") and documents those in ``reads``. A ``bulk`` command (one
+    that may go over a whole log, and ends) runs with the cycle collector paused
+    (:func:`membership_log.history.parallel.paused_gc`)."""
     target = target or app
 
     def register(fn):
@@ -111,7 +114,12 @@ def command(target=None, name: str | None = None, reads: tuple = STORE, **kw):
 
         def run(**kwargs):
             where = {n: kwargs.pop(n) for n in _LOCATION}
-            return fn(settings.resolve(**where), **kwargs)
+            if not bulk:
+                return fn(settings.resolve(**where), **kwargs)
+            from .history.parallel import paused_gc
+
+            with paused_gc():
+                return fn(settings.resolve(**where), **kwargs)
 
         params = own + [_location_param(n, n in reads) for n in _LOCATION]
         run.__signature__ = sig.replace(parameters=params)
@@ -332,7 +340,7 @@ def state(s: settings.Settings, at: At = None, observer: ObserverOpt = None,
     _out(render.state_table(now, at))
 
 
-@command()
+@command(bulk=True)
 def replay(s: settings.Settings, since: Since = None, until: Until = None,
            node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False) -> None:
     """The log in order, each event with the liveness changes it caused.
@@ -395,7 +403,7 @@ ExcludeCause = Annotated[tuple | None, typer.Option(
     "planned leaves and operator marks out of the SLO.")]
 
 
-@command()
+@command(bulk=True)
 def audit(s: settings.Settings, since: Since = None, until: Until = None,
           node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False,
           flap_window: FlapWindow = "10m", flap_threshold: FlapThreshold = 3,
@@ -433,7 +441,7 @@ def audit(s: settings.Settings, since: Since = None, until: Until = None,
     _out(render.audit_text(doc))
 
 
-@command()
+@command(bulk=True)
 def timeline(s: settings.Settings, since: Since = None, until: Until = None,
              node: NodeOpt = None, observer: ObserverOpt = None,
              output: Annotated[str, typer.Option(
@@ -471,7 +479,7 @@ def timeline(s: settings.Settings, since: Since = None, until: Until = None,
     _out(f"wrote {output}")
 
 
-@command()
+@command(bulk=True)
 def export(s: settings.Settings, since: Since = None, until: Until = None,
            observer: ObserverOpt = None) -> None:
     """The raw log as JSON lines, one event per line, in log order.
@@ -494,7 +502,7 @@ def export(s: settings.Settings, since: Since = None, until: Until = None,
                                          history.export(store, since, until, observer)))
 
 
-@command(name="import", reads=tuple(_LOCATION))
+@command(name="import", reads=tuple(_LOCATION), bulk=True)
 def import_(s: settings.Settings,
             file: Annotated[str, typer.Argument(
                 metavar="FILE", show_default=False, help="JSON lines from membership "
@@ -706,7 +714,7 @@ def check_proof(s: settings.Settings,
 # -- keeping the store ---------------------------------------------------------------------
 
 
-@command(reads=STORE + ("live_file", "live_format"))
+@command(reads=STORE + ("live_file", "live_format"), bulk=True)
 def verify(s: settings.Settings) -> None:
     """Check the hash chain, and that everything derived equals a fresh fold.
 
@@ -739,7 +747,7 @@ def verify(s: settings.Settings) -> None:
         raise MembershipError(f"verify failed: {where}")
 
 
-@command(reads=STORE + ("live_file", "live_format"))
+@command(reads=STORE + ("live_file", "live_format"), bulk=True)
 def rebuild(s: settings.Settings) -> None:
     """Rebuild everything derived from the raw log, and rewrite the live file.
 
@@ -766,7 +774,7 @@ def rebuild(s: settings.Settings) -> None:
          f"{s.live_file} with {len(r.live)} live node(s)")
 
 
-@command(reads=STORE + ("live_file", "live_format"))
+@command(reads=STORE + ("live_file", "live_format"), bulk=True)
 def compact(s: settings.Settings,
             before: Annotated[timespec.Point, typer.Option(
                 "--before", parser=_time, metavar="T",
@@ -860,7 +868,9 @@ def ship(s: settings.Settings,
             transfer.follow(s, to, interval, lambda line: typer.echo(
                 render.printable(line), err=False), lambda: _progress("shipping"))
             return
-        with _progress("shipping") as progress:
+        from .history.parallel import paused_gc
+
+        with _progress("shipping") as progress, paused_gc():  # once (not --follow): bounded
             r = transfer.ship(s, to, progress)
         _out(f"shipped {r.copied} event(s) of {render.printable(r.origin)}: the central store "
              f"holds its events up to {r.central_head}")

@@ -94,3 +94,37 @@ def test_verify_in_parts_finds_tampering_in_any_part(log, tmp_path):
                          "seq = ?) WHERE seq = ?", (first, cut)).rowcount == 1
     problems = integrity.verify(s).problems
     assert any(f"checkpoint at event {cut} differs" in p.what for p in problems), problems
+
+
+def test_bulk_commands_pause_the_cycle_collector_and_give_it_back(log, monkeypatch):
+    """audit, replay, verify and the other bulk commands run with the collector paused
+    (parallel.paused_gc) and leave it as they found it, on success and on an error alike;
+    a server's commands are not bulk ones."""
+    import gc
+
+    from typer.testing import CliRunner
+
+    from membership_log import cli
+
+    seen = []
+    real = history.audit
+
+    def spy(*args, **kw):
+        seen.append(gc.isenabled())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(history, "audit", spy)
+    runner = CliRunner()
+    assert gc.isenabled()
+    r = runner.invoke(cli.app, ["audit", "--base-dir", log.base_dir])
+    assert r.exit_code == 0, r.output
+    assert seen == [False] and gc.isenabled()
+    r = runner.invoke(cli.app, ["audit", "--base-dir", log.base_dir, "--node", "nobody"])
+    assert r.exit_code == 1 and gc.isenabled()
+    gc.disable()
+    try:
+        with parallel.paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "left as it was found"
+    finally:
+        gc.enable()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 
-from ..core.timespec import iso
+from ..core.timespec import _SECONDS, iso, second_head
 
 
 def _make_encoder():
@@ -167,10 +167,12 @@ def _incidents_text(items, delay_us: int | None) -> str:
     seen, causes = _OBSERVERS, _CAUSES
     if len(seen) > 4096:  # hostile names: a bound, not a leak
         seen.clear()
+    heads, head_of = _SECONDS, second_head
     out = []
+    add = out.append
     for r in items:
         if r[2]:
-            out.append(encode(incident_doc(r, None)))
+            add(encode(incident_doc(r, None)))
             continue
         node, down_at, up_at, cause, observers, down_seq, up_seq = r[0]
         obs = seen.get(observers)
@@ -181,13 +183,25 @@ def _incidents_text(items, delay_us: int | None) -> str:
         c = causes.get(cause)
         if c is None:
             c = causes[cause] = encode(cause)
+        ds = down_at // 1_000_000
+        if up_at is not None and down_seq is not None and up_seq is not None:
+            us = up_at // 1_000_000  # the usual incident, over: one format, no call
+            add(_OVER % (heads.get(ds) or head_of(ds), down_at - ds * 1_000_000,
+                         heads.get(us) or head_of(us), up_at - us * 1_000_000, r[1] / 1e6, c,
+                         obs, down_seq, up_seq))
+            continue
         up = "null" if up_at is None else '"' + iso(up_at) + '"'
-        out.append(f'{{"down_at":"{iso(down_at)}","up_at":{up},'
-                   f'"duration_s":{r[1] / 1e6!r},"cause":{c},"observers":{obs},'
-                   f'"down_seq":{"null" if down_seq is None else down_seq},'
-                   f'"up_seq":{"null" if up_seq is None else up_seq}}}')
+        add(f'{{"down_at":"{iso(down_at)}","up_at":{up},'
+            f'"duration_s":{r[1] / 1e6!r},"cause":{c},"observers":{obs},'
+            f'"down_seq":{"null" if down_seq is None else down_seq},'
+            f'"up_seq":{"null" if up_seq is None else up_seq}}}')
     return "[" + ",".join(out) + "]"
 
+
+#: One incident that is over, as ``encode(incident_doc(...))`` writes it (``%r`` of a float
+#: is its ``repr``, as json's).
+_OVER = ('{"down_at":"%s%06dZ","up_at":"%s%06dZ","duration_s":%r,"cause":%s,"observers":%s,'
+         '"down_seq":%d,"up_seq":%d}')
 
 #: JSON text of the observer lists and the causes an audit repeats (a few values each),
 #: made once.
