@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from collections.abc import Iterable
 
 LOWER_BOUND_NOTE = ("durations are lower bounds: Serf reports a failure only after its "
                     "suspicion timeout (see --detection-delay)")
@@ -115,7 +116,7 @@ Sessions = namedtuple("Sessions", "starts unobserved")
 Audit = namedtuple("Audit", "since until observed_us nodes observers detection_delay_us")
 
 
-def role_stretches(start: dict, changes, since_us: int, until_us: int) -> dict:
+def role_stretches(start: dict, changes: Iterable[tuple], since_us: int, until_us: int) -> dict:
     """Node -> its role stretches ``(from, to, role)`` over [since_us, until_us]: ``start``
     is each node's role at ``since_us`` (None: no role tag, or no member), ``changes`` the
     ``(at, node, role)`` after it, in log order. Stretches touch end to end; a change to the
@@ -145,7 +146,8 @@ def role_stretches(start: dict, changes, since_us: int, until_us: int) -> dict:
     return out
 
 
-def report(incidents, nodes, since_us: int, until_us: int, gaps=(), sessions=None,
+def report(incidents: Iterable[tuple], nodes: Iterable[str], since_us: int, until_us: int,
+           gaps: Iterable[tuple[int, int]] = (), sessions: dict | None = None,
            flap_window_us: int = 600_000_000, flap_threshold: int = 3,
            detection_delay_us: int | None = None, roles: dict | None = None) -> Audit:
     """The audit (SPEC "Replay and audit JSON") over [since_us, until_us], as an
@@ -201,7 +203,7 @@ def report(incidents, nodes, since_us: int, until_us: int, gaps=(), sessions=Non
                  detection_delay_us)
 
 
-def totals(incidents, now_us: int) -> dict:
+def totals(incidents: Iterable[tuple], now_us: int) -> dict:
     """Per node: ``{cause: [count, downtime_us, last change]}`` of every incident, open ones
     counted up to ``now_us`` (what the metrics' counters expose). The one place incident
     totals are computed, for one log or merged."""

@@ -14,9 +14,11 @@ line with any password masked.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.codec import STATE_FORMAT, decode_state
@@ -54,7 +56,7 @@ class CentralStore(Store):
         self.url = url
         self.label = mask_url(url)
         self.engine = engine_for(url)
-        self._conn = None
+        self._conn: Connection | None = None
         try:
             with self.engine.connect() as conn:
                 # Read the revision directly: importing Alembic costs a read command more
@@ -90,7 +92,7 @@ class CentralStore(Store):
         return StoreError(f"cannot {what} store {mask_url(self.url)}: {first_line(e, self.url)}")
 
     @contextmanager
-    def write(self):
+    def write(self) -> Iterator[Connection]:
         """One transaction; the reader methods use it until it ends."""
         try:
             with self.engine.begin() as conn:
@@ -105,8 +107,13 @@ class CentralStore(Store):
     read = write  # a transaction is a consistent snapshot too (REPEATABLE READ not needed:
     # every query of a fold runs inside one transaction and the log is append-only)
 
+    def _writing(self) -> Connection:
+        """The connection of the :meth:`write` transaction the caller is inside."""
+        assert self._conn is not None, "only inside write()"
+        return self._conn
+
     @contextmanager
-    def _use(self):
+    def _use(self) -> Iterator[Connection]:
         if self._conn is not None:
             yield self._conn
             return
@@ -116,7 +123,7 @@ class CentralStore(Store):
         except SQLAlchemyError as e:
             raise self._fail(e) from None
 
-    def _all(self, query, params=None) -> list:
+    def _all(self, query: Any, params: dict | None = None) -> Sequence[Any]:
         try:
             with self._use() as conn:
                 return conn.execute(query, params or {}).all()
@@ -281,9 +288,10 @@ class CentralStore(Store):
     def _upsert(self, conn, table, rows: list[dict]) -> None:
         if not rows:
             return
+        insert: Callable[[Any], Any]
         if self.postgres:
             from sqlalchemy.dialects.postgresql import insert
-        else:
+        else:  # the same insert(), with the same on_conflict_do_update
             from sqlalchemy.dialects.sqlite import insert
         stmt = insert(table)
         keys = [c.name for c in table.primary_key.columns]
@@ -294,7 +302,7 @@ class CentralStore(Store):
 
     def write_derived(self, origin: str, batch) -> None:
         """Store a :class:`membership_log.history.driver.Batch` (inside :meth:`write`)."""
-        conn = self._conn
+        conn = self._writing()
         try:
             self._upsert(conn, checkpoint, self._with_min_at(conn, origin, batch.checkpoints))
             if batch.closed:  # first: the batch's own new incidents are open too
@@ -346,7 +354,7 @@ class CentralStore(Store):
         return [r[0] for r in self._all(select(anchor.c.origin))]
 
     def truncate_derived(self, origin: str, seq: int) -> None:
-        conn = self._conn
+        conn = self._writing()
         try:
             conn.execute(snapshot.delete().where(snapshot.c.origin == origin))
             conn.execute(checkpoint.delete().where(checkpoint.c.origin == origin,
@@ -369,22 +377,24 @@ class CentralStore(Store):
         """Inside :meth:`write`: one shipper per origin at a time (a second waits, then finds
         the events already there)."""
         if self.postgres:
-            self._conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:o))"), {"o": origin})
+            self._writing().execute(text("SELECT pg_advisory_xact_lock(hashtext(:o))"),
+                                    {"o": origin})
 
     def append_rows(self, origin: str, rows: list[tuple]) -> None:
         """Stored rows ``(seq, received_us, observer, source, env blob, stdin, hash)`` into
         cluster_event, continuing the central copy of ``origin``'s log, inside :meth:`write`;
         its Merkle tree moves with them (``merkle_head``, same transaction). On PostgreSQL
         through COPY (psycopg 3), several times faster than multi-row INSERTs."""
-        conn = self._conn
         if not rows:
             return
+        conn = self._writing()
         tree = self._tree_after(origin, rows[0][0] - 1, [bytes(r[6]) for r in rows])
         if tree is not None:
             self.put_tree(origin, rows[-1][0], tree)
         try:
             if self.postgres:
                 raw = conn.connection.driver_connection
+                assert raw is not None  # a connection in use is never detached from its pool
                 with raw.cursor() as cur:
                     with cur.copy(f"COPY cluster_event ({', '.join(_EVENT_COLUMNS)}) "
                                   f"FROM STDIN") as copy:
@@ -418,9 +428,10 @@ class CentralStore(Store):
 
         if not rows:
             return
+        insert: Callable[[Any], Any]
         if self.postgres:
             from sqlalchemy.dialects.postgresql import insert
-        else:
+        else:  # the same insert(), with the same on_conflict_do_update
             from sqlalchemy.dialects.sqlite import insert
         stmt = insert(d)
         stmt = stmt.on_conflict_do_update(

@@ -15,13 +15,6 @@ from __future__ import annotations
 import os
 import time
 
-try:
-    # The C module itself: the sqlite3 package around it imports datetime for date adapters
-    # this store never uses, which costs the handler about a tenth of a bare start-up.
-    import _sqlite3 as sqlite3
-except ImportError:  # another Python
-    import sqlite3
-
 from ..core.codec import STATE_FORMAT, decode_anchor_state, decode_state
 from ..core.errors import NotInitialised, SchemaMismatch, StoreError
 from ..core.raw import (
@@ -35,6 +28,19 @@ from ..core.raw import (
 )
 from . import access, queries
 from .protocol import NODE, ROLE_NODE, Anchor, Scope, Store
+
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
+if TYPE_CHECKING:  # the same API, under the name its stubs give it
+    import sqlite3
+    from typing import Any
+else:
+    try:
+        # The C module itself: the sqlite3 package around it imports datetime for date
+        # adapters this store never uses, which costs the handler about a tenth of a bare
+        # start-up.
+        import _sqlite3 as sqlite3
+    except ImportError:  # another Python
+        import sqlite3
 
 BUSY_TIMEOUT_S = 10.0
 
@@ -189,13 +195,13 @@ class NodeStore(Store):
                               f"or restore it from an export)")
         return StoreError(f"cannot {what} store {self.path}: {text}")
 
-    def _one(self, sql: str, params: tuple = ()):
+    def _one(self, sql: str, params: tuple | dict = ()) -> Any:
         try:
             return self.conn.execute(sql, params).fetchone()
         except sqlite3.Error as e:
             raise self._fail(e) from e
 
-    def _all(self, sql: str, params: tuple = ()) -> list:
+    def _all(self, sql: str, params: tuple | dict = ()) -> list:
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.Error as e:
@@ -274,7 +280,8 @@ class NodeStore(Store):
 
     def witnessed_heads(self, head_origin: str | None = None, after: int = -1,
                         through: int | None = None, log: str | None = None) -> list[tuple]:
-        where, params = ["size > ?"], [after]
+        where = ["size > ?"]
+        params: list[object] = [after]
         if head_origin is not None:
             where.append("head_origin = ?")
             params.append(head_origin)
@@ -539,7 +546,9 @@ class NodeStore(Store):
                               (digest, NODE))
         except sqlite3.Error as e:
             raise self._fail(e, "write") from e
-        return self.anchor(NODE)
+        anchor = self.anchor(NODE)
+        assert anchor is not None  # callers hold one (the row just updated)
+        return anchor
 
     def range_stats(self, after: int, through: int) -> tuple[int, int | None, int | None, int]:
         """``(events, first receive time, last receive time, bytes)`` of events

@@ -12,7 +12,13 @@ loaded at interpreter start-up; ``typing`` is not, and costs the handler a milli
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+
+#: mypy takes any name ``TYPE_CHECKING`` as true; this one spares the hot path ``typing``.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from typing import Any
 
 #: The origin under which a node store keeps the derived rows of its own log (a central
 #: store uses each node's name; no node is named '').
@@ -31,8 +37,9 @@ class Anchor(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, seq, hash_, received_us, max_at, fmt, state, catalog_sha256=None,
-                frontier=None):
+    def __new__(cls, seq: int, hash_: bytes, received_us: int, max_at: int | None, fmt: str,
+                state: bytes, catalog_sha256: bytes | None = None,
+                frontier: bytes | None = None) -> Anchor:
         return tuple.__new__(cls, (seq, bytes(hash_), received_us, max_at, fmt, bytes(state),
                                    None if catalog_sha256 is None else bytes(catalog_sha256),
                                    None if frontier is None else bytes(frontier)))
@@ -55,7 +62,7 @@ class Scope(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, origins, merged: bool, observer):
+    def __new__(cls, origins: Iterable[str], merged: bool, observer: str | None) -> Scope:
         return tuple.__new__(cls, (tuple(origins), merged, observer))
 
     origins = property(lambda self: self[0])
@@ -85,18 +92,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self):
+    def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @abc.abstractmethod
-    def write(self):
+    def write(self) -> AbstractContextManager[Any]:
         """A context manager: one write transaction (errors as :class:`StoreError`)."""
 
     @abc.abstractmethod
-    def read(self):
+    def read(self) -> AbstractContextManager[Any]:
         """A context manager: one consistent read snapshot for several queries."""
 
     # -- which logs ---------------------------------------------------------------------------
@@ -191,7 +198,7 @@ class Store(abc.ABC):
                              f"the store from a backup or the central store")
         return size, front
 
-    def log_tree(self, origin: str, at=()) -> tuple[int, tuple, dict] | None:
+    def log_tree(self, origin: str, at: Iterable[int] = ()) -> tuple[int, tuple, dict] | None:
         """``(size, frontier, roots)`` computed from the log itself: :meth:`tree_base`
         extended by the leaf of every kept event, read a block at a time, with ``roots``, the
         root at each size in ``at`` that the pass goes through (from the anchor's size to the
@@ -305,7 +312,7 @@ class Store(abc.ABC):
         """``(seq, observer, started_at, gap_from)`` of every observer session."""
 
     @abc.abstractmethod
-    def write_derived(self, origin: str, batch) -> None:
+    def write_derived(self, origin: str, batch: Any) -> None:
         """Store a :class:`membership_log.history.driver.Batch`, inside :meth:`write`."""
 
     @abc.abstractmethod
