@@ -13,6 +13,31 @@ from __future__ import annotations
 
 from .raw import sha256
 
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` at run time)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class AnchorFields(Protocol):
+        """What this module reads of a :class:`~membership_log.stores.protocol.Anchor`
+        (the core may not import the stores)."""
+
+        @property
+        def seq(self) -> int: ...
+        @property
+        def hash(self) -> bytes: ...
+        @property
+        def received_us(self) -> int: ...
+        @property
+        def max_at(self) -> int | None: ...
+        @property
+        def format(self) -> str: ...
+        @property
+        def state(self) -> bytes: ...
+        @property
+        def catalog_sha256(self) -> bytes | None: ...
+        @property
+        def frontier(self) -> bytes | None: ...
+
 MAGIC = b"membership-anchor 1\n"
 _FIELDS = ("seq", "hash", "received_us", "max_at", "format", "state_sha256", "catalog_sha256")
 #: Since the logs keep a Merkle tree (0006): the SHA-256 of the anchor's frontier. Only an
@@ -20,7 +45,7 @@ _FIELDS = ("seq", "hash", "received_us", "max_at", "format", "state_sha256", "ca
 _FRONTIER = "frontier_sha256"
 
 
-def encode(anchor) -> bytes:
+def encode(anchor: AnchorFields) -> bytes:
     """The record of an :class:`~membership_log.stores.protocol.Anchor`, as the stdin bytes
     of its ``anchor`` event."""
     values = (str(anchor.seq), anchor.hash.hex(), str(anchor.received_us), str(anchor.max_at),
@@ -56,7 +81,7 @@ def seq_of(data: bytes) -> int | None:
     return int(fields["seq"])
 
 
-def check(anchor, records: list) -> str | None:
+def check(anchor: AnchorFields, records: list) -> str | None:
     """Why ``anchor`` is not the one the log records, or None if it is. ``records``: the
     log's ``anchor`` events ``(seq, stdin)``, newest first; the newest that names the
     anchor's seq must match it in every field, its state included."""
@@ -66,6 +91,7 @@ def check(anchor, records: list) -> str | None:
             continue
         if encode(anchor) != bytes(data):
             mine = decode(encode(anchor))
+            assert mine is not None  # encode() writes a record
             which = [k for k in (*_FIELDS, _FRONTIER) if fields.get(k) != mine.get(k)]
             return (f"the retention anchor at event {anchor.seq} differs from its record in "
                     f"the log (event {event_seq}: {', '.join(which)})")

@@ -277,7 +277,8 @@ def parse_datasets(data: bytes) -> tuple[list, list[str]]:
     if reason is not None:
         return [], [reason]
     datasets = doc.get("datasets") if isinstance(doc, dict) else None
-    if not isinstance(datasets, dict) or doc.get("version") == 1:
+    if (not isinstance(doc, dict) or not isinstance(datasets, dict)
+            or doc.get("version") == 1):
         return [], ["catalog has no version 2 datasets to route"]
     warnings: list[str] = []
     out = []

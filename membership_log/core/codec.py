@@ -12,6 +12,10 @@ import marshal
 
 from . import fold
 
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
+if TYPE_CHECKING:
+    from .anchors import AnchorFields
+
 #: Derived state is a cache: a row in another format is ignored and the log refolded.
 STATE_FORMAT = f"marshal{marshal.version}/state{fold.PLAIN_VERSION}"
 
@@ -40,7 +44,7 @@ def plain_of(blob: bytes) -> object:
         return None
 
 
-def decode_anchor_state(anchor, where: str) -> fold.State:
+def decode_anchor_state(anchor: AnchorFields, where: str) -> fold.State:
     """The state of a retention anchor. Unlike a cache, it cannot be refolded (its events
     are gone), so a state in an older release's form is read through
     :func:`~membership_log.core.fold.from_plain`'s upgrades; one this release cannot read at

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 #: Where a 1.1 engine reads the file, under its base directory (``Path.cluster_state``).
 STATE_FILE = "state/cluster-state.json"
 
@@ -140,10 +144,13 @@ def cluster_id(doc: object) -> str | None:
 
 
 def _sha1_hex(data: bytes) -> str:
-    try:  # the builtin module: hashlib's OpenSSL binding costs milliseconds to load
-        from _sha1 import sha1
-    except ImportError:  # pragma: no cover - CPython always has it
+    if TYPE_CHECKING:  # the builtin module has no stubs; hashlib's sha1 is the same call
         from hashlib import sha1
+    else:
+        try:  # the builtin module: hashlib's OpenSSL binding costs milliseconds to load
+            from _sha1 import sha1
+        except ImportError:  # pragma: no cover - CPython always has it
+            from hashlib import sha1
     return sha1(data).hexdigest()
 
 
@@ -207,9 +214,10 @@ def _continuum_ok(slicer: object, slices: list) -> bool:
     if _or(slicer, "hash") != "hash" or not slices:
         return True  # another slicer builds no continuum
     weights = [_or(s.get("weight"), 1) for s in slices]
-    if any(isinstance(w, bool) or not isinstance(w, int) for w in weights):
+    ints = [w for w in weights if isinstance(w, int) and not isinstance(w, bool)]
+    if len(ints) != len(weights):
         return False
-    return sum(weights) != 0
+    return sum(ints) != 0
 
 
 def _or(value: object, default: object) -> object:
@@ -289,7 +297,7 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def cluster_state(members, own_cluster_id: str | None) -> dict:
+def cluster_state(members: Mapping[str, tuple], own_cluster_id: str | None) -> dict:
     """The whole ``cluster-state.json`` as a dict (render it with
     :func:`membership_log.render.droonga11.render_cluster_state`): Droonga 1.1.1's
     ``Serf#current_cluster_state`` over the fold's member view.

@@ -36,6 +36,10 @@ from collections import namedtuple
 from . import events as ev
 from .catalog import Catalog, Node
 
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 ALIVE = "alive"
 FAILED = "failed"
 LEFT = "left"
@@ -265,8 +269,8 @@ class State:
             if names:
                 members = self.members
                 best = max(names, key=lambda n: (members[n].seq, n))
-                m = members[best]
-                status, member, address = m.status, best, m.address or node.host
+                shown = members[best]
+                status, member, address = shown.status, best, shown.address or node.host
             else:
                 status, member, address = None, None, node.host
             marked = self._marked(name)
@@ -283,7 +287,7 @@ class State:
         m = self.members.get(name) if name is not None else None
         return _role(m) if m is not None else None
 
-    def _refresh(self, affected) -> tuple:
+    def _refresh(self, affected: Iterable[str]) -> tuple:
         """Recompute the views of ``affected`` nodes; their liveness changes, sorted."""
         nodes = self.nodes
         changes = []
@@ -310,7 +314,7 @@ class State:
 
     # -- the fold --------------------------------------------------------------------------
 
-    def apply(self, event) -> Effect:
+    def apply(self, event: ev.Event) -> Effect:
         """Fold one parsed event into this state (in place); what it did."""
         kind = event.kind
         self.seq = event.seq
@@ -352,7 +356,7 @@ class State:
                 out.append(Change(name, b, a))
         return tuple(out)
 
-    def _members(self, event) -> Effect:
+    def _members(self, event: ev.Event) -> Effect:
         status = _STATUS_AFTER.get(event.kind)
         members = self.members
         observer = event.observer
@@ -394,12 +398,12 @@ class State:
             if old_address != new.address:
                 # New, or moved: which nodes it matches, and what marks name, may change.
                 if old is not None:
-                    by = self._by_address.get(old_address)
+                    by = self._by_address.get(old.address)
                     if by is not None:
                         by.discard(name)
                         if not by:
-                            del self._by_address[old_address]
-                    for node in self._matches(name, old_address):
+                            del self._by_address[old.address]
+                    for node in self._matches(name, old.address):
                         affected.add(node)
                         group = self._node_members.get(node)
                         if group is not None:
@@ -431,7 +435,7 @@ class State:
             return NOTHING
         return Effect(changes, False, restart, warnings)
 
-    def _mark(self, event) -> Effect:
+    def _mark(self, event: ev.Event) -> Effect:
         ltime = event.ltime
         if ltime is not None:
             key = (event.kind, event.name, ltime, _payload_key(event.payload))
@@ -466,7 +470,7 @@ class State:
         changes = self._refresh(affected)
         return Effect(changes, False, None, ()) if changes else NOTHING
 
-    def _heartbeat(self, event) -> Effect:
+    def _heartbeat(self, event: ev.Event) -> Effect:
         """Keep the receive time of the sender's heartbeat; it changes no node's liveness."""
         sender = (event.payload or "").strip()
         if not sender or len(sender) > MAX_WORD or len(sender.split()) != 1:
@@ -479,7 +483,7 @@ class State:
         self.heartbeats[sender] = event.at
         return NOTHING
 
-    def _head(self, event) -> Effect:
+    def _head(self, event: ev.Event) -> Effect:
         """A published head (SPEC "Witnessed history"): kept per origin, and checked against
         the heads already seen of that origin for what a witness can tell without proofs:
 
@@ -545,7 +549,7 @@ class State:
         the oldest ``membership-up`` marks, then the oldest marks."""
         known = self.nodes
 
-        def rank(word: str):
+        def rank(word: str) -> tuple:
             m = self.marks[word]
             names_known = any(t in known for t in self._targets.get(word, ()))
             return (names_known, m.down, m.key)
@@ -584,7 +588,7 @@ def _payload_key(payload: str | None) -> str:
 # -- the pure interface ------------------------------------------------------------------------
 
 
-def fold(events, state: State | None = None) -> State:
+def fold(events: Iterable[ev.Event], state: State | None = None) -> State:
     """Fold events into a new state (``state``, if given, is left as it was)."""
     s = state.copy() if state is not None else State()
     for event in events:
@@ -672,7 +676,7 @@ def _upgrade(plain: object) -> object:
     return plain
 
 
-def from_plain(plain: tuple) -> State:
+def from_plain(plain: object) -> State:
     """Inverse of :func:`to_plain`; ValueError if ``plain`` is not a state of this version
     (or of an older one :func:`_upgrade` knows)."""
     plain = _upgrade(plain)

@@ -9,7 +9,7 @@ here; read its docstring for the tree, the frontier and the proofs. Stdlib only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .raw import sha256  # the builtin SHA-256, imported the hot-path way (see core/raw.py)
 
@@ -109,7 +109,7 @@ class Stretch:
 
     __slots__ = ("start", "pieces", "_stops", "_buf", "_at")
 
-    def __init__(self, start: int, stops=()) -> None:
+    def __init__(self, start: int, stops: Iterable[int] = ()) -> None:
         self.start = self._at = start
         self.pieces: list[tuple[int, list[tuple[int, bytes]]]] = []
         self._stops = frozenset(stops)
@@ -130,7 +130,8 @@ class Stretch:
             self._buf = []
 
 
-def resume(frontier: tuple[bytes, ...], size: int, stretches, at=()) -> tuple[
+def resume(frontier: tuple[bytes, ...], size: int, stretches: Iterable[tuple],
+           at: Iterable[int] = ()) -> tuple[
         int, tuple[bytes, ...], dict[int, bytes]]:
     """``(size, frontier, roots)`` once ``stretches`` (the ``(start, pieces)`` of each
     :class:`Stretch`, in order, the first starting at ``size``) follow the tree ``frontier``

@@ -15,6 +15,7 @@ from; an :data:`Incident` record (what the API returns) names every observer tha
 from __future__ import annotations
 
 from collections import namedtuple
+from collections.abc import Iterable
 
 from . import events as ev
 from . import fold
@@ -31,7 +32,7 @@ Incident = namedtuple("Incident", "node down_at up_at cause observers down_seq u
 CAUSES = ("failed", "left", "operator")
 
 
-def cause_of(event, node: fold.NodeView) -> str:
+def cause_of(event: ev.Event, node: fold.NodeView) -> str:
     """Why a node went down, from the event that did it and the node's view after it."""
     if event.kind in (ev.MEMBER_FAILED, ev.MEMBER_REAP):
         return "failed"
@@ -94,7 +95,8 @@ class Reducer:
     def __init__(self) -> None:
         self.open: dict[str, Row] = {}
 
-    def feed(self, event, changes, nodes: dict) -> tuple[list[Row], list[Row]]:
+    def feed(self, event: ev.Event, changes: Iterable[fold.Change],
+             nodes: dict) -> tuple[list[Row], list[Row]]:
         opened: list[Row] = []
         closed: list[Row] = []
         for c in changes:
@@ -104,7 +106,7 @@ class Reducer:
                 self.open[c.node] = row
                 opened.append(row)
             elif c.before == "dead":  # live again, or gone from the catalog
-                row = self.open.pop(c.node, None) or Row(c.node, None, None, None, None, None,
-                                                         None)
+                was = self.open.pop(c.node, None)
+                row = was or Row(c.node, None, None, None, None, None, None)
                 closed.append(row._replace(up_at=event.at, up_seq=event.seq))
         return opened, closed

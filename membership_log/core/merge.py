@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from .fold import Change
+from .fold import Change, NodeView
 
 DEAD = "dead"
 LIVE = "live"
@@ -134,7 +134,7 @@ def views(per_log: dict) -> dict:
     return out
 
 
-def _telling(view) -> tuple:
+def _telling(view: NodeView) -> tuple:
     # An operator's mark first, then Serf's worst word, then the address: stable content.
     return (not view.marked, view.serf is None, str(view.serf), str(view.address),
             str(view.member))
@@ -180,9 +180,9 @@ def incidents(per_log: dict) -> list:
                 inc[6] = max(r[6] for r in ups[c.node])
                 out.append(inc)
         for node, rows in downs.items():
-            inc = current.get(node)
-            if inc is not None:
-                inc[4].update(r[4] for r in rows if r[4])
+            ongoing = current.get(node)
+            if ongoing is not None:
+                ongoing[4].update(r[4] for r in rows if r[4])
     out.extend(current.values())
     result = [Incident(n, d, u, c, tuple(sorted(obs)), ds, us) for n, d, u, c, obs, ds, us
               in out]

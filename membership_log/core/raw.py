@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-try:  # the builtin SHA-256: hashlib's OpenSSL binding costs the handler ~2.5 ms to load
-    from _sha256 import sha256  # CPython <= 3.11
-except ImportError:
-    try:
-        from _sha2 import sha256  # CPython >= 3.12
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
+if TYPE_CHECKING:  # the builtin modules have no stubs; hashlib's sha256 is the same call
+    from hashlib import sha256
+else:
+    try:  # the builtin SHA-256: hashlib's OpenSSL binding costs the handler ~2.5 ms to load
+        from _sha256 import sha256  # CPython <= 3.11
     except ImportError:
-        from hashlib import sha256
+        try:
+            from _sha2 import sha256  # CPython >= 3.12
+        except ImportError:
+            from hashlib import sha256
 
 #: A raw event as stored. ``env`` is the ``SERF_*`` environment as a dict of str (decoded
 #: with ``surrogateescape``, so it round-trips to the exact bytes), ``stdin`` the bytes Serf
