@@ -14,21 +14,29 @@ sixth of its whole budget (README, "Performance").
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Iterable
+from typing import IO, TYPE_CHECKING, Any
 
 from ..core.timespec import _SECONDS, iso, second_head
 
+if TYPE_CHECKING:
+    from ..core.droonga import Command
+    from ..core.figures import Audit, NodeFigures, Reported
+    from ..core.raw import RawEvent
 
-def _make_encoder():
+
+def _make_encoder() -> Callable[[object], str]:
     """The stdlib's C encoder, set up once for the convention (``json.dumps`` sets it up
     again on every call: a tenth of a replay's time)."""
-    from json.encoder import c_make_encoder, encode_basestring_ascii
+    # c_make_encoder: the C accelerator json itself uses, which typeshed does not declare.
+    from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 
     if c_make_encoder is None:  # another Python: the plain way
         import json
 
         return json.JSONEncoder(separators=(",", ":")).encode
 
-    def default(o):
+    def default(o: object) -> Any:
         raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
     make = c_make_encoder(None, default, encode_basestring_ascii, None, ":", ",", False,
@@ -40,7 +48,7 @@ def _make_encoder():
 encode = _make_encoder()
 
 
-def write_lines(out, documents) -> None:
+def write_lines(out: IO[str], documents: Iterable[object]) -> None:
     """Documents as JSON lines on ``out`` (streamed; written and flushed in blocks)."""
     buf: list[str] = []
     for doc in documents:
@@ -55,14 +63,14 @@ def write_lines(out, documents) -> None:
     out.flush()
 
 
-def _iso(us):
+def _iso(us: int | None) -> str | None:
     return iso(us) if us is not None else None
 
 
 # -- the documents -----------------------------------------------------------------------------
 
 
-def state_doc(now) -> dict:
+def state_doc(now: Any) -> dict:  # a history.api.StateAt (render may not import history)
     """``state --json``: a :data:`~membership_log.history.api.StateAt`. Per node, besides
     its liveness: ``role`` (its member's ``role`` tag, null without one) and ``tags`` (the
     member's tags that matter to Droonga 1.1: type, role, cluster_id, internal-name,
@@ -80,7 +88,7 @@ def state_doc(now) -> dict:
     return {"seq": now.seq, "at": _iso(now.at), "nodes": nodes}
 
 
-def replay_doc(r) -> dict:
+def replay_doc(r: Any) -> dict:  # a history.api.Replayed
     """One ``replay --json`` line (SPEC "Replay and audit JSON")."""
     e = r.event
     out = {
@@ -104,7 +112,7 @@ def replay_doc(r) -> dict:
     return out
 
 
-def command_doc(c) -> dict | None:
+def command_doc(c: Command | None) -> dict | None:
     """A Droonga 1.1 user event or query in ``replay --json`` (None for any other event):
     what droonga-engine-serf-event-handler on the observer reads in it."""
     if c is None:
@@ -114,14 +122,14 @@ def command_doc(c) -> dict | None:
             "acted_on": c.process, "fields": c.fields}
 
 
-def export_doc(raw) -> dict:
+def export_doc(raw: RawEvent) -> dict:
     """One ``export`` line (SPEC "Export and import") of a raw event."""
     return {"seq": raw.seq, "received": iso(raw.received_us), "observer": raw.observer,
             "source": raw.source, "env": raw.env,
             "stdin_b64": base64.b64encode(raw.stdin).decode("ascii"), "hash": raw.hash.hex()}
 
 
-def incident_doc(reported, delay_us: int | None) -> dict:
+def incident_doc(reported: Reported, delay_us: int | None) -> dict:
     """One incident of ``audit --json``."""
     inc = reported.incident
     observers = inc[4]
@@ -143,7 +151,7 @@ def incident_doc(reported, delay_us: int | None) -> dict:
     return item
 
 
-def node_doc(figures, delay_us: int | None) -> dict:
+def node_doc(figures: NodeFigures, delay_us: int | None) -> dict:
     """One node of ``audit --json``."""
     return {
         "incidents": [incident_doc(r, delay_us) for r in figures.incidents],
@@ -157,7 +165,7 @@ def node_doc(figures, delay_us: int | None) -> dict:
     }
 
 
-def _incidents_text(items, delay_us: int | None) -> str:
+def _incidents_text(items: Iterable[Reported], delay_us: int | None) -> str:
     """``encode([incident_doc(r, delay_us) for r in items])``, byte for byte, written
     directly: a busy year's audit holds 300,000 incidents, and building a dict for each to
     encode it costs twice what the whole rest of the audit does. A property test holds the
@@ -168,7 +176,7 @@ def _incidents_text(items, delay_us: int | None) -> str:
     if len(seen) > 4096:  # hostile names: a bound, not a leak
         seen.clear()
     heads, head_of = _SECONDS, second_head
-    out = []
+    out: list[str] = []
     add = out.append
     for r in items:
         if r[2]:
@@ -209,7 +217,7 @@ _OBSERVERS: dict = {}
 _CAUSES: dict = {}
 
 
-def node_fragment(name: str, figures, delay_us: int | None) -> str:
+def node_fragment(name: str, figures: NodeFigures, delay_us: int | None) -> str:
     """One node's ``"name":{...}`` of ``audit --json``, exactly as ``encode`` writes it
     within :func:`audit_doc`: the unit a share of a long audit encodes in a worker of its
     own (:mod:`membership_log.history.bulk`)."""
@@ -218,7 +226,7 @@ def node_fragment(name: str, figures, delay_us: int | None) -> str:
             + head[len('{"incidents":[]'):])
 
 
-def audit_doc(audit) -> dict:
+def audit_doc(audit: Audit) -> dict:
     """``audit --json`` (SPEC "Replay and audit JSON") of an
     :data:`~membership_log.core.figures.Audit`."""
     from ..core.figures import LOWER_BOUND_NOTE
@@ -237,7 +245,7 @@ def audit_doc(audit) -> dict:
     }
 
 
-def audit_text(audit, fragments: list[str] | None = None) -> str:
+def audit_text(audit: Audit, fragments: list[str] | None = None) -> str:
     """``audit --json`` as text: exactly ``encode(audit_doc(audit))`` (written node by node,
     :func:`node_fragment`), or, with ``fragments`` (those of every node, in the report's
     order, made in workers), the same document with them in place of ``audit.nodes``."""

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 from ..core import fold as project
 
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
+if TYPE_CHECKING:
+    from typing import Any
+
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
             "\f": "\\f"}
 
@@ -94,7 +98,7 @@ def render_compact(value: object) -> str:
 DROONGA_11 = "droonga-1.1"
 
 
-def droonga11_file(state) -> tuple[bytes | None, str | None]:
+def droonga11_file(state: Any) -> tuple[bytes | None, str | None]:
     """Droonga 1.1's ``cluster-state.json`` for a fold state (anything with ``members``,
     name -> MemberState, and ``catalog``): ``(bytes, None)``, or ``(None, why)`` when there
     is no file to write, and the one on disk is left as it is:
@@ -126,7 +130,7 @@ def droonga11_file(state) -> tuple[bytes | None, str | None]:
     return render_cluster_state(cluster_state(view, catalog.cluster_id)), None
 
 
-def file_of(state, fmt: str = "droonga") -> tuple[bytes | None, str | None]:
+def file_of(state: Any, fmt: str = "droonga") -> tuple[bytes | None, str | None]:
     """The live file of a fold state (``nodes``, ``members``, ``catalog``) in ``fmt``:
     ``(bytes, None)``, or ``(None, why)`` when no file is to be written (see
     :func:`outage_reason` and :func:`droonga11_file`)."""

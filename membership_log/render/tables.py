@@ -12,7 +12,15 @@ JSON is :mod:`membership_log.render.jsondoc`'s.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..core.timespec import iso
+
+if TYPE_CHECKING:
+    from ..core.droonga import Command
+    from ..core.events import Event
+    from ..core.figures import Audit
+    from ..core.timespec import Point
 
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -63,7 +71,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 # -- records as tables ------------------------------------------------------------------------
 
 
-def _iso(us):
+def _iso(us: int | None) -> str | None:
     return iso(us) if us is not None else None
 
 
@@ -86,7 +94,7 @@ def _droonga_notes(tags: dict | None, cluster_id: str | None) -> list[str]:
     return notes
 
 
-def state_table(now, at=None) -> str:
+def state_table(now: Any, at: Point | None = None) -> str:  # now: a history.api.StateAt
     from ..core.droonga import role_tag
 
     nodes = now.nodes.values()
@@ -113,7 +121,7 @@ def state_table(now, at=None) -> str:
                                rows)
 
 
-def _summary(event) -> str:
+def _summary(event: Event) -> str:
     from ..core import events
 
     if event.members:
@@ -129,7 +137,7 @@ def _summary(event) -> str:
     return "; ".join(event.warnings)[:80]
 
 
-def _command_summary(c) -> str:
+def _command_summary(c: Command) -> str:
     """A Droonga 1.1 command as the replay's DETAIL: name, target, what it sets, and whether
     the observer's Droonga handler acts on it."""
     target = c.target or (c.node if isinstance(c.node, str) else None)
@@ -147,7 +155,7 @@ def _command_summary(c) -> str:
                                 f"({fields})" if fields else "", f"[{why}]") if p)
 
 
-def replay_row(r, observer=None) -> list[str]:
+def replay_row(r: Any, observer: str | None = None) -> list[str]:  # r: history.api.Replayed
     e = r.event
     effect = ", ".join([f"{c.node} {c.before or 'new'} -> {c.after or 'gone'}"
                         for c in r.changes]
@@ -157,17 +165,17 @@ def replay_row(r, observer=None) -> list[str]:
         effect = "(delivered again: no effect)"
     seq = f"{r.origin}:{e.seq}" if r.origin is not None and observer is None else str(e.seq)
     detail = _summary(e) if r.command is None else _command_summary(r.command)
-    return [seq, _iso(e.at)[:23], e.observer or r.origin or "-", e.kind, detail, effect]
+    return [seq, iso(e.at)[:23], e.observer or r.origin or "-", e.kind, detail, effect]
 
 
-def audit_text(audit) -> str:
+def audit_text(audit: Audit) -> str:
     """The audit for people (an :data:`~membership_log.core.figures.Audit`): a line per
     node, then a line per incident, then the unobserved stretches."""
     from ..core.figures import LOWER_BOUND_NOTE
     from ..core.incidents import as_incident
     from ..core.timespec import duration
 
-    def seconds(us):
+    def seconds(us: int | None) -> float | None:
         return None if us is None else us / 1e6
 
     lines = [f"audit {iso(audit.since)} to {iso(audit.until)}"]

@@ -11,11 +11,16 @@ name), so every piece of text goes through :func:`_x`: the result is always well
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from html import escape
+from typing import TYPE_CHECKING
 
 from ..core.incidents import Incident
 from ..core.timespec import duration
 from .tables import printable
+
+if TYPE_CHECKING:
+    from ..core.figures import Audit
 
 COLORS = {"live": "#3c9d5d", "failed": "#d64541", "left": "#8c8c8c", "operator": "#e8a33d"}
 LABEL_W = 250
@@ -44,7 +49,7 @@ def _x(text: object) -> str:
     return escape(printable(str(text)), quote=True)
 
 
-def _ticks(since_us: int, until_us: int, iso) -> list[tuple[int, str]]:
+def _ticks(since_us: int, until_us: int, iso: Callable[[int], str]) -> list[tuple[int, str]]:
     """Round-valued ticks, about eight across the window."""
     span_s = max((until_us - since_us) / 1e6, 1e-6)
     step = next((s for s in _STEPS_S if span_s / s <= 8), _STEPS_S[-1])
@@ -65,7 +70,9 @@ def _ticks(since_us: int, until_us: int, iso) -> list[tuple[int, str]]:
 
 
 def render_svg(nodes: list[str], incidents: list[Incident], since_us: int, until_us: int,
-               iso, unobserved=(), flapping=None, roles=None) -> str:
+               iso: Callable[[int], str], unobserved: Iterable[tuple[int, int]] = (),
+               flapping: dict[str, list[tuple[int, int]]] | None = None,
+               roles: dict[str, list[tuple]] | None = None) -> str:
     """The picture as SVG. ``nodes`` in row order; ``iso`` formats microseconds;
     ``unobserved``: ``(from, to)`` spans when an observer could see nothing (hatched across
     every row); ``flapping``: node -> ``[(from, to)]`` stretches (underlined in orange);
@@ -195,7 +202,7 @@ def render_html(svg: str, title: str = "membership timeline") -> str:
     )
 
 
-def picture(audit) -> str:
+def picture(audit: Audit) -> str:
     """The picture of an :data:`~membership_log.core.figures.Audit`'s window: one row per
     node in the audit's order, its incidents, its observers' unobserved stretches and its
     flapping stretches."""
