@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import heapq
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 from ..core import events, merge
 from ..core import fold as project
 from ..core.clock import now_us
 from ..core.droonga import node_roles, normalize_role
 from ..core.errors import MembershipError
+from ..core.events import Event
 from ..core.figures import (
     Audit,
     Sessions,
@@ -43,6 +44,7 @@ from ..core.figures import (
     totals,
     unobserved,
 )
+from ..core.fold import Change
 from ..core.incidents import CAUSES, Incident, close, record
 from ..core.names import unknown
 from ..core.timespec import MAX_US, MIN_US, Point, check_window, iso
@@ -245,7 +247,8 @@ def _window(store, origin: str, since: Point | None, until: Point | None) -> tup
     return first, last
 
 
-def _touches(state: project.State, event, changes, ids: set[str], name: str) -> bool:
+def _touches(state: project.State, event: Event, changes: Iterable[Change], ids: set[str],
+             name: str | None) -> bool:
     """Whether an event concerns the node (``ids``: what ``--node`` means): it changed it,
     or names it (as a catalog node, member name or address, or in an operator payload)."""
     if any(c.node in ids for c in changes):
@@ -317,7 +320,8 @@ def _one_log(store, origin: str, first: int, last: int, node, observer, label):
 
 
 def replay(store, since: Point | None = None, until: Point | None = None,
-           node: str | None = None, observer: str | None = None) -> Iterator[Replayed]:
+           node: str | None = None, observer: str | None = None
+           ) -> Generator[Replayed, None, None]:
     """The log in order from ``since`` to ``until``, each event with the liveness changes it
     caused. Folding starts at the nearest checkpoint before ``since``, so every change is
     judged in its full context, however long the log. Merged over a central store's logs
@@ -502,10 +506,10 @@ def audit(store, since: Point | None = None, until: Point | None = None,
         names = {n for n in names if n in ids}
     if part != (None, None):
         names = {n for n in names if _in_range(n, part)}
-    sessions = {obs: Sessions(starts, gaps_) for obs, (starts, gaps_)
-                in sorted(observed_by.items())}
+    by_observer = {obs: Sessions(starts, gaps_) for obs, (starts, gaps_)
+                   in sorted(observed_by.items())}
     roles = _roles(store, ends, since_us, until_us, names)
-    return report(found, names, since_us, until_us, gaps, sessions,
+    return report(found, names, since_us, until_us, gaps, by_observer,
                   flap_window_us=int(flap_window_s * 1e6), flap_threshold=flap_threshold,
                   detection_delay_us=(None if detection_delay_s is None
                                       else int(detection_delay_s * 1e6)), roles=roles)

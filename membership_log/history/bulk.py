@@ -14,6 +14,7 @@ import itertools
 import os
 import shutil
 import tempfile
+from typing import Any
 
 from ..core.timespec import Point
 from ..render import jsondoc
@@ -91,6 +92,8 @@ def replay_json(url: str, store, out, since=None, until=None, node=None, observe
 
 
 def _audit_part(job: tuple) -> tuple:
+    args: tuple[Point | None, Point | None, str | None, str | None]  # since until node observer
+    kw: dict[str, Any]
     store, part, args, kw = job
     own = isinstance(store, str)
     if own:

@@ -24,6 +24,10 @@ from ..core.codec import decode_state, encode_state
 from ..core.errors import MembershipError
 from ..render import livefile
 
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
+if TYPE_CHECKING:
+    from ..core.incidents import Reducer
+
 #: Checkpoints of the fold's state are spaced by the bytes they cost: the next comes once
 #: the events since the last one "paid" for its size at this many bytes an event, so a
 #: 200-member cluster's 8 KB state is kept every ~2,700 events and a 3-node one's every 250;
@@ -167,7 +171,7 @@ class Batch:
         self.closed: list = []
         self.sessions: list = []
         self.heads: list = []
-        self.snapshot = None
+        self.snapshot: tuple[int, bytes, bytes] | None = None
 
 
 class Keeper:
@@ -177,7 +181,8 @@ class Keeper:
     next is due; None: keep no checkpoints (an audit's or verify's fold in memory)."""
 
     def __init__(self, last: tuple[int, int | None] | None = None) -> None:
-        self.reducer = None  # made at the first liveness change: most events have none
+        # made at the first liveness change: most events have none
+        self.reducer: Reducer | None = None
         self.batch = Batch()
         self.opened: dict = {}
         self.due = None if last is None else checkpoint_due(*last)

@@ -14,6 +14,7 @@ There is one fold and one keeper: verify compares the store with them, never wit
 from __future__ import annotations
 
 from collections import namedtuple
+from typing import Any
 
 from ..core import anchors, frontier
 from ..core import fold as project
@@ -85,7 +86,8 @@ def _segment(job: tuple) -> dict:
         state = project.from_plain(plain_of(state_blob)) if state_blob else \
             project.State()
         keeper = derive.Keeper()
-        out = {"count": 0, "at_snapshot": None, "lag": set(), "problem": None, "at_cps": {}}
+        out: dict[str, Any] = {"count": 0, "at_snapshot": None, "lag": set(), "problem": None,
+                               "at_cps": {}}
         if derived_seq == start:
             out["at_snapshot"] = project.to_plain(state)
         tree = Stretch(start, stops) if stops is not None else None
@@ -174,6 +176,7 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
             bounds = parallel.split_at_checkpoints(store, origin, first, head,
                                                    parallel.workers())
         jobs = []
+        blob: bytes | None
         for k in range(len(bounds) - 1):
             lo, hi = bounds[k], bounds[k + 1]
             if k:

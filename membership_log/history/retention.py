@@ -37,6 +37,12 @@ CHUNK = 100_000
 COMPARE_BATCH = 50_000
 
 
+def _iso(us: int | None) -> str:
+    """A receive time of the range to drop; none if no event of it is left (a damaged
+    log): ``iso(None)`` would be a TypeError instead of the refusal's message."""
+    return iso(us) if us is not None else "(no event)"
+
+
 def _size(path: str) -> int:
     return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
 
@@ -115,7 +121,7 @@ def compact(settings: Settings, before: Point, require_shipped: str | None = Non
             n, first_at, last_at, size = store.range_stats(low, last)
             raise MembershipError(
                 f"compact would drop {n} event(s) ({low + 1}..{last}, received "
-                f"{iso(first_at)} to {iso(last_at)}, about {size:,} bytes) that no central "
+                f"{_iso(first_at)} to {_iso(last_at)}, about {size:,} bytes) that no central "
                 f"store was shown to hold: ship them first (membership ship --to URL, then "
                 f"compact --require-shipped URL), see what would go with --dry-run, or give "
                 f"--force to drop them unshipped")
@@ -138,6 +144,7 @@ def compact(settings: Settings, before: Point, require_shipped: str | None = Non
                                       f"compacted")
             hash_ = hashes[-1][1]
             received = store.received_at(NODE, end)
+            assert received is not None  # event `end` is there: its hash was just read
             if front is not None:
                 front = merkle.extend(front, start, [merkle.leaf_hash(bytes(h))
                                                      for _, h in hashes])
@@ -153,6 +160,7 @@ def compact(settings: Settings, before: Point, require_shipped: str | None = Non
                 progress(end - low, last - low)
         derive.catch_up(store, NODE, publish)  # the anchors' records, folded as nothing
         anchor = store.anchor(NODE)
+        assert anchor is not None  # just moved: last > low, so at least one chunk ran
         try:
             store.conn.execute("VACUUM")
             store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

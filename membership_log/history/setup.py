@@ -118,10 +118,10 @@ def _catalog_status(path: str, data: bytes | None, problem: str | None) -> tuple
     """``("ok", nodes)``, ``("missing", why it is allowed)`` or ``("unusable", why)``."""
     from ..core import catalog as _catalog
 
-    if data is None and problem is None:
-        return "missing", (f"no catalog at {path}: every Serf member seen is a node, and no "
-                           f"live file is written until one is seen")
     if data is None:
+        if problem is None:
+            return "missing", (f"no catalog at {path}: every Serf member seen is a node, and "
+                               f"no live file is written until one is seen")
         return "unusable", problem
     parsed, reasons = _catalog.parse(data)
     if parsed is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.timespec import _SECONDS, iso, second_head
 
@@ -48,7 +48,14 @@ def _make_encoder() -> Callable[[object], str]:
 encode = _make_encoder()
 
 
-def write_lines(out: IO[str], documents: Iterable[object]) -> None:
+class Lines(Protocol):
+    """Where :func:`write_lines` writes: a text stream, or anything that takes text."""
+
+    def write(self, text: str, /) -> object: ...
+    def flush(self) -> object: ...
+
+
+def write_lines(out: Lines, documents: Iterable[object]) -> None:
     """Documents as JSON lines on ``out`` (streamed; written and flushed in blocks)."""
     buf: list[str] = []
     for doc in documents:
