@@ -234,7 +234,8 @@ def main(argv: list[str]) -> int:
         except Exception as e:  # noqa: BLE001 - the event is recorded; report, do not crash
             state, live_bytes = None, None
             warnings.append(f"recorded as event {seq}, but the live file was not updated: {e}")
-        if is_query and env.get("SERF_QUERY_NAME") == LIVE_QUERY and state is not None:
+        if (is_query and env.get("SERF_QUERY_NAME") == LIVE_QUERY and state is not None
+                and live_bytes is not None):  # both come from catch_up, or neither
             from .core.fold import live_nodes
 
             sys.stdout.write(live_answer(observer, seq, sorted(live_nodes(state)), live_bytes))

@@ -12,6 +12,7 @@ from collections import namedtuple
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
 if TYPE_CHECKING:  # the builtin modules have no stubs; hashlib's sha256 is the same call
+    from collections.abc import Mapping
     from hashlib import sha256
 else:
     try:  # the builtin SHA-256: hashlib's OpenSSL binding costs the handler ~2.5 ms to load
@@ -48,7 +49,7 @@ ENV_PREFIX = "SERF_"
 EXCLUDED_PREFIX = "SERF_RPC_"
 
 
-def serf_env(environ: dict[str, str]) -> dict[str, str]:
+def serf_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``SERF_*`` variables except ``SERF_RPC_*``: nothing else is ever stored, since the
     log is kept forever, shipped centrally, and must never hold a secret."""
     return {

@@ -150,24 +150,29 @@ class Agent:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def _started(self) -> subprocess.Popen:
+        if self.proc is None:
+            raise MembershipError(f"serf agent {self.name} was never started")
+        return self.proc
+
     def pause(self) -> None:
-        os.kill(self.pid, signal.SIGSTOP)
+        os.kill(self._started().pid, signal.SIGSTOP)
         self.paused = True
 
     def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
+        os.kill(self._started().pid, signal.SIGCONT)
         self.paused = False
 
     def kill9(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
+        self._started().kill()
+        self._started().wait(10)
 
     def leave(self) -> None:
         """Graceful leave (peers get member-leave); the agent then exits."""
         subprocess.run([self.serf, "leave", f"-rpc-addr={self.rpc}"], capture_output=True,
                        timeout=30)
         try:
-            self.proc.wait(15)
+            self._started().wait(15)
         except subprocess.TimeoutExpired:
             self.stop()
 

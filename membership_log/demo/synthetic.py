@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     parser = argparse.ArgumentParser(prog="python -m membership_log.demo.synthetic",
-                                     description=main.__doc__.split("\n\n")[0])
+                                     description=(main.__doc__ or "").split("\n\n")[0])
     parser.add_argument("--base-dir", help="load into this node store instead of printing")
     parser.add_argument("-o", "--output", help="write the JSON lines to this file")
     parser.add_argument("--events", type=int, default=1_000_000)

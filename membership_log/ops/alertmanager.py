@@ -168,6 +168,7 @@ def post_alerts(url: str, alerts: list[dict[str, Any]], timeout: float = TIMEOUT
     parts = urllib.parse.urlsplit(endpoint)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     late = f"Alertmanager at {where} did not answer within {timeout:g} s"
+    assert parts.hostname  # _endpoint refuses a URL without one
     conn = kind(parts.hostname, parts.port, timeout=timeout)
     deadline = _Deadline(conn, timeout)
     try:
@@ -248,8 +249,7 @@ def alert_for(incident: Mapping[str, Any], observer: str | None,
     if up is not None:
         description = (f"Node {node} was down from {iso(down)} to {iso(int(up))} "
                        f"({(int(up) - down) / 1e6:g} s): {why}.")
-    over = up is not None and over_until_us is not None
-    if over:
+    if up is not None and over_until_us is not None:  # already over
         alert_labels["incident"] = iso(down)
         summary = f"{node} was down ({cause}): already over, back at {iso(int(up))}"
         description += (f" It was already over when it could first be delivered, so it is "
@@ -262,13 +262,13 @@ def alert_for(incident: Mapping[str, Any], observer: str | None,
     if seen_by:
         description += f" Seen by {seen_by}."
     annotations = {"summary": labels.clean(summary), "description": labels.clean(description)}
-    if over:
+    if up is not None and over_until_us is not None:
         annotations["ended_at"] = iso(int(up))
     alert: dict[str, Any] = {"labels": alert_labels, "annotations": annotations,
                              "startsAt": iso(down)}
     if generator_url:
         alert["generatorURL"] = generator_url
-    if over:
+    if up is not None and over_until_us is not None:
         alert["endsAt"] = iso(int(over_until_us))
     elif up is not None:
         alert["endsAt"] = iso(int(up))

@@ -210,14 +210,21 @@ def plan(incidents: Iterable[Incident], delivered: Mapping[Key, Delivery],
     # End each label set with its current open incident, already announced (see the module
     # docstring): Alertmanager keeps one alert per label set.
     # (An OVER alert has labels of its own: it never hides another.)
-    for labels in {s.incident.labels for s in sends.values() if s.kind != OVER}:
+    for labels in {s.incident.labels for s in sends.values()
+                   if s.kind != OVER and isinstance(s.incident, Incident)}:
         inc = newest[labels]
         d = delivered.get(inc.key)
         if (inc.up_at is None and inc.key not in sends and d is not None
                 and d.resolved_at is None):
             sends[inc.key] = Send(inc, RESEND)
-    ordered = sorted(sends.values(), key=lambda s: (s.incident.down_at, s.incident.key))
+    ordered = sorted(sends.values(), key=_by_start)
     return Plan(ordered, min(wake) if wake else None)
+
+
+def _by_start(send: Send) -> tuple:
+    inc = send.incident
+    assert isinstance(inc, Incident)  # plan() sends incidents (conflicts are planned apart)
+    return (inc.down_at, inc.key)
 
 
 def plan_conflicts(conflicts: Iterable[Conflict], delivered: Mapping[Key, Delivery], now: int,
@@ -290,6 +297,7 @@ def read_incidents(store, observer: str | None = None,
                                i.observers[0] if i.observers else (me or None), i.down_at,
                                i.up_at, i.observers) for i in found]
     if not scope.merged:
+        assert observer is not None  # a central store's one log: the observer named it
         return observer, [Incident((observer, i.node, i.down_seq), i.node, i.cause, observer,
                                    i.down_at, i.up_at, i.observers) for i in found]
     return "", [Incident(("", i.node, i.down_at), i.node, i.cause, None, i.down_at, i.up_at,
@@ -449,11 +457,11 @@ def describe(send: Send) -> str:
                 f" at {iso(inc.at)} (event {inc.seq}): {printable(inc.why)}"
                 + ("" if send.kind == CONFLICT else " (history: sent resolved)"))
     who = printable(inc.node)
-    if send.kind == OVER:
+    if send.kind == OVER and inc.up_at is not None:
         return (f"{who} {inc.cause}: down {iso(inc.down_at)} to {iso(inc.up_at)} "
                 f"({duration((inc.up_at - inc.down_at) / 1e6)}), already over: sent firing "
                 f"for --over-hold, then resolved by Alertmanager")
-    if send.kind == RESOLVED:
+    if send.kind == RESOLVED and inc.up_at is not None:
         return (f"{who} {inc.cause}: resolved (down {iso(inc.down_at)} to "
                 f"{iso(inc.up_at)}, {duration((inc.up_at - inc.down_at) / 1e6)})")
     again = " (again: the log still has it open)" if send.kind == RESEND else ""

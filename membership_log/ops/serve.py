@@ -650,7 +650,7 @@ def make_server(api: Api, host: str, port: int,
     handler = type("Handler", (_Handler,), {"api": api, "allowed_hosts": allowed,
                                             "log_error_line": staticmethod(log),
                                             "timeout": client_timeout})
-    server_class = _Server
+    server_class: type = _Server  # type() below makes a subclass mypy can only call "type"
     if ":" in host:
         server_class = type("Server6", (_Server,), {"address_family": socket.AF_INET6})
     try:
