@@ -12,7 +12,7 @@ No ``from __future__ import annotations`` here: Typer reads the annotations at r
 
 import inspect
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 import typer.core
@@ -27,6 +27,9 @@ from .core.timespec import iso
 from .render import jsondoc
 from .render import tables as render
 from .version import __version__
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 class _Group(TyperGroup):
@@ -59,11 +62,12 @@ class _Group(TyperGroup):
 
 # Typer prints an argument's Python type beside its name ("FILE <str>"); the help says what
 # the argument is instead.
-typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[assignment]
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
 
-_APP = {"cls": _Group, "rich_markup_mode": None, "pretty_exceptions_enable": False,
-        "no_args_is_help": True, "add_completion": False,
-        "context_settings": {"help_option_names": ["-h", "--help"]}}
+_APP: dict[str, Any] = {
+    "cls": _Group, "rich_markup_mode": None, "pretty_exceptions_enable": False,
+    "no_args_is_help": True, "add_completion": False,
+    "context_settings": {"help_option_names": ["-h", "--help"]}}
 app = typer.Typer(name="membership", help="Give a Serf-managed cluster a memory: an "
                   "append-only log of membership events, the live-node file derived from it, "
                   "and the means to replay and audit it.", **_APP)
@@ -122,7 +126,8 @@ def command(target=None, name: str | None = None, reads: tuple = STORE, bulk: bo
                 return fn(settings.resolve(**where), **kwargs)
 
         params = own + [_location_param(n, n in reads) for n in _LOCATION]
-        run.__signature__ = sig.replace(parameters=params)
+        # inspect.signature (hence Typer) reads __signature__, which functions do not declare.
+        run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in params}
         run.__doc__ = fn.__doc__
         run.__name__ = fn.__name__
@@ -187,7 +192,7 @@ class _progress:
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self.bar = None
+        self.bar: Progress | None = None
 
     def __enter__(self):
         if not sys.stderr.isatty():
@@ -195,10 +200,10 @@ class _progress:
         from rich.console import Console
         from rich.progress import Progress
 
-        self.bar = Progress(console=Console(stderr=True), transient=True)
-        self.bar.__enter__()
-        task = self.bar.add_task(self.what, total=None)
-        return lambda done, total: self.bar.update(task, completed=done, total=total)
+        bar = self.bar = Progress(console=Console(stderr=True), transient=True)
+        bar.__enter__()
+        task = bar.add_task(self.what, total=None)
+        return lambda done, total: bar.update(task, completed=done, total=total)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
@@ -406,7 +411,8 @@ ExcludeCause = Annotated[tuple | None, typer.Option(
 @command(bulk=True)
 def audit(s: settings.Settings, since: Since = None, until: Until = None,
           node: NodeOpt = None, observer: ObserverOpt = None, json_out: Json = False,
-          flap_window: FlapWindow = "10m", flap_threshold: FlapThreshold = 3,
+          flap_window: FlapWindow = "10m",  # type: ignore[assignment]  # parsed: a float
+          flap_threshold: FlapThreshold = 3,
           detection_delay: DetectionDelay = None, exclude_cause: ExcludeCause = None) -> None:
     """Incidents per node (down, up, how long, why) and figures over a window.
 
@@ -429,7 +435,7 @@ def audit(s: settings.Settings, since: Since = None, until: Until = None,
     """
     from .history import api as history
 
-    options = {"flap_window_s": flap_window, "flap_threshold": flap_threshold,
+    options: dict[str, Any] = {"flap_window_s": flap_window, "flap_threshold": flap_threshold,
                "detection_delay_s": detection_delay, "exclude": exclude_cause or ()}
     with _store(s) as store:
         if json_out:
@@ -442,12 +448,13 @@ def audit(s: settings.Settings, since: Since = None, until: Until = None,
 
 
 @command(bulk=True)
-def timeline(s: settings.Settings, since: Since = None, until: Until = None,
+def timeline(s: settings.Settings, *, since: Since = None, until: Until = None,
              node: NodeOpt = None, observer: ObserverOpt = None,
              output: Annotated[str, typer.Option(
                  "-o", "--output", metavar="FILE.svg|FILE.html",
-                 help="Where to write the picture; the suffix chooses SVG or HTML.")] = ...,
-             flap_window: FlapWindow = "10m", flap_threshold: FlapThreshold = 3) -> None:
+                 help="Where to write the picture; the suffix chooses SVG or HTML.")],
+             flap_window: FlapWindow = "10m",  # type: ignore[assignment]  # parsed: a float
+             flap_threshold: FlapThreshold = 3) -> None:
     """A picture: one row per node, live and dead bands over time, incidents marked.
 
     Incident bands are coloured by cause (failed, left, operator) and carry a hover title
@@ -666,6 +673,7 @@ def prove(s: settings.Settings,
         if seq is not None:
             doc, warnings = witness.inclusion(store, seq, size, observer)
         else:
+            assert from_ is not None  # checked above: --seq or --from, one of them
             doc, warnings = witness.consistency(store, from_, to, observer)
     _out(jsondoc.encode(doc))
     for w in warnings:
@@ -778,7 +786,7 @@ def rebuild(s: settings.Settings) -> None:
 def compact(s: settings.Settings,
             before: Annotated[timespec.Point, typer.Option(
                 "--before", parser=_time, metavar="T",
-                help=f"Drop the events received before this moment. {_TIME_HELP}")] = ...,
+                help=f"Drop the events received before this moment. {_TIME_HELP}")],
             require_shipped: Annotated[str | None, typer.Option(
                 "--require-shipped", metavar="URL", help="Refuse unless this central store "
                 "holds every event to drop, with the same hash.")] = None,
@@ -833,7 +841,7 @@ def compact(s: settings.Settings,
 def ship(s: settings.Settings,
          to: Annotated[str, typer.Option(
              "--to", metavar="URL", help="The central store: a URL (postgresql://...), or a "
-             "plain path for SQLite, as --db takes it.")] = ...,
+             "plain path for SQLite, as --db takes it.")],
          follow: Annotated[bool, typer.Option(
              "--follow", help="Keep shipping as events arrive, until interrupted; an outage "
              "of the central store is retried with backoff.")] = False,
@@ -1215,7 +1223,7 @@ def _severity(value):
 def alerts(s: settings.Settings,
            to: Annotated[str, typer.Option(
                "--to", metavar="URL", help="Alertmanager's base URL (http://HOST:9093); "
-               "http://USER:PASSWORD@HOST:9093 for basic auth.")] = ...,
+               "http://USER:PASSWORD@HOST:9093 for basic auth.")],
            follow: Annotated[bool, typer.Option(
                "--follow", help="Keep sending as the log changes, until interrupted; an "
                "unreachable Alertmanager is retried for ever.")] = False,
@@ -1273,7 +1281,9 @@ def alerts(s: settings.Settings,
 
     min_s, resend_s, hold_s = min_duration, resend, over_hold
     sender = _alerts.Sender(s.db_url, to, observer, min_s, resend_s, over_hold_s=hold_s,
-                            severity=dict(severity or ()), generator_url=dashboard_url,
+                            # Typer reads the annotation (list[str]); _severity gives pairs
+                            severity=dict(cast("list[tuple[str, str]]", severity or ())),
+                            generator_url=dashboard_url,
                             exclude=exclude_cause or ())
 
     def say(line: str) -> None:
