@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import heapq
 from collections import namedtuple
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 
 from ..core import events, merge
 from ..core import fold as project
 from ..core.clock import now_us
-from ..core.droonga import node_roles, normalize_role
+from ..core.droonga import Command, node_roles, normalize_role
 from ..core.errors import MembershipError
 from ..core.events import Event
 from ..core.figures import (
@@ -48,7 +48,7 @@ from ..core.fold import Change
 from ..core.incidents import CAUSES, Incident, close, record
 from ..core.names import unknown
 from ..core.timespec import MAX_US, MIN_US, Point, check_window, iso
-from ..stores.protocol import ROLE_NODE
+from ..stores.protocol import ROLE_NODE, Scope, Store
 from ..version import __version__
 from . import driver
 
@@ -56,7 +56,7 @@ __all__ = ["open_store", "now_us", "StateAt", "Replayed", "state_at", "live_set"
            "audit", "incidents_of", "export", "metrics", "heads", "observers_of"]
 
 
-def open_store(url: str):
+def open_store(url: str) -> Store:
     """The store at ``url`` (a SQLite path or URL, or a database URL), opened for its role."""
     from ..stores.setup import open_store as _open
 
@@ -86,16 +86,16 @@ RoleChange = namedtuple("RoleChange", "member before after")
 # -- what a question covers ------------------------------------------------------------------
 
 
-def _head_state(store, origin: str) -> project.State:
+def _head_state(store: Store, origin: str) -> project.State:
     return driver.start(store, origin, store.head_seq(origin))
 
 
-def observers_of(store, origin: str) -> list[str]:
+def observers_of(store: Store, origin: str) -> list[str]:
     """The observers (``SERF_SELF_NAME``) whose events one log holds."""
     return sorted({obs for obs, _ in _head_state(store, origin).counts if obs})
 
 
-def _scope(store, observer: str | None):
+def _scope(store: Store, observer: str | None) -> Scope:
     """The store's scope for ``observer``, the name checked: a central store knows its
     logs; a node store's log knows its observers."""
     scope = store.scope(observer)
@@ -108,19 +108,19 @@ def _scope(store, observer: str | None):
     return scope
 
 
-def scope_of(store, observer: str | None):
+def scope_of(store: Store, observer: str | None) -> Scope:
     """The logs a question about ``observer`` covers (the store's scope, the name checked:
     an unknown observer is a one-line error naming the known ones)."""
     return _scope(store, observer)
 
 
-def _needs_one_log(scope, *points) -> None:
+def _needs_one_log(scope: Scope, *points: Point | None) -> None:
     if scope.merged and any(p is not None and p.seq is not None for p in points):
         raise MembershipError("@N names an event of one node's log: with a central store, add "
                               "--observer NODE")
 
 
-def _first_time(store, origin: str) -> int | None:
+def _first_time(store: Store, origin: str) -> int | None:
     """When a log's history begins: its first kept event's receive time (the retention
     anchor's, after a compaction); None for an empty log."""
     anchor = store.anchor(origin)
@@ -129,7 +129,7 @@ def _first_time(store, origin: str) -> int | None:
     return store.received_at(origin, store.first_seq(origin))
 
 
-def _check_time(store, origins, point: Point | None, what: str) -> None:
+def _check_time(store: Store, origins: Iterable[str], point: Point | None, what: str) -> None:
     """A time before every one of the logs' first events is an error naming when the
     history begins (SPEC "Safety"); a log with no event at all has no history to ask
     about either."""
@@ -146,7 +146,7 @@ def _check_time(store, origins, point: Point | None, what: str) -> None:
                               f"{kind}: the earliest time it holds is {iso(first)}")
 
 
-def _seq(store, origin: str, point: Point | None, what: str = "--at") -> int:
+def _seq(store: Store, origin: str, point: Point | None, what: str = "--at") -> int:
     """The seq ``point`` names in one log, checked."""
     try:
         return driver.point_seq(store, origin, point)
@@ -155,7 +155,7 @@ def _seq(store, origin: str, point: Point | None, what: str = "--at") -> int:
             from None
 
 
-def _known_nodes(store, origins) -> set[str]:
+def _known_nodes(store: Store, origins: Iterable[str]) -> set[str]:
     """Every name ``--node`` may take: nodes, member names and addresses the logs know now,
     and the nodes of their incidents (a node gone from the catalog since)."""
     names: set[str] = set()
@@ -168,12 +168,12 @@ def _known_nodes(store, origins) -> set[str]:
     return names
 
 
-def _check_node(store, origins, node: str | None) -> None:
+def _check_node(store: Store, origins: Iterable[str], node: str | None) -> None:
     if node is not None and node not in _known_nodes(store, origins):
         raise MembershipError(unknown("node", node, _known_nodes(store, origins)))
 
 
-def _node_ids(store, origins, node: str) -> set[str]:
+def _node_ids(store: Store, origins: Iterable[str], node: str) -> set[str]:
     """The node ids a ``--node`` name means: itself, or the catalog nodes a member name or
     address matches (as operator marks resolve names)."""
     out = {node}
@@ -185,7 +185,7 @@ def _node_ids(store, origins, node: str) -> set[str]:
 # -- the state at a moment ---------------------------------------------------------------------
 
 
-def state_at(store, at: Point | None = None, observer: str | None = None) -> StateAt:
+def state_at(store: Store, at: Point | None = None, observer: str | None = None) -> StateAt:
     """Every known node and its liveness right after the last event at or before ``at``
     (default: now). Merged over a central store's logs unless ``observer`` picks one."""
     scope = _scope(store, observer)
@@ -201,13 +201,14 @@ def state_at(store, at: Point | None = None, observer: str | None = None) -> Sta
         when = store.received_at(origin, state.seq) if state.seq else None
         return StateAt(state.seq, when, dict(state.nodes), dict(state.members), state.catalog)
     states = {o: driver.start(store, o, _seq(store, o, at)) for o in scope.origins}
-    times = [store.received_at(o, s.seq) for o, s in states.items() if s.seq]
+    times = [t for o, s in states.items() if s.seq
+             for t in (store.received_at(o, s.seq),) if t is not None]
     return StateAt(None, max(times) if times else None,
                    merge.views({o: s.nodes for o, s in states.items()}),
                    _merged_members(states.values()))
 
 
-def _merged_members(states) -> dict:
+def _merged_members(states: Iterable[project.State]) -> dict:
     """Each member as the log that heard of anything last has it (by receive time, then by
     content: never by the logs' names): its tags and role for a merged view."""
     out: dict = {}
@@ -229,7 +230,7 @@ def live_set(state: StateAt) -> dict[str, str]:
 # -- replay ------------------------------------------------------------------------------------
 
 
-def _window(store, origin: str, since: Point | None, until: Point | None) -> tuple[int, int]:
+def _window(store: Store, origin: str, since: Point | None, until: Point | None) -> tuple[int, int]:
     """The seqs ``first..last`` of one log a window covers: from the first event not yet in
     effect at ``since`` to the last in effect at ``until`` (the state's own rule)."""
     first_kept = store.first_seq(origin)
@@ -274,7 +275,7 @@ class _Roles:
         self.role_tag = role_tag
         self.known = {n: role_tag(m.tags) for n, m in state.members.items()}
 
-    def changes(self, state: project.State, event) -> tuple:
+    def changes(self, state: project.State, event: Event) -> tuple:
         """The role changes ``event``, just folded into ``state``, made."""
         if not event.members:
             return ()
@@ -291,7 +292,7 @@ class _Roles:
         return tuple(out)
 
 
-def _command(state: project.State, event):
+def _command(state: project.State, event: Event) -> Command | None:
     """A Droonga 1.1 user event or query as its handler on the observer reads it (the
     cluster id: that of the catalog in force), or None."""
     if event.kind not in (events.USER, events.QUERY):
@@ -304,7 +305,8 @@ def _command(state: project.State, event):
     return parse_command(event.name, event.payload, event.observer, cid)
 
 
-def _one_log(store, origin: str, first: int, last: int, node, observer, label):
+def _one_log(store: Store, origin: str, first: int, last: int, node: str | None,
+             observer: str | None, label: str | None) -> Iterator[Replayed]:
     ids = _node_ids(store, [origin], node) if node is not None else None
     state = driver.start(store, origin, first - 1)
     roles = _Roles(state)
@@ -319,7 +321,7 @@ def _one_log(store, origin: str, first: int, last: int, node, observer, label):
         yield Replayed(label, raw, event, effect.changes, effect.redelivery, changed, command)
 
 
-def replay(store, since: Point | None = None, until: Point | None = None,
+def replay(store: Store, since: Point | None = None, until: Point | None = None,
            node: str | None = None, observer: str | None = None
            ) -> Generator[Replayed, None, None]:
     """The log in order from ``since`` to ``until``, each event with the liveness changes it
@@ -342,7 +344,7 @@ def replay(store, since: Point | None = None, until: Point | None = None,
     yield from _merged(store, windows, node)
 
 
-def _merged(store, windows: dict, node: str | None) -> Iterator[Replayed]:
+def _merged(store: Store, windows: dict, node: str | None) -> Iterator[Replayed]:
     """Every log's events by receive time, with the cluster-wide changes of the one merge."""
     ids = _node_ids(store, list(windows), node) if node is not None else None
     cluster = merge.Cluster()
@@ -352,7 +354,8 @@ def _merged(store, windows: dict, node: str | None) -> Iterator[Replayed]:
         state = states[o] = driver.start(store, o, first - 1)
         cluster.seed(o, {n: "live" if v.live else "dead" for n, v in state.nodes.items()})
 
-        def stream(o=o, state=state, first=first, last=last):
+        def stream(o: str = o, state: project.State = state, first: int = first,
+                   last: int = last) -> Iterator[tuple]:
             roles = _Roles(state)
             for raw, event, effect in driver.forward(state, store.events(o, first - 1, last)):
                 yield (raw.received_us, o, (o, raw, event, effect.redelivery,
@@ -370,7 +373,7 @@ def _merged(store, windows: dict, node: str | None) -> Iterator[Replayed]:
 # -- incidents and the audit -------------------------------------------------------------------
 
 
-def _log_incidents(store, origin: str, since_us: int, until_us: int,
+def _log_incidents(store: Store, origin: str, since_us: int, until_us: int,
                    whole: bool = False, nodes: tuple = (None, None),
                    by_node: bool = False) -> list:
     """A log's incident rows touching the window: the derived table, plus those of events
@@ -399,7 +402,7 @@ def _in_range(name: str, nodes: tuple) -> bool:
     return (lo is None or name >= lo) and (hi is None or name < hi)
 
 
-def _incidents(store, scope, since_us: int, until_us: int, whole: bool,
+def _incidents(store: Store, scope: Scope, since_us: int, until_us: int, whole: bool,
                part: tuple = (None, None), by_node: bool = False) -> list:
     """The incidents of a scope: one log's rows (only its observer's, if one is given), or
     the cluster-wide merge of every log's."""
@@ -413,7 +416,7 @@ def _incidents(store, scope, since_us: int, until_us: int, whole: bool,
                             for o in scope.origins})
 
 
-def incidents_of(store, observer: str | None = None, since_us: int | None = None,
+def incidents_of(store: Store, observer: str | None = None, since_us: int | None = None,
                  until_us: int | None = None) -> list[Incident]:
     """Every incident of a view as :data:`~membership_log.core.incidents.Incident` records,
     in the order they began: a node store's (only those ``observer`` saw, if given), one log
@@ -426,7 +429,7 @@ def incidents_of(store, observer: str | None = None, since_us: int | None = None
     return found if scope.merged else [record(r) for r in found]
 
 
-def _time(store, origins, point: Point | None, default: int) -> int:
+def _time(store: Store, origins: Sequence[str], point: Point | None, default: int) -> int:
     if point is None:
         return default
     if point.seq is None:
@@ -437,7 +440,7 @@ def _time(store, origins, point: Point | None, default: int) -> int:
     return at
 
 
-def audit(store, since: Point | None = None, until: Point | None = None,
+def audit(store: Store, since: Point | None = None, until: Point | None = None,
           node: str | None = None, observer: str | None = None,
           flap_window_s: float = 600, flap_threshold: int = 3,
           detection_delay_s: float | None = None, now: int | None = None,
@@ -518,7 +521,7 @@ def audit(store, since: Point | None = None, until: Point | None = None,
 # -- roles over a window -----------------------------------------------------------------------
 
 
-def _role_changes(store, origin: str, low: project.State, high_seq: int,
+def _role_changes(store: Store, origin: str, low: project.State, high_seq: int,
                   high_epoch: int) -> Iterator[tuple]:
     """``(at, node, role)`` for each node whose role changed in events ``low.seq+1 ..
     high_seq``. The fold's role epoch is equal at two points only if no role changed in
@@ -547,7 +550,7 @@ def _role_changes(store, origin: str, low: project.State, high_seq: int,
         before = now
 
 
-def _roles(store, ends: dict, since_us: int, until_us: int, names: set) -> dict:
+def _roles(store: Store, ends: dict, since_us: int, until_us: int, names: set) -> dict:
     """Node -> role stretches over the window (:func:`~membership_log.core.figures.
     role_stretches`), for the audit's ``names`` (a node no log knows a member of: one
     stretch without a role). Merged over several logs: a node's own log
@@ -579,7 +582,7 @@ def _roles(store, ends: dict, since_us: int, until_us: int, names: set) -> dict:
 # -- export ------------------------------------------------------------------------------------
 
 
-def export(store, since: Point | None = None, until: Point | None = None,
+def export(store: Store, since: Point | None = None, until: Point | None = None,
            observer: str | None = None) -> Iterator:
     """The raw log's events, in log order (SPEC "Export and import": the renderer writes
     each as :func:`membership_log.render.jsondoc.export_doc`)."""
@@ -601,7 +604,7 @@ def export(store, since: Point | None = None, until: Point | None = None,
 # -- metrics -----------------------------------------------------------------------------------
 
 
-def metrics(store, observer: str | None = None, now: int | None = None,
+def metrics(store: Store, observer: str | None = None, now: int | None = None,
             flap_window_s: float = 600, flap_threshold: int = 3,
             exclude: tuple = (), spool_dir: str | None = None) -> dict:
     """The figures ``membership metrics`` exposes, as plain data (see
@@ -684,7 +687,7 @@ def metrics(store, observer: str | None = None, now: int | None = None,
     }
 
 
-def freshness(store) -> tuple[dict[str, tuple], dict[str, int]]:
+def freshness(store: Store) -> tuple[dict[str, tuple], dict[str, int]]:
     """How current the store is: per log ``(head seq, the head's receive time)``, and per
     observer the receive time of its latest event (a quiet, healthy cluster sends its
     heartbeats; an observer silent for long is stale)."""
@@ -700,7 +703,7 @@ def freshness(store) -> tuple[dict[str, tuple], dict[str, int]]:
     return logs, last
 
 
-def heads(store) -> dict[str, int]:
+def heads(store: Store) -> dict[str, int]:
     """Each log's head seq: a cheap token that changes whenever anything is recorded (the
     dashboard polls it)."""
     return {o: store.head_seq(o) for o in store.origins()}

@@ -358,6 +358,9 @@ def verify(settings, progress=None) -> Report:
     problems: list[Problem] = []
     with open_store(settings.db_url) as store:
         if store.role == ROLE_CENTRAL:
+            from ..stores.central import CentralStore  # loaded already: it is one
+
+            assert isinstance(store, CentralStore)
             origins = store.origins()
             for forged in store.anchor_rows():
                 problems.append(Problem(None, f"{forged}: the central store has a retention "

@@ -343,7 +343,7 @@ class Api:
         since, until = self._time(params, "since"), self._time(params, "until")
         paged = _PagedStore(self)
         try:
-            records = history.replay(paged, since, until, params.get("node"),
+            records = history.replay(paged, since, until, params.get("node"),  # type: ignore[arg-type]  # forwards to a Store
                                      self._view(params))
             first = next(records, None)
         except BaseException:

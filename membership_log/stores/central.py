@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy import Connection, Table, bindparam, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.codec import STATE_FORMAT, decode_state
@@ -130,7 +130,7 @@ class CentralStore(Store):
         except SQLAlchemyError as e:
             raise self._fail(e) from None
 
-    def _scalar(self, query, params=None):
+    def _scalar(self, query: Any, params: dict | None = None) -> Any:
         try:
             with self._use() as conn:
                 return conn.execute(query, params or {}).scalar()
@@ -172,11 +172,12 @@ class CentralStore(Store):
     def anchor(self, origin: str) -> Anchor | None:
         return None  # retention is a node's: every shipped log is whole here
 
-    def events(self, origin: str, after: int = 0, until: int | None = None):
+    def events(self, origin: str, after: int = 0,
+               until: int | None = None) -> Iterator[RawEvent]:
         for r in self.rows(origin, after, until):
             yield RawEvent(r[0], r[1], r[2], r[3], decode_env(r[4]), r[5], r[6])
 
-    def rows(self, origin: str, after: int = 0, until: int | None = None):
+    def rows(self, origin: str, after: int = 0, until: int | None = None) -> Iterator[tuple]:
         t = cluster_event
         q = (select(t.c.seq, t.c.received_us, t.c.observer, t.c.source, t.c.env, t.c.stdin,
                     t.c.hash).where(t.c.origin == origin, t.c.seq > after).order_by(t.c.seq))
@@ -218,8 +219,8 @@ class CentralStore(Store):
 
     def put_tree(self, origin: str, size: int, frontier: bytes) -> None:
         try:
-            self._upsert(self._conn, merkle_head, [{"origin": origin, "size": size,
-                                                    "frontier": frontier}])
+            self._upsert(self._writing(), merkle_head, [{"origin": origin, "size": size,
+                                                         "frontier": frontier}])
         except SQLAlchemyError as e:
             raise self._fail(e, "write") from None
 
@@ -236,12 +237,12 @@ class CentralStore(Store):
         q = q.order_by(w.c.head_origin, w.c.size, w.c.origin, w.c.seq)
         return [(*r[:6], bytes(r[6]), r[7]) for r in self._all(q)]
 
-    def snapshot(self, origin: str):
+    def snapshot(self, origin: str) -> tuple | None:
         rows = self._all(select(snapshot.c.seq, snapshot.c.format, snapshot.c.state,
                                 snapshot.c.live).where(snapshot.c.origin == origin))
         return tuple(rows[0]) if rows else None
 
-    def checkpoint_at_or_before(self, origin: str, seq: int):
+    def checkpoint_at_or_before(self, origin: str, seq: int) -> tuple | None:
         c = checkpoint
         for r in self._all(select(c.c.seq, c.c.max_at, c.c.format, c.c.state)
                            .where(c.c.origin == origin, c.c.seq <= seq)
@@ -285,7 +286,7 @@ class CentralStore(Store):
 
     # -- keeping the derived tables ---------------------------------------------------------
 
-    def _upsert(self, conn, table, rows: list[dict]) -> None:
+    def _upsert(self, conn: Connection, table: Table, rows: list[dict]) -> None:
         if not rows:
             return
         insert: Callable[[Any], Any]
@@ -300,7 +301,7 @@ class CentralStore(Store):
             set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys})
         conn.execute(stmt, rows)
 
-    def write_derived(self, origin: str, batch) -> None:
+    def write_derived(self, origin: str, batch: Any) -> None:  # a history.driver.Batch
         """Store a :class:`membership_log.history.driver.Batch` (inside :meth:`write`)."""
         conn = self._writing()
         try:
@@ -331,7 +332,7 @@ class CentralStore(Store):
         except SQLAlchemyError as e:
             raise self._fail(e, "write") from None
 
-    def _with_min_at(self, conn, origin: str, checkpoints: list) -> list[dict]:
+    def _with_min_at(self, conn: Connection, origin: str, checkpoints: list) -> list[dict]:
         """Checkpoint rows with the earliest receive time of the events since the previous
         checkpoint (this transaction sees the events being shipped)."""
         out = []

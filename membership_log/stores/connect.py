@@ -12,6 +12,10 @@ from __future__ import annotations
 from ..core.errors import BadURL, StoreError
 from ..core.redact import first_line, mask_url
 
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (SQLAlchemy loads lazily)
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 #: Seconds to wait for a database server to accept a connection: one that accepts TCP but
 #: never answers (a hung server, a black-holed route) must not hang ``ship --follow`` in
 #: silence.
@@ -30,7 +34,7 @@ def driver_url(url: str) -> str:
     return url
 
 
-def engine_for(url: str):
+def engine_for(url: str) -> Engine:
     """A SQLAlchemy engine; every failure to make one is one line, password masked.
 
     On PostgreSQL the connection carries a connect timeout, TCP keepalives (a peer that

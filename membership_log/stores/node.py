@@ -32,6 +32,7 @@ from .protocol import NODE, ROLE_NODE, Anchor, Scope, Store
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
 if TYPE_CHECKING:  # the same API, under the name its stubs give it
     import sqlite3
+    from collections.abc import Iterator
     from typing import Any
 else:
     try:
@@ -133,7 +134,7 @@ class NodeStore(Store):
             self.close()
             raise SchemaMismatch(schema_message(path, revision))
 
-    def _connect(self, timeout: float, last: bool = False):
+    def _connect(self, timeout: float, last: bool = False) -> tuple | None:
         """Open the connection and read the schema revision (the first read of the file)."""
         path = self.path
         try:
@@ -346,11 +347,12 @@ class NodeStore(Store):
         a = self.anchor(origin)
         return a.seq + 1 if a is not None else 1
 
-    def events(self, origin: str, after: int = 0, until: int | None = None):
+    def events(self, origin: str, after: int = 0,
+               until: int | None = None) -> Iterator[RawEvent]:
         for r in self.rows(origin, after, until):
             yield RawEvent(r[0], r[1], r[2], r[3], decode_env(r[4]), r[5], r[6])
 
-    def rows(self, origin: str, after: int = 0, until: int | None = None):
+    def rows(self, origin: str, after: int = 0, until: int | None = None) -> Iterator[tuple]:
         self._check(origin)
         if until is None:
             return self._stream(f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? ORDER BY seq",
@@ -358,7 +360,7 @@ class NodeStore(Store):
         return self._stream(f"SELECT {_EVENT_COLS} FROM event WHERE seq > ? AND seq <= ? "
                             f"ORDER BY seq", (after, until))
 
-    def _stream(self, sql: str, params: tuple):
+    def _stream(self, sql: str, params: tuple) -> Iterator[tuple]:
         """A query's rows, fetched in blocks: a log of a million events never sits in
         memory at once."""
         try:
@@ -461,7 +463,7 @@ class NodeStore(Store):
                         "frontier FROM anchor WHERE origin = ?", (origin,))
         return None if row is None else Anchor(*row)
 
-    def write_derived(self, origin: str, batch) -> None:
+    def write_derived(self, origin: str, batch: Any) -> None:  # a history.driver.Batch
         """Store a :class:`membership_log.history.driver.Batch` (inside a write transaction)."""
         c = self.conn
         try:
@@ -594,7 +596,7 @@ class NodeStore(Store):
 
 
 def catalog_item(store: NodeStore, data: bytes | None, at: int, observer: str,
-                 problem: str | None = None):
+                 problem: str | None = None) -> tuple[int, str, str, bytes, bytes] | None:
     """The catalog event to record just before the event received at ``at``, if the file's
     bytes (read before the write transaction, with ``files.read_regular``: ``problem`` says
     why there are none) differ from the catalog in force; call inside the transaction.
@@ -653,7 +655,8 @@ class _Transaction:
             raise self.store._fail(e, "write" if "IMMEDIATE" in self.begin else "read") from e
         return self.store.conn
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
         conn = self.store.conn
         if exc_type is None:
             try:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
+    from ..core.raw import RawEvent
+
 #: The origin under which a node store keeps the derived rows of its own log (a central
 #: store uses each node's name; no node is named '').
 NODE = ""
@@ -138,12 +140,13 @@ class Store(abc.ABC):
         """The retention anchor (never on a central store: ship writes none)."""
 
     @abc.abstractmethod
-    def events(self, origin: str, after: int = 0, until: int | None = None) -> Iterator:
+    def events(self, origin: str, after: int = 0,
+               until: int | None = None) -> Iterator[RawEvent]:
         """:data:`~membership_log.core.raw.RawEvent` after ``after`` (through ``until``), in
         seq order, streamed."""
 
     @abc.abstractmethod
-    def rows(self, origin: str, after: int = 0, until: int | None = None) -> Iterator:
+    def rows(self, origin: str, after: int = 0, until: int | None = None) -> Iterator[tuple]:
         """Events exactly as stored ``(seq, received_us, observer, source, env blob, stdin,
         hash)``, streamed (verify checks the chain over the stored bytes)."""
 

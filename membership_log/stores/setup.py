@@ -24,7 +24,12 @@ from ..version import SCHEMA_REVISION
 from . import access, files
 from . import node as nodestore
 from .connect import engine_for
-from .protocol import NODE, ROLE_CENTRAL, ROLE_NODE
+from .protocol import NODE, ROLE_CENTRAL, ROLE_NODE, Store
+
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (SQLAlchemy loads lazily)
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection
 
 
 def migrations_dir() -> str:
@@ -36,7 +41,7 @@ def migrations_dir() -> str:
     raise StoreError(f"the migrations are missing from {here} (a broken install?)")
 
 
-def _alembic_config(connection):
+def _alembic_config(connection: Connection | None) -> Config:
     import io
 
     from alembic.config import Config
@@ -93,7 +98,7 @@ def upgrade(url: str, role: str | None = None) -> tuple[str | None, str]:
         engine.dispose()
 
 
-def _has_foreign_tables(conn) -> bool:
+def _has_foreign_tables(conn: Connection) -> bool:
     from sqlalchemy import inspect
 
     return bool(set(inspect(conn).get_table_names()) - {"alembic_version"})
@@ -266,14 +271,14 @@ def open_node_store(url: str, command: str) -> nodestore.NodeStore:
         raise MembershipError(f"{command} works on a node's SQLite store; --db names a "
                               f"central store ({mask_url(url)})")
     store = open_store(url)
-    if store.role != ROLE_NODE:
+    if not isinstance(store, nodestore.NodeStore):  # the role recorded in it is central
         store.close()
         raise MembershipError(f"{store.label} is a central store; {command} works on node "
                               f"stores")
     return store
 
 
-def open_store(url: str):
+def open_store(url: str) -> Store:
     """The store at ``url``, opened for its role: a :class:`~.nodestore.NodeStore` (stdlib,
     no SQLAlchemy) or a :class:`~.centralstore.CentralStore`. A plain path means SQLite."""
     url = store_url(url)
