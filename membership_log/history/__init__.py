@@ -5,11 +5,17 @@
 which imports only the driver, pays nothing for it.
 """
 
+from __future__ import annotations
+
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
+if TYPE_CHECKING:
+    from typing import Any
+
 _MODULES = frozenset({"api", "bulk", "driver", "integrity", "parallel", "publish",
                       "retention", "setup", "transfer"})
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # A submodule not imported yet (``from .history import setup`` asks for it first) or a
     # private name is not the API's.
     if name in _MODULES or name.startswith("_"):

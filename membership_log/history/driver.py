@@ -26,7 +26,12 @@ from ..render import livefile
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
     from ..core.incidents import Reducer
+    from ..core.raw import RawEvent
+    from ..core.timespec import Point
+    from ..stores.protocol import Store
 
 #: Checkpoints of the fold's state are spaced by the bytes they cost: the next comes once
 #: the events since the last one "paid" for its size at this many bytes an event, so a
@@ -55,7 +60,7 @@ class OutOfRange(MembershipError):
     """A point in a log that it does not hold (before its retention anchor, after its head)."""
 
 
-def parse(raw) -> events.Event:
+def parse(raw: RawEvent) -> events.Event:
     """:func:`events.parse`, which never raises; this guard makes it certain that no single
     event can stop a fold."""
     try:
@@ -65,7 +70,8 @@ def parse(raw) -> events.Event:
                             (), None, None, (f"not interpreted ({type(e).__name__}: {e})",))
 
 
-def forward(state: project.State, raws):
+def forward(state: project.State,
+            raws: Iterable[RawEvent]) -> Iterator[tuple[RawEvent, events.Event, project.Effect]]:
     """Fold ``raws`` into ``state`` (in place), yielding ``(raw, event, effect)`` for each.
     No event stops the fold: one that cannot be folded is folded as nothing, with a warning."""
     for raw in raws:
@@ -80,7 +86,7 @@ def forward(state: project.State, raws):
         yield raw, event, effect
 
 
-def start(store, origin: str, seq: int) -> project.State:
+def start(store: Store, origin: str, seq: int) -> project.State:
     """The state right after event ``seq``: the nearest checkpoint at or before it (or the
     retention anchor), folded forward."""
     first = store.first_seq(origin)
@@ -101,7 +107,7 @@ def start(store, origin: str, seq: int) -> project.State:
     return state
 
 
-def seq_at_time(store, origin: str, us: int) -> int:
+def seq_at_time(store: Store, origin: str, us: int) -> int:
     """The last event (by seq) received at or before ``us``: the log's state at time ``us``
     is the state right after it (SPEC: "the last event at or before T"). 0 if every event
     was received later.
@@ -136,7 +142,7 @@ def seq_at_time(store, origin: str, us: int) -> int:
     return 0
 
 
-def point_seq(store, origin: str, point) -> int:
+def point_seq(store: Store, origin: str, point: Point | None) -> int:
     """The seq a :data:`~membership_log.core.timespec.Point` names in one log (None: the
     head); :class:`OutOfRange` for an event compacted away or past the head."""
     head = store.head_seq(origin)
@@ -187,7 +193,8 @@ class Keeper:
         self.opened: dict = {}
         self.due = None if last is None else checkpoint_due(*last)
 
-    def see(self, state: project.State, raw, event, effect) -> None:
+    def see(self, state: project.State, raw: RawEvent, event: events.Event,
+            effect: project.Effect) -> None:
         if effect.changes:
             if self.reducer is None:
                 from ..core.incidents import Reducer
@@ -231,7 +238,7 @@ class Keeper:
         return batch
 
 
-def resume(store, origin: str) -> tuple[project.State, bytes | None]:
+def resume(store: Store, origin: str) -> tuple[project.State, bytes | None]:
     """Where derived state stands: the head snapshot's state and live bytes; if it is missing
     or unusable, the nearest checkpoint (or nothing), with every derived row after that point
     dropped so that refolding from it cannot leave stale rows. Call inside a write
@@ -248,7 +255,7 @@ def resume(store, origin: str) -> tuple[project.State, bytes | None]:
     return state, None
 
 
-def advance(store, origin: str, raws: list) -> project.State:
+def advance(store: Store, origin: str, raws: list[RawEvent]) -> project.State:
     """Keep one log's derived rows for ``raws``, events just appended after the ones already
     folded (inside the caller's write transaction, so the events and what they give commit
     together). If the derived state lags, the stored events before ``raws`` are folded
@@ -265,7 +272,8 @@ def advance(store, origin: str, raws: list) -> project.State:
     return state
 
 
-def catch_up(store, origin: str, publish=None, progress=None,
+def catch_up(store: Store, origin: str, publish: Callable[[project.State], None] | None = None,
+             progress: Callable[[int, int], None] | None = None,
              chunk: int = CHUNK) -> tuple[project.State, bytes, dict]:
     """Fold every event after the derived state into the derived tables.
 

@@ -25,7 +25,8 @@ from ..core.incidents import close
 from ..core.raw import GENESIS, chain_hash
 from ..render import livefile
 from ..stores import files
-from ..stores.protocol import NODE, ROLE_CENTRAL
+from ..stores.node import NodeStore
+from ..stores.protocol import NODE, ROLE_CENTRAL, Store
 from . import driver as derive
 from . import witness
 
@@ -119,7 +120,7 @@ def _segment(job: tuple) -> dict:
             store.close()
 
 
-def check_anchor(store, origin: str) -> Problem | None:
+def check_anchor(store: Store, origin: str) -> Problem | None:
     """Whether the log's retention anchor is the one its log records (the anchor's state
     replaces the events it summarises, so it is held to its record in the hash chain: see
     :mod:`membership_log.core.anchors`); ``rebuild`` refuses to fold from one that is not."""
@@ -135,7 +136,7 @@ def check_anchor(store, origin: str) -> Problem | None:
     return Problem(anchor.seq + 1, why) if why is not None else None
 
 
-def verify_log(store, origin: str, label: str, live_path: str | None = None,
+def verify_log(store: Store, origin: str, label: str, live_path: str | None = None,
                fmt: str = "droonga", progress=None, url: str | None = None) -> Report:
     """Verify one log of a store (see the module's docstring). A long log is cut at its
     checkpoints and the stretches checked on every core
@@ -167,7 +168,7 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
             first, prev, start_blob, kept = 1, GENESIS, None, []
         # The Merkle tree, and the heads other observers witnessed of this log (SPEC
         # "Witnessed history"): hashed by the same pass, in the same snapshot.
-        name = origin if store.role == ROLE_CENTRAL else store.origin_name()
+        name = store.origin_name() if isinstance(store, NodeStore) else origin  # central
         facts = witness.tree_facts(store, origin, name)
         sizes = sorted({w.size for w in facts.witnessed})
         derived_seq = snap[0] if snap is not None else None
@@ -223,6 +224,7 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
                                 f"missing"))
         return Report(ok, notes, problems)
     else:
+        assert snap is not None  # derived_seq is its seq
         fmt_ok = snap[1] == STATE_FORMAT
         snap_state = decode_state(snap[1], bytes(snap[2])) if fmt_ok else None
         if not fmt_ok:
@@ -287,7 +289,7 @@ def verify_log(store, origin: str, label: str, live_path: str | None = None,
     return Report(ok, notes, problems)
 
 
-def check_live_file(store, origin: str, state, head: int, live_path: str, fmt: str,
+def check_live_file(store: Store, origin: str, state, head: int, live_path: str, fmt: str,
                     lag_renders: frozenset | set = frozenset(), label: str = "") -> Report:
     """Whether the live file at ``live_path`` is the one the log gives: the fold at ``head``
     (``state``, advanced in place over whatever handlers recorded since), or a lagging one

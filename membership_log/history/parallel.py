@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..core.errors import MembershipError
+from ..stores.protocol import Store
 
 #: Below this many events a job is not worth a second process.
 MIN_PARALLEL = 50_000
@@ -98,7 +99,7 @@ def _collect(pid: int, fd: int) -> tuple:
         return False, "a worker process ended without an answer"
 
 
-def split_at_checkpoints(store, origin: str, first: int, last: int, parts: int) -> list:
+def split_at_checkpoints(store: Store, origin: str, first: int, last: int, parts: int) -> list:
     """Boundaries ``[first - 1, b1, ..., last]`` cutting events first..last into about
     ``parts`` stretches, each starting at a usable checkpoint."""
     bounds = [first - 1]

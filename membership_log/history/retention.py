@@ -24,6 +24,7 @@ from ..core.errors import MembershipError
 from ..core.raw import SOURCE_ANCHOR
 from ..core.timespec import Point, iso
 from ..settings import Settings
+from ..stores.node import NodeStore
 from ..stores.protocol import NODE, Anchor
 from ..stores.setup import open_node_store
 from . import driver as derive
@@ -47,7 +48,7 @@ def _size(path: str) -> int:
     return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
 
 
-def _require_shipped(store, url: str, first: int, last: int, progress=None) -> None:
+def _require_shipped(store: NodeStore, url: str, first: int, last: int, progress=None) -> None:
     """Refuse unless the central store at ``url`` holds events first..last of this node with
     the same hashes."""
     from ..stores.central import CentralStore
@@ -76,7 +77,7 @@ def _require_shipped(store, url: str, first: int, last: int, progress=None) -> N
 Plan = namedtuple("Plan", "events first last first_at last_at bytes")
 
 
-def _last_to_drop(store, before: Point) -> int:
+def _last_to_drop(store: NodeStore, before: Point) -> int:
     head = store.head_seq(NODE)
     if before.seq is not None:
         return min(before.seq - 1, head)
@@ -172,7 +173,7 @@ def compact(settings: Settings, before: Point, require_shipped: str | None = Non
         store.close()
 
 
-def cover(store) -> int | None:
+def cover(store: NodeStore) -> int | None:
     """Record a retention anchor that its log does not record yet (one made by a release
     before 0005, which kept no record) as an ``anchor`` event, so that verify holds it to
     the chain from now on. Trusts the anchor as it stands at this upgrade; returns the

@@ -20,7 +20,7 @@ from ..settings import Settings
 from ..stores import files
 from ..stores import node as nodestore
 from ..stores import setup as store_setup
-from ..stores.protocol import NODE, ROLE_CENTRAL, ROLE_NODE
+from ..stores.protocol import NODE, ROLE_CENTRAL, ROLE_NODE, Store
 from . import driver, publish
 
 #: What ``rebuild`` did: ``logs`` rebuilt, and for a node store the head ``seq`` and the live
@@ -53,7 +53,7 @@ def share_spool(settings: Settings, gid: int | None) -> None:
                          f"{e.strerror or e}") from None
 
 
-def refold(store, settings: Settings | None = None, progress=None) -> list[str]:
+def refold(store: Store, settings: Settings | None = None, progress=None) -> list[str]:
     """Bring the derived tables of every log the store holds up to date; on a node store
     with ``settings``, write its live file too. Returns the logs folded."""
     origins = store.origins()
@@ -145,14 +145,14 @@ def upgrade_store(settings: Settings, role: str | None = None, progress=None) ->
     return before, after
 
 
-def _after_upgrade(store) -> None:
+def _after_upgrade(store: Store) -> None:
     """What an upgrade from an older release adds beyond the schema: a retention anchor made
     before 0005 gets its record in the log (trusted as it stands now: from here on the chain
     covers it); every log a store made before 0006 holds gets its Merkle frontier, computed
     from the log itself (here rather than in the migration: with the one function the
     append paths and ``rebuild`` use, over the kept events a block at a time, after the
     schema change has committed)."""
-    if store.role == ROLE_NODE:
+    if isinstance(store, nodestore.NodeStore):  # its role is node
         from .retention import cover
 
         cover(store)

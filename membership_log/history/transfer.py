@@ -21,6 +21,7 @@ from ..core.raw import SOURCE_SERF, SOURCES, RawEvent, decode_env, encode_env, s
 from ..core.redact import mask_url
 from ..core.timespec import MAX_US, MIN_US, to_us
 from ..settings import Settings
+from ..stores.node import NodeStore
 from ..stores.protocol import NODE
 from ..stores.setup import open_node_store
 from . import driver, witness
@@ -198,7 +199,7 @@ def import_(settings: Settings, lines, progress=None) -> Imported:
         store.close()
 
 
-def _append_and_fold(store, batch: list, first: int | None) -> tuple[int, int]:
+def _append_and_fold(store: NodeStore, batch: list, first: int | None) -> tuple[int, int]:
     """Append a batch and fold it at once (same transaction): the events are in hand, so
     they are not read back."""
     raws = store.append_raws(batch)

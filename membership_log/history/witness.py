@@ -27,7 +27,8 @@ from ..core.errors import MembershipError
 from ..core.raw import GENESIS
 from ..core.witness import CONFLICT
 from ..render.jsondoc import export_doc
-from ..stores.protocol import ROLE_CENTRAL
+from ..stores.node import NodeStore
+from ..stores.protocol import ROLE_CENTRAL, Store
 
 #: A log's tree head: ``observer`` (the node whose log it is), ``size`` (its head seq) and
 #: ``root`` (bytes).
@@ -42,8 +43,9 @@ def _short(h: bytes) -> str:
     return h.hex()[:16] + "..."
 
 
-def _untreeable(store, origin: str) -> MembershipError:
+def _untreeable(store: Store, origin: str) -> MembershipError:
     anchor = store.anchor(origin)
+    assert anchor is not None  # only a compacted log has no tree to compute
     return MembershipError(
         f"events 1..{anchor.seq} of this log were compacted before it kept a Merkle tree: "
         f"its tree (which begins at event 1) cannot be computed here any more; the central "
@@ -51,7 +53,7 @@ def _untreeable(store, origin: str) -> MembershipError:
         f"--observer NODE)")
 
 
-def log_of(store, observer: str | None, what: str) -> tuple[str, str]:
+def log_of(store: Store, observer: str | None, what: str) -> tuple[str, str]:
     """``(origin, name)`` of the one log a command works on: a node store's own (``observer``
     must be its observer, if given), or on a central store the log ``observer`` names."""
     if store.role == ROLE_CENTRAL:
@@ -60,6 +62,7 @@ def log_of(store, observer: str | None, what: str) -> tuple[str, str]:
             raise MembershipError(f"{what} works on one node's log: with a central store, add "
                                   f"--observer NODE (it holds: {held})")
         return store.scope(observer).origins[0], observer
+    assert isinstance(store, NodeStore)  # the other role
     name = store.origin_name()
     if name is None:
         raise MembershipError(f"store {store.label} has no event with an observer yet: nothing "
@@ -70,7 +73,7 @@ def log_of(store, observer: str | None, what: str) -> tuple[str, str]:
     return store.origins()[0], name
 
 
-def _front(store, origin: str) -> tuple[int, tuple]:
+def _front(store: Store, origin: str) -> tuple[int, tuple]:
     """The log's frontier at its head: the kept one when it is the head's, else computed
     from the log (inside the caller's read snapshot)."""
     head = store.head_seq(origin)
@@ -88,7 +91,7 @@ def _front(store, origin: str) -> tuple[int, tuple]:
     return computed[0], computed[1]
 
 
-def head_of(store, observer: str | None = None) -> Head:
+def head_of(store: Store, observer: str | None = None) -> Head:
     """The tree head of this node's log (on a central store: the log ``observer`` names)."""
     origin, name = log_of(store, observer, "head")
     with store.read():
@@ -96,7 +99,7 @@ def head_of(store, observer: str | None = None) -> Head:
     return Head(name, size, merkle.root(front, size))
 
 
-def _witnessed(store, name: str) -> list[tuple]:
+def _witnessed(store: Store, name: str) -> list[tuple]:
     """The heads of ``name``'s log recorded by another observer (a node's own record of its
     own head witnesses nothing)."""
     return [h for h in store.witnessed_heads(head_origin=name) if h[3] != name]
@@ -116,7 +119,7 @@ def group(heads: list[tuple]) -> list[Witnessed]:
 # -- proofs ------------------------------------------------------------------------------------
 
 
-def _prover(store, origin: str):
+def _prover(store: Store, origin: str):
     """``(leaves, known, floor)`` for core/merkle's proofs over one log: the kept events'
     leaves, and after a compaction the anchor's frontier standing in for the dropped ones."""
     anchor = store.anchor(origin)
@@ -138,14 +141,14 @@ def _prover(store, origin: str):
     return leaves, known, floor
 
 
-def _size(store, origin: str, size: int, what: str) -> None:
+def _size(store: Store, origin: str, size: int, what: str) -> None:
     head = store.head_seq(origin)
     if size > head:
         raise MembershipError(f"{what} {size}: the log's last event is {head}, so its tree has "
                               f"at most {head} leaves")
 
 
-def inclusion(store, seq: int, size: int | None = None,
+def inclusion(store: Store, seq: int, size: int | None = None,
               observer: str | None = None) -> tuple[dict, list[str]]:
     """The inclusion proof of event ``seq`` (SPEC "Witnessed history") in the tree of
     ``size``; by default the largest head of this log another observer witnessed that holds
@@ -169,8 +172,8 @@ def inclusion(store, seq: int, size: int | None = None,
         (raw,) = list(store.events(origin, seq - 1, seq))
         if seq == 1:
             prev = GENESIS
-        elif seq - 1 == floor and store.anchor(origin) is not None:
-            prev = store.anchor(origin).hash
+        elif seq - 1 == floor and (anchor := store.anchor(origin)) is not None:
+            prev = anchor.hash
         else:
             prev = bytes(store.hashes(origin, seq - 1, seq - 1)[0][1])
         try:
@@ -182,7 +185,7 @@ def inclusion(store, seq: int, size: int | None = None,
     return doc, notes
 
 
-def consistency(store, m: int, n: int | None = None,
+def consistency(store: Store, m: int, n: int | None = None,
                 observer: str | None = None) -> tuple[dict, list[str]]:
     """The consistency proof of this log from size ``m`` to ``n`` (default: the head)."""
     origin, name = log_of(store, observer, "prove")
@@ -221,7 +224,7 @@ def _against_witnesses(heads: list[tuple], size: int, root: bytes) -> list[str]:
 TreeFacts = namedtuple("TreeFacts", "heads witnessed base kept head floor")
 
 
-def tree_facts(store, origin: str, name: str | None) -> TreeFacts:
+def tree_facts(store: Store, origin: str, name: str | None) -> TreeFacts:
     """The :data:`TreeFacts` of one log, inside the caller's read snapshot."""
     heads = _witnessed(store, name) if name is not None else []
     return TreeFacts(heads, group(heads), store.tree_base(origin), store.tree(origin),
@@ -307,7 +310,7 @@ def _events(lo: int, hi: int) -> str:
     return f"event {lo} is not the one" if lo == hi else f"events {lo}..{hi} are not the ones"
 
 
-def unshipped_witnessed(store, origins: list[str]) -> list[str]:
+def unshipped_witnessed(store: Store, origins: list[str]) -> list[str]:
     """Notes on heads witnessed of logs the central store does not hold."""
     out = []
     held = set(origins)
@@ -357,7 +360,7 @@ def check_shipment(central, origin: str, c_head: int, rows: list[tuple]) -> None
                 f"truncated or re-created after they saw it")
 
 
-def keep_trees(store, recompute: bool = False) -> list[str]:
+def keep_trees(store: Store, recompute: bool = False) -> list[str]:
     """Compute each log's frontier from the log and keep it where the kept one is missing or
     not the head's (``recompute``: in any case, as ``rebuild`` does); the logs whose tree
     was written. A log compacted before it kept a tree gets none."""
