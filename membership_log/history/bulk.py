@@ -18,6 +18,7 @@ from typing import Any
 
 from ..core.timespec import Point
 from ..render import jsondoc
+from ..stores.protocol import Store
 from . import api as history
 from . import driver, parallel
 
@@ -45,7 +46,9 @@ def _replay_part(job: tuple) -> int:
             store.close()
 
 
-def replay_json(url: str, store, out, since=None, until=None, node=None, observer=None) -> None:
+def replay_json(url: str, store: Store, out: jsondoc.Lines, since: Point | None = None,
+                until: Point | None = None, node: str | None = None,
+                observer: str | None = None) -> None:
     """``replay --json`` of ``store`` (opened from ``url``) to ``out``."""
     scope = store.scope(observer)
     if scope.merged:  # merged logs: one stream by receive time
@@ -68,6 +71,7 @@ def replay_json(url: str, store, out, since=None, until=None, node=None, observe
     files = []
     try:
         jobs = []
+        dest: jsondoc.Lines | str  # the stream itself for the first share, a file after
         for k in range(len(bounds) - 1):
             if k == 0:
                 dest = out
@@ -109,8 +113,9 @@ def _audit_part(job: tuple) -> tuple:
             store.close()
 
 
-def audit_json(url: str, store, since=None, until=None, node=None, observer=None,
-               now: int | None = None, **kw) -> str:
+def audit_json(url: str, store: Store, since: Point | None = None, until: Point | None = None,
+               node: str | None = None, observer: str | None = None, now: int | None = None,
+               **kw: Any) -> str:
     """``audit --json`` of ``store`` (opened from ``url``): exactly the bytes of
     ``jsondoc.audit_text(history.audit(...))``."""
     kw["now"] = now if now is not None else history.now_us()

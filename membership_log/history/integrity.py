@@ -14,6 +14,7 @@ There is one fold and one keeper: verify compares the store with them, never wit
 from __future__ import annotations
 
 from collections import namedtuple
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core import anchors, frontier
@@ -24,11 +25,15 @@ from ..core.frontier import Stretch
 from ..core.incidents import close
 from ..core.raw import GENESIS, chain_hash
 from ..render import livefile
+from ..settings import Settings
 from ..stores import files
 from ..stores.node import NodeStore
 from ..stores.protocol import NODE, ROLE_CENTRAL, Store
 from . import driver as derive
 from . import witness
+
+#: A progress callback: ``progress(done, total)``.
+Progress = Callable[[int, int], None]
 
 #: ``seq``: the first bad event (None for a problem that names no event); ``what``: one line.
 Problem = namedtuple("Problem", "seq what")
@@ -38,7 +43,7 @@ Problem = namedtuple("Problem", "seq what")
 Report = namedtuple("Report", "ok notes problems")
 
 
-def check_chain(rows, first: int, prev: bytes, last: int,
+def check_chain(rows: Iterable[tuple], first: int, prev: bytes, last: int,
                 tree: Stretch | None = None) -> tuple[int, Problem | None]:
     """Walk stored rows ``(seq, received_us, observer, source, env blob, stdin, hash)`` from
     event ``first`` (whose predecessor's hash is ``prev``) through ``last``. Returns ``(events
@@ -137,7 +142,8 @@ def check_anchor(store: Store, origin: str) -> Problem | None:
 
 
 def verify_log(store: Store, origin: str, label: str, live_path: str | None = None,
-               fmt: str = "droonga", progress=None, url: str | None = None) -> Report:
+               fmt: str = "droonga", progress: Progress | None = None,
+               url: str | None = None) -> Report:
     """Verify one log of a store (see the module's docstring). A long log is cut at its
     checkpoints and the stretches checked on every core
     (:mod:`membership_log.history.parallel`): each starts from a stored checkpoint, which
@@ -289,7 +295,8 @@ def verify_log(store: Store, origin: str, label: str, live_path: str | None = No
     return Report(ok, notes, problems)
 
 
-def check_live_file(store: Store, origin: str, state, head: int, live_path: str, fmt: str,
+def check_live_file(store: Store, origin: str, state: project.State, head: int,
+                    live_path: str, fmt: str,
                     lag_renders: frozenset | set = frozenset(), label: str = "") -> Report:
     """Whether the live file at ``live_path`` is the one the log gives: the fold at ``head``
     (``state``, advanced in place over whatever handlers recorded since), or a lagging one
@@ -335,7 +342,7 @@ def check_live_file(store: Store, origin: str, state, head: int, live_path: str,
 SpoolState = namedtuple("SpoolState", "waiting taken unusable")
 
 
-def spool_state(spool_dir: str, store) -> SpoolState:
+def spool_state(spool_dir: str, store: NodeStore) -> SpoolState:
     """The spool of a node store, read (OSError if it cannot be listed)."""
     import os
 
@@ -350,7 +357,7 @@ def spool_state(spool_dir: str, store) -> SpoolState:
     return SpoolState(left, sorted(taken), bad + quarantined)
 
 
-def verify(settings, progress=None) -> Report:
+def verify(settings: Settings, progress: Progress | None = None) -> Report:
     """Verify the store ``settings`` name: each log it holds, and on a node store the live
     file and the spool."""
     from ..stores.setup import open_store
@@ -387,6 +394,7 @@ def verify(settings, progress=None) -> Report:
         import os
 
         with open_store(settings.db_url) as st:
+            assert isinstance(st, NodeStore)  # the store just verified, a node store
             left, taken, unusable = spool_state(settings.spool_dir, st)
         if taken:
             notes.append(f"{len(taken)} spool file(s) in {settings.spool_dir} were taken in "

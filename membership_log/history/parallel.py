@@ -12,8 +12,9 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..core.errors import MembershipError
 from ..stores.protocol import Store
@@ -48,7 +49,7 @@ def workers() -> int:
     return max(1, min(4, n))
 
 
-def fork_map(fn, items: list) -> list:
+def fork_map(fn: Callable[[Any], Any], items: list) -> list:
     """``[fn(item) for item in items]``, the first here and the rest in forked children."""
     if len(items) < 2 or not hasattr(os, "fork"):
         return [fn(item) for item in items]

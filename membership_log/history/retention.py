@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import namedtuple
+from collections.abc import Callable
 
 from ..core import anchors, merkle
 from ..core.clock import now_us
@@ -29,6 +30,9 @@ from ..stores.protocol import NODE, Anchor
 from ..stores.setup import open_node_store
 from . import driver as derive
 from .publish import publisher
+
+#: A progress callback: ``progress(done, total)``.
+Progress = Callable[[int, int], None]
 
 #: ``dropped`` events, the ``anchor`` seq after it and its time, the file's bytes before and
 #: after (store plus write-ahead log).
@@ -48,7 +52,8 @@ def _size(path: str) -> int:
     return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
 
 
-def _require_shipped(store: NodeStore, url: str, first: int, last: int, progress=None) -> None:
+def _require_shipped(store: NodeStore, url: str, first: int, last: int,
+                     progress: Progress | None = None) -> None:
     """Refuse unless the central store at ``url`` holds events first..last of this node with
     the same hashes."""
     from ..stores.central import CentralStore
@@ -100,7 +105,7 @@ def plan(settings: Settings, before: Point) -> Plan:
 
 
 def compact(settings: Settings, before: Point, require_shipped: str | None = None,
-            force: bool = False, progress=None) -> Compacted:
+            force: bool = False, progress: Progress | None = None) -> Compacted:
     """Drop the events received before ``before`` (or before event ``@N``). Without
     ``require_shipped`` it refuses unless ``force`` says the events may go unshipped."""
     store = open_node_store(settings.db_url, "compact")

@@ -10,6 +10,7 @@ driver the function that writes the live file (:func:`publisher`).
 from __future__ import annotations
 
 from collections import namedtuple
+from collections.abc import Callable
 
 from ..core import fold
 from ..core.catalog import CATALOG_LIMIT
@@ -23,12 +24,15 @@ from ..stores import setup as store_setup
 from ..stores.protocol import NODE, ROLE_CENTRAL, ROLE_NODE, Store
 from . import driver, publish
 
+#: A progress callback: ``progress(done, total)``.
+Progress = Callable[[int, int], None]
+
 #: What ``rebuild`` did: ``logs`` rebuilt, and for a node store the head ``seq`` and the live
 #: nodes written (None on a central store).
 Rebuilt = namedtuple("Rebuilt", "logs seq live")
 
 
-def publisher(settings: Settings):
+def publisher(settings: Settings) -> Callable[[fold.State], None]:
     """The live-file writer for ``settings`` (see :mod:`membership_log.history.publish`)."""
     return publish.publisher(settings.live_file, settings.live_format)
 
@@ -53,7 +57,8 @@ def share_spool(settings: Settings, gid: int | None) -> None:
                          f"{e.strerror or e}") from None
 
 
-def refold(store: Store, settings: Settings | None = None, progress=None) -> list[str]:
+def refold(store: Store, settings: Settings | None = None,
+           progress: Progress | None = None) -> list[str]:
     """Bring the derived tables of every log the store holds up to date; on a node store
     with ``settings``, write its live file too. Returns the logs folded."""
     origins = store.origins()
@@ -64,7 +69,7 @@ def refold(store: Store, settings: Settings | None = None, progress=None) -> lis
 
 
 def init(settings: Settings, observer: str = "", received_us: int | None = None,
-         record_catalog: bool = True, progress=None) -> dict:
+         record_catalog: bool = True, progress: Progress | None = None) -> dict:
     """Create or upgrade the store, record the catalog if it changed, bring everything
     derived (the live file included) up to date. Idempotent.
 
@@ -129,7 +134,8 @@ def _catalog_status(path: str, data: bytes | None, problem: str | None) -> tuple
     return "ok", f"{len(parsed.nodes)} node(s)"
 
 
-def upgrade_store(settings: Settings, role: str | None = None, progress=None) -> tuple:
+def upgrade_store(settings: Settings, role: str | None = None,
+                  progress: Progress | None = None) -> tuple:
     """``membership db upgrade``: the migrations, then everything derived brought up to date
     (an upgrade that adds or reshapes a derived table leaves it to be refolded: without this,
     an upgraded store would report an audit without its history). Returns (from, to)."""
@@ -161,7 +167,7 @@ def _after_upgrade(store: Store) -> None:
     keep_trees(store)
 
 
-def rebuild(settings: Settings, progress=None) -> Rebuilt:
+def rebuild(settings: Settings, progress: Progress | None = None) -> Rebuilt:
     """Drop everything derived (snapshot, checkpoints, incidents, sessions, witnessed heads)
     and fold the raw log again, from the retention anchor if there is one, and compute each
     log's Merkle frontier from it; on a node store, rewrite the live

@@ -13,6 +13,8 @@ import json
 import os
 import time
 from collections import namedtuple
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import datetime
 
 from ..core.errors import MembershipError, StoreError
@@ -26,6 +28,9 @@ from ..stores.protocol import NODE
 from ..stores.setup import open_node_store
 from . import driver, witness
 from .publish import publisher
+
+#: A progress callback: ``progress(done, total)`` (total None: an import does not know it).
+Progress = Callable[[int, int | None], None]
 
 #: What an import did: events appended, the seqs they got, and the variables dropped from
 #: their env (name -> how many lines carried it) because the handler never records them.
@@ -149,7 +154,8 @@ def _parse_line(line: bytes | str, where: str) -> tuple:
 _ENVS: dict[tuple, tuple] = {}
 
 
-def import_(settings: Settings, lines, progress=None) -> Imported:
+def import_(settings: Settings, lines: Iterable[bytes | str],
+            progress: Progress | None = None) -> Imported:
     """Append exported events (an iterable of lines) to the node store ``settings`` names, in
     order, through the handler's append path, then bring everything derived (the live file
     included) up to date. One transaction: a bad line stops the import with its line number
@@ -207,12 +213,13 @@ def _append_and_fold(store: NodeStore, batch: list, first: int | None) -> tuple[
     return first or raws[0].seq, raws[-1].seq
 
 
-def _rows_to_raws(rows) -> list[RawEvent]:
+def _rows_to_raws(rows: Iterable[tuple]) -> list[RawEvent]:
     return [RawEvent(r[0], r[1], r[2], r[3], decode_env(bytes(r[4])), bytes(r[5]), bytes(r[6]))
             for r in rows]
 
 
-def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) -> Shipped:
+def ship(settings: Settings, to: str, progress: Progress | None = None,
+         batch: int = SHIP_BATCH) -> Shipped:
     """Copy this node's new events to the central store at ``to``, batch by batch; each
     batch and the derived rows it gives are one transaction.
 
@@ -266,7 +273,7 @@ def ship(settings: Settings, to: str, progress=None, batch: int = SHIP_BATCH) ->
         local.close()
 
 
-def _check_continues(local, origin: str, c_head: int, c_hash: bytes | None,
+def _check_continues(local: NodeStore, origin: str, c_head: int, c_hash: bytes | None,
                      local_head: int) -> None:
     if c_head > local_head:
         raise MembershipError(f"the central store holds {c_head} events of {origin}, the local log "
@@ -286,8 +293,10 @@ def _check_continues(local, origin: str, c_head: int, c_hash: bytes | None,
                                   f"at event {c_head}; refusing to ship")
 
 
-def follow(settings: Settings, to: str, interval: float, say, progress_factory=None,
-           sleep=time.sleep, max_backoff: float = 30.0, clock=time.monotonic) -> None:
+def follow(settings: Settings, to: str, interval: float, say: Callable[[str], None],
+           progress_factory: Callable[[], AbstractContextManager] | None = None,
+           sleep: Callable[[float], None] = time.sleep, max_backoff: float = 30.0,
+           clock: Callable[[], float] = time.monotonic) -> None:
     """``ship --follow``: ship, wait ``interval``, ship again, until interrupted. An outage
     of the central store (or of this store) is reported once when it begins and once when it
     ends, with how long it lasted, and retried with backoff (doubling up to ``max_backoff``

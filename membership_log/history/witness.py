@@ -21,6 +21,7 @@ and the fold keeps it (:mod:`membership_log.core.fold`, ``witness_head``). Here:
 from __future__ import annotations
 
 from collections import namedtuple
+from collections.abc import Callable
 
 from ..core import merkle, proofs
 from ..core.errors import MembershipError
@@ -119,7 +120,8 @@ def group(heads: list[tuple]) -> list[Witnessed]:
 # -- proofs ------------------------------------------------------------------------------------
 
 
-def _prover(store: Store, origin: str):
+def _prover(store: Store,
+            origin: str) -> tuple[Callable[[int, int], list[bytes]], dict, int]:
     """``(leaves, known, floor)`` for core/merkle's proofs over one log: the kept events'
     leaves, and after a compaction the anchor's frontier standing in for the dropped ones."""
     anchor = store.anchor(origin)
@@ -327,7 +329,7 @@ def unshipped_witnessed(store: Store, origins: list[str]) -> list[str]:
     return out
 
 
-def check_shipment(central, origin: str, c_head: int, rows: list[tuple]) -> None:
+def check_shipment(central: Store, origin: str, c_head: int, rows: list[tuple]) -> None:
     """Refuse (one line) events ``rows`` (stored rows, seqs ``c_head+1..``) of ``origin``'s
     log if the tree they give contradicts a head another observer witnessed for it, already
     on the central store, at a size they reach. A witness's own log is never held to what
@@ -345,6 +347,7 @@ def check_shipment(central, origin: str, c_head: int, rows: list[tuple]) -> None
         size, front = merkle.decode(bytes(kept[1]))
     if front is None:
         computed = central.log_tree(origin)
+        assert computed is not None  # a central store keeps every event it was shipped
         front = computed[1]
     leaves = [merkle.leaf_hash(bytes(r[6])) for r in rows]
     size = c_head
