@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .core import catalog as _catalog
 from .core.clock import now_us
@@ -189,7 +189,7 @@ class LiveWatcher:
     def __enter__(self) -> LiveWatcher:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -208,7 +208,7 @@ def replica_usable(replica: tuple, live: frozenset) -> bool:
     return bool(replica) and all(slice_usable(sl, live) for sl in replica)
 
 
-def _nodes(replica: tuple):
+def _nodes(replica: tuple) -> Iterator[str]:
     for sl in replica:
         if sl.address is not None:
             yield sl.node
@@ -216,7 +216,7 @@ def _nodes(replica: tuple):
             yield from _nodes(r)
 
 
-def role_rules(state: dict, nodes, role: str) -> dict:
+def role_rules(state: dict, nodes: Iterable[str], role: str) -> dict:
     """Droonga 1.1's rules for a sender of ``role`` (:mod:`membership_log.core.droonga`,
     ``engine_node.rb``), per catalog node: its role and liveness as the file says
     (``state``: node -> value; a node missing from it is not live, a value without a role

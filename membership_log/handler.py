@@ -35,6 +35,12 @@ from .stores import files
 from .stores import node as nodestore
 from .stores.protocol import NODE
 
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .settings import Settings
+
 LIVE_QUERY = "membership-live"
 #: Serf drops a query response over 1024 bytes.
 MAX_ANSWER = 1024
@@ -73,7 +79,7 @@ def live_answer(observer: str, seq: int, live: list[str], live_bytes: bytes) -> 
     return '{"observer":' + json_string(name) + "," + rest[1:]
 
 
-def _open(settings, item: tuple, warnings: list[str]) -> nodestore.NodeStore:
+def _open(settings: Settings, item: tuple, warnings: list[str]) -> nodestore.NodeStore:
     path = settings.sqlite_path
     if os.path.exists(path):
         try:
@@ -97,7 +103,7 @@ def _open(settings, item: tuple, warnings: list[str]) -> nodestore.NodeStore:
     return nodestore.NodeStore(path)
 
 
-def _share(settings) -> None:
+def _share(settings: Settings) -> None:
     """Give the store and spool the group of ``--store-group`` (SPEC "Deployment")."""
     from .stores import access
 
@@ -106,7 +112,7 @@ def _share(settings) -> None:
     access.share_spool(settings.spool_dir, gid)
 
 
-def _spool_gid(settings) -> int | None:
+def _spool_gid(settings: Settings) -> int | None:
     """The group a new spool gets, if any (an unknown group must not lose the event)."""
     if not settings.store_group:
         return None
@@ -118,7 +124,8 @@ def _spool_gid(settings) -> int | None:
         return None
 
 
-def _record(store, settings, item: tuple, catalog: tuple, warnings: list[str]) -> list[int]:
+def _record(store: nodestore.NodeStore, settings: Settings, item: tuple, catalog: tuple,
+            warnings: list[str]) -> list[int]:
     """In one transaction: spooled events not yet taken in, then a changed catalog, then
     ``item``. Returns the seqs appended, ``item``'s last."""
     spooled: list = []
@@ -253,7 +260,8 @@ def main(argv: list[str]) -> int:
         store.close()
 
 
-def _spooled(settings, item: tuple, error: Exception, say) -> int:
+def _spooled(settings: Settings, item: tuple, error: Exception,
+             say: Callable[[str], None]) -> int:
     from .stores import spool
 
     try:

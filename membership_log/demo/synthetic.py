@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .. import settings
 from ..core.raw import GENESIS, chain_hash, encode_env
@@ -22,7 +24,8 @@ from ..core.timespec import iso
 
 
 def member_events(observer: str, n: int, start_us: int, members: int = 3, seed: int = 1,
-                  step_us: int = 1000, flap_rate: float = 0.01):
+                  step_us: int = 1000,
+                  flap_rate: float = 0.01) -> Iterator[tuple[int, str, str, bytes, bytes]]:
     """``n`` events as the handler would record them: ``(received_us, observer, source, env
     blob, stdin)`` with the SERF_* variables Serf sets and its member-line format. Most are
     not failures: tag updates, ``membership-live`` queries and user events; about
@@ -34,7 +37,7 @@ def member_events(observer: str, n: int, start_us: int, members: int = 3, seed: 
     own = {"SERF_SELF_NAME": observer, "SERF_SELF_ROLE": ""}
     envs: dict[tuple, bytes] = {}
 
-    def env(**variables) -> bytes:
+    def env(**variables: str) -> bytes:
         key = tuple(sorted(variables.items()))
         blob = envs.get(key)
         if blob is None:
@@ -71,7 +74,8 @@ def member_events(observer: str, n: int, start_us: int, members: int = 3, seed: 
                                              USER_LTIME=str(i)), f"release-{i}\n".encode())
 
 
-def export_lines(items, first_seq: int = 1, prev: bytes = GENESIS):
+def export_lines(items: Iterable[tuple], first_seq: int = 1,
+                 prev: bytes = GENESIS) -> Iterator[str]:
     """Items as the JSON lines ``membership export`` writes (hash chain included)."""
     from ..core.raw import decode_env
 
@@ -86,8 +90,9 @@ def export_lines(items, first_seq: int = 1, prev: bytes = GENESIS):
 
 
 def make_store(base_dir: str, observer: str, n: int, start_us: int = 1_700_000_000_000_000,
-               members: int = 3, catalog: bytes | None = None, progress=None,
-               flap_rate: float = 0.01, **kw) -> settings.Settings:
+               members: int = 3, catalog: bytes | None = None,
+               progress: Callable[[int, int | None], None] | None = None,
+               flap_rate: float = 0.01, **kw: Any) -> settings.Settings:
     """A node store holding ``n`` synthetic events, loaded through import (after the
     catalog, if given, recorded as ``init`` records it)."""
     import os

@@ -91,6 +91,7 @@ from ..core.errors import StoreError
 from ..core.outage import Backoff, Outage
 from ..core.redact import mask_url
 from ..core.witness import CONFLICT as CONFLICT_PREFIX
+from ..stores.protocol import Store
 from . import alertmanager
 from .alertmanager import AlertmanagerError
 
@@ -281,18 +282,19 @@ def alert(send: Send, now: int | None = None, over_hold_us: int = int(OVER_HOLD_
 # -- reading the store -------------------------------------------------------------------------
 
 
-def read_incidents(store, observer: str | None = None,
+def read_incidents(store: Store, observer: str | None = None,
                    exclude: tuple = ()) -> tuple[str, list[Incident]]:
     """The origin under which deliveries are kept, and every incident of the view (but those
     of a cause in ``exclude``): the same incidents ``audit`` reports
     (:func:`membership_log.history.api.incidents_of`)."""
     from ..history import api as history
+    from ..stores.node import NodeStore
     from ..stores.protocol import NODE
 
     found = [i for i in history.incidents_of(store, observer) if i.cause not in exclude]
     scope = store.scope(observer)
     if scope.origins == (NODE,):
-        me = store.origin_name()
+        me = store.origin_name() if isinstance(store, NodeStore) else None  # it is one
         return NODE, [Incident((NODE, i.node, i.down_seq), i.node, i.cause,
                                i.observers[0] if i.observers else (me or None), i.down_at,
                                i.up_at, i.observers) for i in found]
@@ -304,7 +306,7 @@ def read_incidents(store, observer: str | None = None,
                          i.observers) for i in found]
 
 
-def read_conflicts(store, observer: str | None = None) -> list[Conflict]:
+def read_conflicts(store: Store, observer: str | None = None) -> list[Conflict]:
     """The witness conflicts of the view: those the fold found in each log the view covers
     (only those ``observer`` recorded, on a node store with ``--observer``)."""
     from ..history import api as history
@@ -365,7 +367,7 @@ class Sender:
         #: as delivered, so nothing is posted again for want of its record.
         self.unrecorded: dict[Key, Delivery] = {}
 
-    def _open(self):
+    def _open(self) -> Store:
         from ..history import api as history
 
         return history.open_store(self.db_url)

@@ -27,7 +27,7 @@ from ..core.errors import MembershipError
 from ..core.redact import mask_url
 from ..settings import LIVE_FORMATS, STORE_GROUP, Settings, parse_handler_args
 from ..stores import access, files
-from ..stores.node import catalog_item
+from ..stores.node import NodeStore, catalog_item
 from ..stores.protocol import NODE
 from . import serfagent
 
@@ -61,8 +61,9 @@ def run(settings: Settings, rpc_addr: str | None = None, serf_config: str | None
     node = store.role == "node" if store is not None else settings.sqlite_path is not None
     try:
         if node:
-            checks.append(catalog_check(settings, store))
-        if store is not None and node:
+            checks.append(catalog_check(settings,
+                                        store if isinstance(store, NodeStore) else None))
+        if isinstance(store, NodeStore):  # store is not None and node
             checks.append(live_file_check(settings, store))
             checks.append(spool_check(settings, store))
     finally:
@@ -176,7 +177,7 @@ def _group_readers(path: str, st: os.stat_result, group: str) -> list[Check]:
 # -- the catalog, the live file, the spool -----------------------------------------------------
 
 
-def catalog_check(settings: Settings, store) -> Check:
+def catalog_check(settings: Settings, store: NodeStore | None) -> Check:
     """The catalog file: usable, its nodes and cluster id, and whether the log has it in
     force (a changed file is recorded by the next event)."""
     from ..core import droonga
@@ -201,7 +202,7 @@ def catalog_check(settings: Settings, store) -> Check:
     return Check("catalog", OK, detail + ("; in force in the log" if store is not None else ""))
 
 
-def _json(data: bytes):
+def _json(data: bytes) -> tuple[object, str | None]:
     import json
 
     try:
@@ -210,7 +211,7 @@ def _json(data: bytes):
         return None, str(e)
 
 
-def live_file_check(settings: Settings, store) -> Check:
+def live_file_check(settings: Settings, store: NodeStore) -> Check:
     """The live file in its configured format, held to the fold at the head by verify's own
     comparison; a file that is the fold in another format says which."""
     from ..history import driver
@@ -237,7 +238,7 @@ def live_file_check(settings: Settings, store) -> Check:
     return Check("live file", OK, f"{fmt}, {live} of {known} node(s) live: {line}")
 
 
-def spool_check(settings: Settings, store) -> Check:
+def spool_check(settings: Settings, store: NodeStore) -> Check:
     """Events waiting in the spool (a warning: the next handler run takes them in) and files
     nobody can take in (a failure: an operator must look)."""
     from ..history.integrity import spool_state
