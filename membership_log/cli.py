@@ -589,9 +589,9 @@ def head(s: settings.Settings, json_out: Json = False,
                                   "with its --base-dir")
         h = witness.head_of(store, observer)
     if publish:
-        from .ops import gossip
+        from .ops import serfagent
 
-        gossip.send_user_event(HEAD_EVENT, head_payload(h.observer, h.size, h.root), rpc_addr)
+        serfagent.send_user_event(HEAD_EVENT, head_payload(h.observer, h.size, h.root), rpc_addr)
     if json_out:
         _out(jsondoc.encode({"observer": h.observer, "size": h.size, "root": h.root.hex()}))
     else:
