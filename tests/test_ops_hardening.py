@@ -301,6 +301,10 @@ def test_07_half_requests_at_an_open_file_limit_of_64_cannot_starve_metrics(memb
             for c in slow:
                 c.close()
         assert serve.get("/metrics", timeout=10)[0] == 200
+        # The spell at the cap ends once the connections have gone, without a new one (the
+        # serving loop looks every half second).
+        wait_for("the end of the spell at the cap", lambda: "under the connection cap again"
+                 in serve.stderr(), timeout=10)
         assert serve.stop() == 0
     err = serve.stderr()
     assert "cannot open store" not in err and "Traceback" not in err, err
