@@ -238,9 +238,12 @@ def test_06_prototype_names_do_not_blank_the_dashboard(membership, handle, base,
     handle("member-failed", b"constructor\t10.9.9.1\t\t\n")  # one of them has an incident
     handle("member-failed", NODE1)
     expected = {N0, N1, N2, *PROTO_NAMES}
-    rows_js = ("Array.from(document.querySelectorAll('#nodes tbody tr')).map(tr => "
-               "[tr.dataset.node, tr.classList.contains('dead'), tr.cells.length > 6 ? "
-               "tr.cells[6].textContent : null])")
+    # The Incidents column found by its heading: the table has gained columns before.
+    rows_js = ("(() => { const i = Array.from(document.querySelectorAll('#nodes thead th'))"
+               ".findIndex(th => th.textContent === 'Incidents'); "
+               "return Array.from(document.querySelectorAll('#nodes tbody tr')).map(tr => "
+               "[tr.dataset.node, tr.classList.contains('dead'), i >= 0 && tr.cells.length > i"
+               " ? tr.cells[i].textContent : null]); })()")
     with Serve(membership, ["--base-dir", str(base)], tmp_path) as serve, \
             Chromium(binary, tmp_path / "profile") as browser:
         browser.goto(serve.url + "/")
