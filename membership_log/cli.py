@@ -61,8 +61,9 @@ class _Group(TyperGroup):
 
 
 # Typer prints an argument's Python type beside its name ("FILE <str>"); the help says what
-# the argument is instead.
-typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+# the argument is instead. (A method of some Typer releases the pin allows, absent from others:
+# the ignore covers both.)
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[attr-defined, method-assign, unused-ignore]
 
 _APP: dict[str, Any] = {
     "cls": _Group, "rich_markup_mode": None, "pretty_exceptions_enable": False,
@@ -596,9 +597,9 @@ def head(s: settings.Settings, json_out: Json = False,
                                   "with its --base-dir")
         h = witness.head_of(store, observer)
     if publish:
-        from .ops import gossip
+        from .ops import serfagent
 
-        gossip.send_user_event(HEAD_EVENT, head_payload(h.observer, h.size, h.root), rpc_addr)
+        serfagent.send_user_event(HEAD_EVENT, head_payload(h.observer, h.size, h.root), rpc_addr)
     if json_out:
         _out(jsondoc.encode({"observer": h.observer, "size": h.size, "root": h.root.hex()}))
     else:

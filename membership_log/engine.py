@@ -40,15 +40,9 @@ Change = namedtuple("Change", "at added removed live")
 def parse_live(data: bytes) -> frozenset | None:
     """Live node ids from live-file bytes in either format; None if they are not a live
     file (empty, not JSON, not an object)."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(doc, dict):
-        return None
-    if doc and all(isinstance(v, dict) and "live" in v for v in doc.values()):
-        return frozenset(k for k, v in doc.items() if v.get("live") is True)
-    return frozenset(doc)
+    state = parse_state(data)
+    return None if state is None else frozenset(
+        k for k, v in state.items() if v.get("live") is True)
 
 
 def parse_state(data: bytes) -> dict | None:

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 from typer.testing import CliRunner
@@ -117,6 +118,9 @@ def test_a_real_watcher_process_follows_50_quick_rewrites_by_the_handler(handle,
     watcher = subprocess.Popen([membership, "watch", "--json", "--interval", "0.01",
                                 "--base-dir", str(base)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+    reported: list[str] = []
+    reader = threading.Thread(target=lambda: reported.extend(watcher.stdout), daemon=True)
+    reader.start()
     try:
         seen_states = {frozenset(handle.live())}
         for i in range(50):
@@ -125,12 +129,18 @@ def test_a_real_watcher_process_follows_50_quick_rewrites_by_the_handler(handle,
             assert r.returncode == 0
             seen_states.add(frozenset(handle.live()))
         final = frozenset(handle.live())
-        time.sleep(0.5)
+        # However late the watcher started on a busy machine, it reports the final file.
+        deadline = time.monotonic() + 30
+        while not (reported and frozenset(json.loads(reported[-1])["live"]) == final):
+            assert time.monotonic() < deadline, f"the watcher never reported {set(final)}"
+            time.sleep(0.05)
     finally:
         watcher.send_signal(signal.SIGINT)
-        out, err = watcher.communicate(timeout=10)
+        watcher.wait(timeout=10)
+        reader.join(timeout=10)
+    err = watcher.stderr.read()
     assert watcher.returncode == 0, err
-    lines = [json.loads(x) for x in out.splitlines()]
+    lines = [json.loads(x) for x in reported]
     assert len(lines) >= 2
     previous = frozenset()
     for line in lines:

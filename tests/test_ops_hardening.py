@@ -238,9 +238,12 @@ def test_06_prototype_names_do_not_blank_the_dashboard(membership, handle, base,
     handle("member-failed", b"constructor\t10.9.9.1\t\t\n")  # one of them has an incident
     handle("member-failed", NODE1)
     expected = {N0, N1, N2, *PROTO_NAMES}
-    rows_js = ("Array.from(document.querySelectorAll('#nodes tbody tr')).map(tr => "
-               "[tr.dataset.node, tr.classList.contains('dead'), tr.cells.length > 6 ? "
-               "tr.cells[6].textContent : null])")
+    # The Incidents column found by its heading: the table has gained columns before.
+    rows_js = ("(() => { const i = Array.from(document.querySelectorAll('#nodes thead th'))"
+               ".findIndex(th => th.textContent === 'Incidents'); "
+               "return Array.from(document.querySelectorAll('#nodes tbody tr')).map(tr => "
+               "[tr.dataset.node, tr.classList.contains('dead'), i >= 0 && tr.cells.length > i"
+               " ? tr.cells[i].textContent : null]); })()")
     with Serve(membership, ["--base-dir", str(base)], tmp_path) as serve, \
             Chromium(binary, tmp_path / "profile") as browser:
         browser.goto(serve.url + "/")
@@ -301,6 +304,10 @@ def test_07_half_requests_at_an_open_file_limit_of_64_cannot_starve_metrics(memb
             for c in slow:
                 c.close()
         assert serve.get("/metrics", timeout=10)[0] == 200
+        # The spell at the cap ends once the connections have gone, without a new one (the
+        # serving loop looks every half second).
+        wait_for("the end of the spell at the cap", lambda: "under the connection cap again"
+                 in serve.stderr(), timeout=10)
         assert serve.stop() == 0
     err = serve.stderr()
     assert "cannot open store" not in err and "Traceback" not in err, err

@@ -23,7 +23,8 @@ HOSTILE = 'esc\x1b[0m "q" \\ new\nline \udcff'
 
 
 def node(up: bool = True, flapping: bool | None = None) -> dict:
-    return {"up": up, "marked": False, "incidents": {"failed": 0 if up else 1},
+    return {"up": up, "marked": False, "down_cause": None if up else "failed",
+            "incidents": {"failed": 0 if up else 1},
             "downtime_s": 0.0, "last_change_s": None, "flapping": flapping}
 
 

@@ -765,7 +765,7 @@ def test_prove_on_the_central_store_defaults_to_the_latest_witnessed_head(member
     assert on_node["size"] == node1.head()["size"], "a node store holds no other's record"
 
 
-def test_head_publish_failures_are_one_line(tmp_path, membership):
+def test_head_publish_failures_are_one_line(tmp_path, membership, serf):
     base = tmp_path / "n"
     _log(base, 5)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERF_")}
@@ -773,16 +773,26 @@ def test_head_publish_failures_are_one_line(tmp_path, membership):
     r = subprocess.run([membership, "head", "--base-dir", str(base), "--publish"],
                        capture_output=True, env=env, timeout=60)
     assert r.returncode == 1 and r.stdout == b""
-    assert r.stderr.startswith(b"membership: serf is not on PATH") and r.stderr.count(b"\n") == 1
-    if shutil.which("serf") is None:
-        return
+    assert r.stderr.startswith(b"membership: serf is not installed (no serf command on PATH")
+    assert r.stderr.count(b"\n") == 1
     r = cli(membership, "head", "--base-dir", str(base), "--publish", "--rpc-addr",
             "127.0.0.1:9")
     assert r.returncode == 1 and r.stderr.count(b"\n") == 1
-    assert r.stderr.startswith(b"membership: the Serf agent at 127.0.0.1:9 did not take the "
-                               b"event membership-head")
+    assert r.stderr.startswith(b"membership: serf event (the agent at 127.0.0.1:9) failed: ")
     r = cli(membership, "head", "--base-dir", str(base), "--rpc-addr", "127.0.0.1:9")
     assert r.returncode == 2 and b"--rpc-addr goes with --publish" in r.stderr
+
+
+def test_a_user_event_over_serfs_limit_is_refused_before_serf_is_asked(monkeypatch):
+    from membership_log.core.witness import USER_EVENT_LIMIT
+    from membership_log.ops import serfagent
+
+    monkeypatch.setenv("PATH", "/nowhere")  # had serf been asked: NotInstalled instead
+    name = "membership-head"
+    with pytest.raises(serfagent.SerfError, match=f"over Serf's limit of {USER_EVENT_LIMIT}"):
+        serfagent.send_user_event(name, "x" * (USER_EVENT_LIMIT - len(name) + 1))
+    with pytest.raises(serfagent.NotInstalled):
+        serfagent.send_user_event(name, "x" * (USER_EVENT_LIMIT - len(name)))
 
 
 # -- real Serf ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import namedtuple
 from collections.abc import Iterable
 
@@ -85,10 +86,7 @@ def flapping(down_ats: list[int], window_us: int, threshold: int) -> list[tuple[
                 stretches[-1][1] = t
             else:
                 stretches.append([start, t])
-    out = []
-    for a, b in stretches:
-        out.append((a, b, sum(1 for t in times if a <= t <= b)))
-    return out
+    return [(a, b, bisect_right(times, b) - bisect_left(times, a)) for a, b in stretches]
 
 
 #: One incident as the audit reports it: ``incident``, a tuple in

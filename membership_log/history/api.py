@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 from collections import namedtuple
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from operator import itemgetter
 
 from ..core import events, merge
 from ..core import fold as project
@@ -502,7 +503,7 @@ def audit(store: Store, since: Point | None = None, until: Point | None = None,
             if scope.observer is None or obs == scope.observer:
                 observed_by.setdefault(obs, [[], []])
     gaps = intersect(gap_lists) if len(gap_lists) > 1 else gap_lists[0]
-    names |= {i[0] for i in found}
+    names.update(map(itemgetter(0), found))
     if node is not None:
         ids = _node_ids(store, origins, node)
         found = [i for i in found if i[0] in ids]

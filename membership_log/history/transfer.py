@@ -13,9 +13,10 @@ import json
 import os
 import time
 from collections import namedtuple
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ..core.errors import MembershipError, StoreError
 from ..core.outage import Backoff, Outage
@@ -28,6 +29,9 @@ from ..stores.protocol import NODE
 from ..stores.setup import open_node_store
 from . import driver, witness
 from .publish import publisher
+
+if TYPE_CHECKING:
+    from ..stores.central import CentralStore
 
 #: A progress callback: ``progress(done, total)`` (total None: an import does not know it).
 Progress = Callable[[int, int | None], None]
@@ -228,6 +232,42 @@ def ship(settings: Settings, to: str, progress: Progress | None = None,
     there). The central copy must continue the local hash chain, or nothing is shipped; and
     the events must not contradict a head of this log that another node witnessed and
     shipped (:func:`membership_log.history.witness.check_shipment`)."""
+    with _both_ends(settings, to) as (local, origin, central):
+        # What this run copies: the log as it stands now. Handlers keep appending
+        # meanwhile (and another shipper may take the copy further than this run would),
+        # so every check of "does the central copy continue the local log?" reads the
+        # local head afresh: a stale one made a copy that had moved past it look like a
+        # different log (ship --follow then exited after an outage).
+        target, _ = local.head(NODE)
+        copied = 0
+        total = None
+        while True:
+            with central.write():
+                central.lock_origin(origin)
+                c_head, c_hash = central.head(origin)
+                _check_continues(local, origin, c_head, c_hash, local.head(NODE)[0])
+                if total is None:
+                    total = max(0, target - c_head)
+                    if progress is not None:
+                        progress(0, total)
+                if c_head >= target:
+                    return Shipped(origin, copied, c_head)
+                rows = local.stored_rows(c_head, min(batch, target - c_head))
+                if not rows:
+                    return Shipped(origin, copied, c_head)
+                # Heads other nodes witnessed of this log hold what it may add.
+                witness.check_shipment(central, origin, c_head, rows)
+                central.append_rows(origin, rows)
+                driver.advance(central, origin, _rows_to_raws(rows))
+            copied += len(rows)
+            if progress is not None:
+                progress(copied, total)
+
+
+@contextmanager
+def _both_ends(settings: Settings, to: str) -> Iterator[tuple[NodeStore, str, CentralStore]]:
+    """This node's store, the observer name its log is shipped as, and the central store
+    at ``to``; both closed afterwards."""
     from ..stores.central import CentralStore
 
     local = open_node_store(settings.db_url, "ship")
@@ -238,35 +278,7 @@ def ship(settings: Settings, to: str, progress: Progress | None = None,
                                   f"yet: nothing identifies the node to ship as")
         central = CentralStore(to)
         try:
-            # What this run copies: the log as it stands now. Handlers keep appending
-            # meanwhile (and another shipper may take the copy further than this run would),
-            # so every check of "does the central copy continue the local log?" reads the
-            # local head afresh: a stale one made a copy that had moved past it look like a
-            # different log (ship --follow then exited after an outage).
-            target, _ = local.head(NODE)
-            copied = 0
-            total = None
-            while True:
-                with central.write():
-                    central.lock_origin(origin)
-                    c_head, c_hash = central.head(origin)
-                    _check_continues(local, origin, c_head, c_hash, local.head(NODE)[0])
-                    if total is None:
-                        total = max(0, target - c_head)
-                        if progress is not None:
-                            progress(0, total)
-                    if c_head >= target:
-                        return Shipped(origin, copied, c_head)
-                    rows = local.stored_rows(c_head, min(batch, target - c_head))
-                    if not rows:
-                        return Shipped(origin, copied, c_head)
-                    # Heads other nodes witnessed of this log hold what it may add.
-                    witness.check_shipment(central, origin, c_head, rows)
-                    central.append_rows(origin, rows)
-                    driver.advance(central, origin, _rows_to_raws(rows))
-                copied += len(rows)
-                if progress is not None:
-                    progress(copied, total)
+            yield local, origin, central
         finally:
             central.close()
     finally:
@@ -334,22 +346,9 @@ def shipped(settings: Settings, to: str) -> tuple[str, int, int]:
     """How far the central store at ``to`` holds this node's log: ``(origin, central head,
     local head)``, checked as :func:`ship` checks it before copying (a MembershipError if
     the central copy does not continue the local log)."""
-    from ..stores.central import CentralStore
-
-    local = open_node_store(settings.db_url, "ship")
-    try:
-        origin = local.origin_name()
-        if origin is None:
-            raise MembershipError(f"store {settings.sqlite_path} has no event with an observer "
-                                  f"yet: nothing identifies the node to ship as")
-        central = CentralStore(to)
-        try:
-            with central.read():
-                c_head, c_hash = central.head(origin)
-            local_head = local.head(NODE)[0]
-            _check_continues(local, origin, c_head, c_hash, local_head)
-            return origin, c_head, local_head
-        finally:
-            central.close()
-    finally:
-        local.close()
+    with _both_ends(settings, to) as (local, origin, central):
+        with central.read():
+            c_head, c_hash = central.head(origin)
+        local_head = local.head(NODE)[0]
+        _check_continues(local, origin, c_head, c_hash, local_head)
+        return origin, c_head, local_head

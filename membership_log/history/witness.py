@@ -3,7 +3,7 @@ other observers witnessed.
 
 Each log keeps a Merkle tree over its event hashes (:mod:`membership_log.core.merkle`; the
 append paths keep its frontier in ``merkle_head``). A node publishes its head over Serf
-(``membership head --publish``, :mod:`membership_log.ops.gossip`); every observer records it
+(``membership head --publish``, :mod:`membership_log.ops.serfagent`); every observer records it
 and the fold keeps it (:mod:`membership_log.core.fold`, ``witness_head``). Here:
 
 - :func:`head_of`: the head of one log (``membership head``);

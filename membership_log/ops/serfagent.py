@@ -1,5 +1,5 @@
 """Talking to the local Serf agent through its own CLI (``serf info``, ``members``,
-``event``): what ``membership heartbeat`` and ``membership doctor`` need of it.
+``event``): what ``membership heartbeat``, ``head --publish`` and ``doctor`` need of it.
 
 The ``serf`` command, not Serf's RPC protocol (msgpack over TCP, with its handshake and
 auth): it is installed wherever an agent runs, and it reads ``SERF_RPC_ADDR`` and
@@ -17,6 +17,7 @@ import subprocess
 
 from ..core.errors import MembershipError
 from ..core.fold import HEARTBEAT
+from ..core.witness import USER_EVENT_LIMIT
 
 #: Serf's own default RPC address (``serf agent -rpc-addr``).
 DEFAULT_RPC_ADDR = "127.0.0.1:7373"
@@ -93,11 +94,24 @@ def members(rpc_addr: str | None = None) -> list[dict]:
     return [m for m in found or [] if isinstance(m, dict)]
 
 
+def send_user_event(name: str, payload: str, rpc_addr: str | None = None) -> None:
+    """``serf event -coalesce=false NAME PAYLOAD``: a :class:`SerfError` if it is over Serf's
+    size limit or the agent does not take it.
+
+    Coalescing is off: Serf delivers only the user event of a name with the highest Lamport
+    time within its coalescing window (shared/reference/serf.md), so heartbeats or heads
+    that several nodes send at about the same moment would otherwise reach every handler as
+    one."""
+    size = len(name.encode()) + len(payload.encode("utf-8", "surrogateescape"))
+    if size > USER_EVENT_LIMIT:
+        raise SerfError(f"the user event {name} would be {size} bytes, over Serf's limit of "
+                        f"{USER_EVENT_LIMIT}")
+    run(["event", "-coalesce=false", name, payload], rpc_addr)
+
+
 def send_heartbeat(rpc_addr: str | None = None, name: str | None = None) -> str:
     """Send the user event ``membership-heartbeat`` with this node's name as its payload;
-    returns the name. ``-coalesce=false``: Serf coalesces user events by name, keeping only
-    the one with the highest Lamport time in each window, so heartbeats that several nodes'
-    timers send at about the same moment would otherwise reach the handlers as one."""
+    returns the name."""
     sender = name or agent_name(rpc_addr)
-    run(["event", "-coalesce=false", HEARTBEAT, sender], rpc_addr)
+    send_user_event(HEARTBEAT, sender, rpc_addr)
     return sender

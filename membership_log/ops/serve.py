@@ -619,7 +619,8 @@ class _Server(ThreadingHTTPServer):
             return True
 
     def service_actions(self) -> None:
-        """Called by serve_forever between polls: cut off requests past their deadline."""
+        """Called by serve_forever between polls: cut off requests past their deadline, and
+        end a spell at the cap once the connections have gone (no new one need arrive)."""
         now = time.monotonic()
         with self._lock:
             late = [s for s, c in self._conns.items()
@@ -627,6 +628,9 @@ class _Server(ThreadingHTTPServer):
             for sock in late:
                 self._cut(sock, "408 Request Timeout", f"the request did not arrive within "
                           f"{self.request_timeout:g} s")
+            open_ = len(self._conns)
+        if open_ < connection_cap()[0] * 3 // 4:
+            self.at_cap.succeeded()
 
     def shutdown_request(self, request) -> None:
         with self._lock:
