@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import invoke
 from typer.testing import CliRunner
 
 from membership_log.cli import app
@@ -28,12 +29,6 @@ from membership_log.stores.node import NODE, NodeStore
 runner = CliRunner()
 START = 1_700_000_000_000_000
 N = 6_000
-
-
-def invoke(*args, code=0):
-    r = runner.invoke(app, list(args))
-    assert r.exit_code == code, r.output
-    return r.output
 
 
 def _with_marks_and_a_restart(s):

@@ -6,6 +6,7 @@ import random
 import sqlite3
 
 import pytest
+from conftest import invoke
 from samples import NODES, collect_incidents
 from typer.testing import CliRunner
 
@@ -15,12 +16,6 @@ runner = CliRunner()
 N0, N1, N2 = NODES
 MEMBERS = [("node0", "192.168.100.50"), ("node1", "192.168.100.51"),
            ("node2", "192.168.100.52"), ("stray", "10.9.9.9")]
-
-
-def invoke(*args):
-    r = runner.invoke(app, list(args), catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    return r.output
 
 
 def random_event(rng, ltime):
