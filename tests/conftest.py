@@ -26,6 +26,23 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_URL = os.environ.get("MEMBERSHIP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+#: Fixtures that start real servers or agents: a test using one is end to end (``e2e``).
+E2E_FIXTURES = {"serf", "alertmanager", "prometheus_factory"}
+#: Modules end to end as a whole that carry no ``pytestmark = pytest.mark.e2e`` of their own
+#: (yet: they were being edited on other branches when the marker came in).
+E2E_MODULES = {"test_deploy.py", "test_ops_hardening.py"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark ``e2e`` whatever drives real Serf agents or servers, so that the quick loop
+    (``-m "not e2e"``) cannot pick one up by a forgotten mark; the rest is marked in its
+    module (``pytestmark``) or on the test."""
+    for item in items:
+        if (item.get_closest_marker("serf") or E2E_FIXTURES & set(item.fixturenames)
+                or item.path.name in E2E_MODULES):
+            item.add_marker(pytest.mark.e2e)
+
+
 def missing(reason: str) -> None:
     """Fail under CI (a missing real part is a broken run), skip elsewhere."""
     if IN_CI:

@@ -57,6 +57,7 @@ def central_count(url, origin) -> int:
     return n
 
 
+@pytest.mark.e2e
 def test_ship_killed_mid_batch_resumes_without_duplicates_or_gaps(tmp_path, central,
                                                                   membership):
     n = 150_000

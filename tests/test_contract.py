@@ -124,6 +124,7 @@ def test_checkpoints_hold_the_fold_of_their_prefix(store, reference):
     assert max_at == max(r.received_us for r in reference[:seq])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("seq", [0, 1, 999, 1000, 2_345, N_EVENTS + 5])
 def test_state_at_any_event_equals_a_fold_of_the_prefix(store, reference, seq):
     st, origin = store

@@ -25,6 +25,8 @@ from typer.testing import CliRunner
 
 from membership_log.cli import app
 
+pytestmark = pytest.mark.e2e
+
 runner = CliRunner()
 
 IPS = ["192.168.100.50", "192.168.100.51", "192.168.100.52"]

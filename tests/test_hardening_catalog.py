@@ -26,6 +26,8 @@ from hardeninghelpers import (
 )
 from samples import CATALOG_V2, NODES
 
+pytestmark = pytest.mark.e2e
+
 N0, N1, N2 = NODES
 
 

@@ -30,6 +30,8 @@ from samples import NODES
 from membership_log.core import fold as project
 from membership_log.version import SCHEMA_REVISION
 
+pytestmark = pytest.mark.e2e
+
 N0, N1, N2 = NODES
 
 

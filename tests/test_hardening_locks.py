@@ -24,6 +24,8 @@ from hardeninghelpers import (
 from samples import NODES
 from test_reliability import ReadOnly
 
+pytestmark = pytest.mark.e2e
+
 N0, N1, N2 = NODES
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import xml.etree.ElementTree as ET
 
+import pytest
 from conftest import cli
 from hardeninghelpers import (
     NODE1,
@@ -20,6 +21,8 @@ from hardeninghelpers import (
     serf,
 )
 from samples import CATALOG_V2
+
+pytestmark = pytest.mark.e2e
 
 # == 11. Terminal and table spoofing ============================================================
 # Before: a member named with ESC and CR (as a real Serf node can be) forged a row in

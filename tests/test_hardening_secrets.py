@@ -20,6 +20,8 @@ from hardeninghelpers import (
 )
 from test_reliability import ReadOnly
 
+pytestmark = pytest.mark.e2e
+
 # == 9. Passwords never echoed ==================================================================
 # Before: the URL, password included, went into the error line of every command.
 

@@ -25,6 +25,8 @@ from opshelpers import wait_for
 from membership_log import settings
 from membership_log.stores.node import NodeStore
 
+pytestmark = pytest.mark.e2e
+
 # == 15. One line, never a traceback; ship --follow rides out an outage ========================
 # Before: two ships at once died of an unwrapped UniqueViolation; `rebuild` on a read-only
 # store, `audit --since @99999999999999999999999` and `route` on the catalogs of item 2

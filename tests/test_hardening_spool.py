@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import cli
 from hardeninghelpers import (
     NODE1,
@@ -30,6 +31,8 @@ from typer.testing import CliRunner
 from membership_log.cli import app
 from membership_log.core.raw import encode_env
 from membership_log.stores import spool
+
+pytestmark = pytest.mark.e2e
 
 runner = CliRunner()
 N0, N1, N2 = NODES

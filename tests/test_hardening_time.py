@@ -29,6 +29,8 @@ from membership_log.history import setup as hsetup
 from membership_log.history.publish import publisher
 from membership_log.stores.node import NODE, NodeStore
 
+pytestmark = pytest.mark.e2e
+
 # == 8. The clock steps back; a window backwards; a spool file nobody can read ===================
 # Before: negative availability and durations; --since after --until accepted; an
 # undecodable spool file was skipped by every run while verify said "spool empty".

@@ -25,6 +25,8 @@ from samples import NODES
 from membership_log.core.raw import chain_hash, encode_env
 from membership_log.stores import setup as admin
 
+pytestmark = pytest.mark.e2e
+
 N0, N1, N2 = NODES
 
 

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+import pytest
 from conftest import cli
 from hardeninghelpers import (
     NODE1,
@@ -26,6 +27,8 @@ from typer.testing import CliRunner
 
 from membership_log import settings
 from membership_log.cli import app
+
+pytestmark = pytest.mark.e2e
 
 runner = CliRunner()
 

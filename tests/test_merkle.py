@@ -697,6 +697,7 @@ def test_check_of_mutated_real_proofs_never_raises(exported):
     mutate()
 
 
+@pytest.mark.e2e
 def test_benchmark_quick_mode():
     """benchmarks/merkle.py keeps running; its leaf counts are what the design says: a proof
     reads every leaf but the proved one, only the kept ones after a compaction, and at most

@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import opshelpers
+import pytest
 
 from membership_log.render.exposition import CONTENT_TYPE, render
+
+pytestmark = pytest.mark.e2e
 
 # This module's waits keep the defaults its own copy had: 45 s, and Prometheus asked every
 # 0.25 s rather than every 0.1 s.

@@ -36,6 +36,7 @@ def random_event(rng, ltime):
     return rng.choice(["member-join.", "bogus", None]), b"\xff garbage", {}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_state_at_every_event_equals_the_live_file_written_right_after_it(handle, base, seed):
     rng = random.Random(seed)
