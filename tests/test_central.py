@@ -99,6 +99,7 @@ def test_ship_needs_a_central_schema_and_a_central_store(handle, base, pg_url, t
     assert out.startswith("membership: ")
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 def test_state_on_the_central_store_agrees_with_each_local_store(tmp_path, central, membership):
     t0 = 1_700_000_000_000_000
     bases = {}
@@ -152,6 +153,7 @@ def test_state_on_the_central_store_agrees_with_each_local_store(tmp_path, centr
     invoke("timeline", "--db", central, "-o", str(tmp_path / "t.svg"))
 
 
+@pytest.mark.e2e
 def test_ship_follow_keeps_shipping_until_terminated(handle, base, central, membership):
     handle("member-join", b"node1\t192.168.100.51\t\t\n")
     p = subprocess.Popen([membership, "ship", "--base-dir", str(base), "--to", central,

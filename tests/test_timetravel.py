@@ -195,6 +195,7 @@ def test_state_at_from_checkpoints_equals_a_fold_of_the_prefix(tmp_path):
     assert runner.invoke(app, ["verify", "--base-dir", s.base_dir]).exit_code == 0
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @pytest.mark.parametrize("seed", [4, 5])
 def test_audit_from_derived_incidents_equals_audit_from_a_full_fold(handle, base, seed):
     """audit reads the incidents kept as events arrive; the one incident reducer over a
