@@ -12,6 +12,24 @@ ensure_venv() {
     .venv/bin/python -m pip install --quiet --disable-pip-version-check ".$1"
 }
 
+# For the quick loop (`scripts/test --quick`): an editable install of this checkout, made
+# once, so that an edit is tested without a reinstall (ensure_venv's pip step, a wheel build,
+# is most of the loop's budget). A fresh clone, or a venv ensure_venv left non-editable,
+# gets the editable install here. $1: extras, e.g. "[test]".
+ensure_quick_venv() {
+    local url
+    url=$(cat .venv/lib/python3*/site-packages/membership_log-*.dist-info/direct_url.json \
+        2>/dev/null || true)
+    case "$url" in
+        *'"editable": true'*"\"file://$PWD\""*) return 0 ;;
+    esac
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    rm -rf build
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$1"
+}
+
 # A Debian package when its command is missing (root and apt-get needed). $1: command,
 # $2: package, $3: what it is for.
 ensure_apt() {

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from samples import CATALOG_V2
@@ -24,6 +25,22 @@ pytest_plugins = ["realservers"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_URL = os.environ.get("MEMBERSHIP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
+
+#: Fixtures that start real servers or agents: a test using one is end to end (``e2e``).
+E2E_FIXTURES = {"serf", "alertmanager", "prometheus_factory"}
+#: Modules end to end as a whole that carry no ``pytestmark = pytest.mark.e2e`` of their own
+#: (yet: they were being edited on other branches when the marker came in).
+E2E_MODULES = {"test_deploy.py", "test_ops_hardening.py"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark ``e2e`` whatever drives real Serf agents or servers, so that the quick loop
+    (``-m "not e2e"``) cannot pick one up by a forgotten mark; the rest is marked in its
+    module (``pytestmark``) or on the test."""
+    for item in items:
+        if (item.get_closest_marker("serf") or E2E_FIXTURES & set(item.fixturenames)
+                or item.path.name in E2E_MODULES):
+            item.add_marker(pytest.mark.e2e)
 
 
 def missing(reason: str) -> None:
@@ -74,11 +91,10 @@ class Handler:
                               capture_output=True, timeout=60)
 
     def live(self) -> dict:
-        return json.loads((self.base / "live-nodes.json").read_bytes())
+        return live(self.base)
 
     def rows(self) -> list[tuple]:
-        with sqlite3.connect(self.base / "membership.db") as c:
-            return c.execute("SELECT seq, source, env, stdin FROM event ORDER BY seq").fetchall()
+        return rows(self.base, "seq, source, env, stdin")
 
 
 @pytest.fixture
@@ -86,9 +102,69 @@ def handle(membership, base) -> Handler:
     return Handler(membership, base)
 
 
-def cli(membership: str, *args: str, input: bytes | None = None, cwd=None):
-    return subprocess.run([membership, *args], input=input, capture_output=True, timeout=120,
-                          cwd=cwd)
+# -- helpers the test modules import (``from conftest import cli, invoke, ...``) -------------
+
+
+def cli(membership: str, *args, input: bytes | None = None, timeout: float = 120,
+        **kw) -> subprocess.CompletedProcess:
+    """The installed ``membership`` as a subprocess (bytes out); ``kw`` goes to
+    subprocess.run (cwd, env, preexec_fn...). Arguments may be paths."""
+    return subprocess.run([membership, *map(str, args)], input=input, capture_output=True,
+                          timeout=timeout, **kw)
+
+
+class Ran(str):
+    """What ``invoke`` answers: the text a test asserts on (stdout; stderr when a failure
+    was expected, as an error is one line there) with the whole Result at hand
+    (``.output``: both streams as a terminal shows them, ``.stdout``, ``.stderr``,
+    ``.exit_code``, ``.exception``...)."""
+
+    result: Any
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result, name)
+
+
+def invoke(*args, code: int | None = 0, catch_exceptions: bool = False) -> Ran:
+    """The CLI in-process through Typer's CliRunner, asserting exit code ``code`` (None:
+    any, the caller looks). Exceptions propagate by default: an uncaught one must not pass
+    for an expected exit 1."""
+    from typer.testing import CliRunner
+
+    from membership_log.cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=catch_exceptions)
+    if code is not None:
+        assert r.exit_code == code, (args, r.exit_code, r.stdout, r.stderr)
+    ran = Ran(r.stderr if code not in (0, None) else r.stdout)
+    ran.result = r
+    return ran
+
+
+def rows(base, columns: str = "seq, source, observer, env, stdin") -> list[tuple]:
+    """The node store's raw event rows, in log order."""
+    with sqlite3.connect(Path(base) / "membership.db") as c:
+        return c.execute(f"SELECT {columns} FROM event ORDER BY seq").fetchall()
+
+
+def live(base) -> dict:
+    """The live file the handler keeps, parsed."""
+    return json.loads((Path(base) / "live-nodes.json").read_bytes())
+
+
+def central_seqs(url: str, origin: str) -> list[int]:
+    """The seqs of ``origin``'s events in the central store at ``url``, in order."""
+    from sqlalchemy import create_engine, text
+
+    from membership_log.stores.connect import driver_url
+
+    engine = create_engine(driver_url(url))
+    try:
+        with engine.connect() as c:
+            return [r[0] for r in c.execute(text(
+                "SELECT seq FROM cluster_event WHERE origin = :o ORDER BY seq"), {"o": origin})]
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Incidents and window figures, on plain events (the fold decides liveness; the one
 incident reducer reads its changes; the audit report only computes figures)."""
 
+import pytest
 from samples import NODES, Log
 
 from membership_log.core import figures as audit
@@ -191,6 +192,7 @@ reported = st.tuples(incident_tuples, st.integers(0, 10**13),
     lambda t: tuple.__new__(Reported, t))
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=300, deadline=None)
 @given(st.lists(reported, max_size=20), st.none() | st.integers(0, 10**8), names)
 def test_the_direct_writer_equals_the_encoder(items, delay, name):

@@ -45,6 +45,7 @@ def test_replay_json_on_every_core_equals_the_plain_replay(log, window):
         assert out.getvalue().count("\n") > 5_000 or window[0] is not None
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 def test_replay_json_of_one_log_of_a_central_store(log, tmp_path):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     admin.upgrade(url, "central")

@@ -7,12 +7,12 @@ import subprocess
 import time
 
 import pytest
+from conftest import central_seqs, invoke
+from opshelpers import wait_for
 from samples import NODES
 from sqlalchemy import create_engine, text
-from typer.testing import CliRunner
 
 from membership_log import settings
-from membership_log.cli import app
 from membership_log.core.timespec import iso
 from membership_log.demo.synthetic import make_store
 from membership_log.history import driver as derive
@@ -22,14 +22,7 @@ from membership_log.stores.connect import driver_url
 from membership_log.stores.node import NODE, NodeStore
 
 pytestmark = pytest.mark.postgres
-runner = CliRunner()
 N0, N1, N2 = NODES
-
-
-def invoke(*args, code=0):
-    r = runner.invoke(app, list(args))
-    assert r.exit_code == code, r.output
-    return r.output
 
 
 @pytest.fixture
@@ -40,15 +33,6 @@ def central(pg_url):
 
 def synthetic_store(base, observer: str, n: int, start_us: int = 1_700_000_000_000_000):
     return make_store(str(base), observer, n, start_us)
-
-
-def central_seqs(url, origin):
-    engine = create_engine(driver_url(url))
-    with engine.connect() as c:
-        seqs = [r[0] for r in c.execute(text(
-            "SELECT seq FROM cluster_event WHERE origin = :o ORDER BY seq"), {"o": origin})]
-    engine.dispose()
-    return seqs
 
 
 def test_ship_is_idempotent_and_the_central_chain_verifies(handle, base, central):
@@ -73,6 +57,7 @@ def central_count(url, origin) -> int:
     return n
 
 
+@pytest.mark.e2e
 def test_ship_killed_mid_batch_resumes_without_duplicates_or_gaps(tmp_path, central,
                                                                   membership):
     n = 150_000
@@ -114,6 +99,7 @@ def test_ship_needs_a_central_schema_and_a_central_store(handle, base, pg_url, t
     assert out.startswith("membership: ")
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 def test_state_on_the_central_store_agrees_with_each_local_store(tmp_path, central, membership):
     t0 = 1_700_000_000_000_000
     bases = {}
@@ -140,10 +126,10 @@ def test_state_on_the_central_store_agrees_with_each_local_store(tmp_path, centr
     for name, b in bases.items():
         for sec in (5, 11, 30, 42, 50):
             at = iso(t0 + sec * 1_000_000)
-            local = runner.invoke(app, ["state", "--base-dir", str(b), "--at", at,
-                                        "--as-live-file"]).stdout_bytes
-            remote = runner.invoke(app, ["state", "--db", central, "--observer", name,
-                                         "--at", at, "--as-live-file"]).stdout_bytes
+            local = invoke("state", "--base-dir", str(b), "--at", at, "--as-live-file",
+                           code=None).stdout_bytes
+            remote = invoke("state", "--db", central, "--observer", name, "--at", at,
+                            "--as-live-file", code=None).stdout_bytes
             assert local == remote, (name, sec)
     # Cluster-wide: node1 is down from the first report (node0, +10 s) to the last recovery
     # (node2, +45 s), seen by both observers.
@@ -156,8 +142,8 @@ def test_state_on_the_central_store_agrees_with_each_local_store(tmp_path, centr
     per = json.loads(invoke("audit", "--db", central, "--json", "--observer", "node2",
                             "--until", iso(t0 + 60 * 1_000_000)))
     assert per["nodes"][N1]["incidents"][0]["duration_s"] == 33.0
-    merged_mid = runner.invoke(app, ["state", "--db", central, "--at",
-                                     iso(t0 + 42 * 1_000_000), "--as-live-file"])
+    merged_mid = invoke("state", "--db", central, "--at", iso(t0 + 42 * 1_000_000),
+                        "--as-live-file", code=None)
     assert N1 not in json.loads(merged_mid.stdout_bytes), "still down for node2 at +42 s"
     lines = [json.loads(x) for x in invoke("replay", "--db", central, "--json").splitlines()]
     assert {x["origin"] for x in lines} == {"node0", "node2"}
@@ -167,6 +153,7 @@ def test_state_on_the_central_store_agrees_with_each_local_store(tmp_path, centr
     invoke("timeline", "--db", central, "-o", str(tmp_path / "t.svg"))
 
 
+@pytest.mark.e2e
 def test_ship_follow_keeps_shipping_until_terminated(handle, base, central, membership):
     handle("member-join", b"node1\t192.168.100.51\t\t\n")
     p = subprocess.Popen([membership, "ship", "--base-dir", str(base), "--to", central,
@@ -175,9 +162,7 @@ def test_ship_follow_keeps_shipping_until_terminated(handle, base, central, memb
     try:
         for kind in ["member-failed", "member-join", "member-leave"]:
             handle(kind, b"node1\t192.168.100.51\t\t\n")
-        deadline = time.monotonic() + 30
-        while len(central_seqs(central, "node0")) < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for("5 events shipped", lambda: len(central_seqs(central, "node0")) >= 5)
     finally:
         p.terminate()
         out, err = p.communicate(timeout=10)
@@ -221,8 +206,8 @@ def test_real_cluster_shipped_to_postgres_audits_cluster_wide(serf, central, mem
     during = iso((parse(inc["down_at"], 0).us + parse(inc["up_at"], 0).us) // 2)
     for a in c.agents:
         for at in (during, "now"):
-            local = runner.invoke(app, ["state", "--base-dir", str(a.base_dir), "--at", at,
-                                        "--as-live-file"]).stdout_bytes
-            remote = runner.invoke(app, ["state", "--db", central, "--observer", a.name,
-                                         "--at", at, "--as-live-file"]).stdout_bytes
+            local = invoke("state", "--base-dir", str(a.base_dir), "--at", at,
+                           "--as-live-file", code=None).stdout_bytes
+            remote = invoke("state", "--db", central, "--observer", a.name, "--at", at,
+                            "--as-live-file", code=None).stdout_bytes
             assert local == remote and local, (a.name, at)

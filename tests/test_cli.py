@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import invoke
 from samples import NODES
 from typer.testing import CliRunner
 
@@ -16,8 +17,9 @@ runner = CliRunner()
 N0, N1, N2 = NODES
 
 
-def invoke(*args):
-    return runner.invoke(app, list(args), catch_exceptions=False)
+def run(*args):
+    """The CLI in-process, any exit code: these tests look at the code themselves."""
+    return invoke(*args, code=None)
 
 
 @pytest.fixture
@@ -32,16 +34,16 @@ def history(handle, base):
 
 
 def test_init_reports_store_and_live_nodes(base):
-    r = invoke("init", "--base-dir", str(base))
+    r = run("init", "--base-dir", str(base))
     assert r.exit_code == 0, r.output
     assert "3 live node(s)" in r.output
     assert list(json.loads((base / "live-nodes.json").read_text())) == NODES
-    again = invoke("init", "--base-dir", str(base))
+    again = run("init", "--base-dir", str(base))
     assert again.exit_code == 0 and "1 events" in again.output
 
 
 def test_state_json(history):
-    r = invoke("state", "--base-dir", str(history), "--json")
+    r = run("state", "--base-dir", str(history), "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["seq"] == 5
@@ -50,7 +52,7 @@ def test_state_json(history):
 
 
 def test_state_table(history):
-    r = invoke("state", "--base-dir", str(history))
+    r = run("state", "--base-dir", str(history))
     assert r.exit_code == 0
     lines = r.output.splitlines()
     assert lines[0].startswith("after event 5 (") and "2 of 3 node(s) live" in lines[0]
@@ -58,7 +60,7 @@ def test_state_table(history):
 
 
 def test_replay_json_lines_have_the_spec_keys_and_changes(history):
-    r = invoke("replay", "--base-dir", str(history), "--json")
+    r = run("replay", "--base-dir", str(history), "--json")
     assert r.exit_code == 0
     lines = [json.loads(line) for line in r.output.splitlines()]
     assert [x["seq"] for x in lines] == [1, 2, 3, 4, 5]
@@ -77,14 +79,14 @@ def test_replay_json_lines_have_the_spec_keys_and_changes(history):
 
 
 def test_replay_table(history):
-    r = invoke("replay", "--base-dir", str(history))
+    r = run("replay", "--base-dir", str(history))
     assert r.exit_code == 0
     assert f"{N1} live -> dead" in r.output and f"{N1} dead -> live" in r.output
 
 
 def test_replay_agrees_with_the_live_file_the_handler_wrote(history):
     # The handler's incremental fold and replay's full fold are the same fold.
-    lines = [json.loads(x) for x in invoke("replay", "--base-dir", str(history),
+    lines = [json.loads(x) for x in run("replay", "--base-dir", str(history),
                                            "--json").output.splitlines()]
     live = set()
     for x in lines:
@@ -127,7 +129,7 @@ def _commands():
 
 @pytest.mark.parametrize("command", _commands(), ids=" ".join)
 def test_every_command_has_help_with_an_example(command):
-    r = invoke(*command, "--help")
+    r = run(*command, "--help")
     assert r.exit_code == 0
     assert "Example" in r.output or "event_handlers" in r.output
     # Where things live: shown by every command that reads the store (watch and route read
@@ -154,15 +156,15 @@ def test_the_readme_shows_every_command():
 
 @pytest.mark.postgres
 def test_db_upgrade_on_postgres(pg_url):
-    r = invoke("db", "upgrade", "--db", pg_url)
+    r = run("db", "upgrade", "--db", pg_url)
     assert r.exit_code == 0 and f"empty -> {SCHEMA_REVISION}" in r.output
-    assert f"already at schema {SCHEMA_REVISION}" in invoke("db", "upgrade", "--db", pg_url).output
-    r = invoke("state", "--db", pg_url, "--json")
+    assert f"already at schema {SCHEMA_REVISION}" in run("db", "upgrade", "--db", pg_url).output
+    r = run("state", "--db", pg_url, "--json")
     assert r.exit_code == 0 and json.loads(r.output)["nodes"] == {}
 
 
 def test_db_upgrade_on_sqlite_path(tmp_path):
-    r = invoke("db", "upgrade", "--db", str(tmp_path / "x.db"))
+    r = run("db", "upgrade", "--db", str(tmp_path / "x.db"))
     assert r.exit_code == 0 and f"empty -> {SCHEMA_REVISION}" in r.output
 
 

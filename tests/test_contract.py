@@ -74,8 +74,10 @@ def _central_url(kind, tmp_path, request):
     return request.getfixturevalue("pg_url")
 
 
-@pytest.fixture(params=["node", "central-sqlite", pytest.param("central-postgres",
-                                                                  marks=pytest.mark.postgres)])
+# e2e too: each central-postgres case creates and migrates a database (1.3-1.7 s), 20 s of the
+# quick loop; there, test_central.py and test_bulk.py keep the PostgreSQL store covered.
+@pytest.fixture(params=["node", "central-sqlite", pytest.param(
+    "central-postgres", marks=[pytest.mark.postgres, pytest.mark.e2e])])
 def store(request, node_log, tmp_path):
     """(store, origin) holding the same log, in each role."""
     if request.param == "node":
@@ -124,6 +126,7 @@ def test_checkpoints_hold_the_fold_of_their_prefix(store, reference):
     assert max_at == max(r.received_us for r in reference[:seq])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("seq", [0, 1, 999, 1000, 2_345, N_EVENTS + 5])
 def test_state_at_any_event_equals_a_fold_of_the_prefix(store, reference, seq):
     st, origin = store
@@ -387,6 +390,7 @@ def test_two_writers_at_once_on_a_node_store(tmp_path):
     assert integrity.verify(s).problems == []
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @pytest.mark.postgres
 def test_two_writers_at_once_on_the_central_store(tmp_path, pg_url):
     """Two ships of two nodes into one PostgreSQL store at once, and a third shipper of the

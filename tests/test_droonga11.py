@@ -153,6 +153,7 @@ nonempty = st.recursive(
 )
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @given(st.dictionaries(st.text(), nonempty, min_size=1, max_size=5))
 def test_render_equals_json_dumps_where_ruby_and_python_agree(value):
     """Ruby's layout is json.dumps(indent=2, ensure_ascii=False)'s for non-empty containers,
@@ -706,6 +707,7 @@ def _role_logs(draw):
     return out
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=300)
 @given(_role_logs())
 def test_an_unmoved_role_epoch_means_no_node_changed_role(es):

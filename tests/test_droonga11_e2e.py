@@ -18,11 +18,14 @@ import stat
 import subprocess
 
 import pytest
+from conftest import invoke
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from membership_log.cli import app
+
+pytestmark = pytest.mark.e2e
 
 runner = CliRunner()
 
@@ -113,12 +116,6 @@ def d11(tmp_path, membership):
     handle.base = base
     handle.file = base / "state" / "cluster-state.json"
     return handle
-
-
-def invoke(*args, code=0):
-    r = runner.invoke(app, list(args))
-    assert r.exit_code == code, r.output
-    return r
 
 
 # -- the format through the handler ------------------------------------------------------------

@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+from opshelpers import wait_for
 from typer.testing import CliRunner
 
 from membership_log import engine
@@ -80,16 +82,16 @@ def test_watcher_sees_rewrites_that_keep_mtime_and_keeps_the_last_good_set(tmp_p
     changes, problems = [], []
     with engine.LiveWatcher(str(path), changes.append, interval=0.02,
                             on_problem=problems.append) as w:
-        assert _until(lambda: len(changes) == 1)
+        wait_for("the first change", lambda: len(changes) == 1, timeout=5, interval=0.01)
         st = path.stat()
         with open(path, "w") as f:  # in place, same size, mtime put back: only bytes differ
             json.dump({"aa": {"serfAddress": "x"}, "cc": {"serfAddress": "x"}}, f)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         assert path.stat().st_mtime_ns == st.st_mtime_ns
-        assert _until(lambda: len(changes) == 2)
+        wait_for("the second change", lambda: len(changes) == 2, timeout=5, interval=0.01)
         assert (changes[1].added, changes[1].removed) == (("cc",), ("bb",))
         path.unlink()
-        assert _until(lambda: problems)
+        wait_for("the problem said", lambda: problems, timeout=5, interval=0.01)
         path.write_bytes(b"{half")
         time.sleep(0.2)
         assert w.live == {"aa", "cc"}, "a missing or half file keeps the last good set"
@@ -97,20 +99,12 @@ def test_watcher_sees_rewrites_that_keep_mtime_and_keeps_the_last_good_set(tmp_p
         _write(path, ["aa", "cc"])  # same set again: no change reported
         time.sleep(0.2)
         _write(path, ["dd"])
-        assert _until(lambda: len(changes) == 3)
+        wait_for("the third change", lambda: len(changes) == 3, timeout=5, interval=0.01)
     assert changes[0].added == ("aa", "bb") and changes[0].removed == ()
     assert changes[2].live == ("dd",)
 
 
-def _until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
+@pytest.mark.e2e
 def test_a_real_watcher_process_follows_50_quick_rewrites_by_the_handler(handle, base,
                                                                         membership):
     (base / "catalog.json").unlink()  # members are the nodes
@@ -130,10 +124,8 @@ def test_a_real_watcher_process_follows_50_quick_rewrites_by_the_handler(handle,
             seen_states.add(frozenset(handle.live()))
         final = frozenset(handle.live())
         # However late the watcher started on a busy machine, it reports the final file.
-        deadline = time.monotonic() + 30
-        while not (reported and frozenset(json.loads(reported[-1])["live"]) == final):
-            assert time.monotonic() < deadline, f"the watcher never reported {set(final)}"
-            time.sleep(0.05)
+        wait_for(f"the watcher to report {set(final)}", lambda: reported and frozenset(
+            json.loads(reported[-1])["live"]) == final, timeout=30, interval=0.05)
     finally:
         watcher.send_signal(signal.SIGINT)
         watcher.wait(timeout=10)

@@ -119,6 +119,7 @@ CORPUS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", sorted(CORPUS))
 def test_bad_input_is_recorded_reported_and_harmless(handle, case):
     event, stdin, extra = CORPUS[case]
@@ -169,6 +170,7 @@ def test_unwritable_store_spools_and_the_next_run_takes_the_spool_in(handle, bas
     assert list(handle.live()) == [N0, N2]
 
 
+@pytest.mark.e2e
 def test_store_locked_past_the_busy_timeout_spools_and_loses_nothing(handle, base):
     handle("member-join", FAILED_NODE1)
     lock = sqlite3.connect(base / "membership.db", timeout=0)

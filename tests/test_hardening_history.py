@@ -17,6 +17,8 @@ import pytest
 from conftest import cli
 from samples import CATALOG_V2
 
+pytestmark = pytest.mark.e2e
+
 START = 1_764_000_000_000_000  # 2025-11-24T16:00:00Z
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from membership_log.version import SCHEMA_REVISION
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -167,6 +167,7 @@ def _check_one_answer(url: str) -> dict:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(st.lists(one_log, min_size=2, max_size=3))
+@pytest.mark.e2e
 def test_the_three_merged_views_give_one_answer(templates, tmp_path_factory, logs):
     tmp = tmp_path_factory.mktemp("merge")
     names = ["a", "b", "c"][:len(logs)]

@@ -344,6 +344,7 @@ def test_a_frontier_and_a_size_that_do_not_match_are_refused():
 # -- inclusion proofs --------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 70), st.binary(max_size=4), st.data())
 def test_inclusion_proofs_verify_and_nothing_else_does(n, salt, data):
@@ -393,6 +394,7 @@ def test_inclusion_arguments_out_of_range():
 # -- consistency proofs ------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 40), st.binary(max_size=4), st.data())
 def test_consistency_proofs_verify_and_nothing_else_does(n, salt, data):
@@ -465,6 +467,7 @@ def test_known_block_roots_spare_the_reads_and_change_nothing(n, data):
 # -- after a compaction ------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 90), st.data())
 def test_proofs_with_a_compacted_prefix_are_the_proofs_of_the_whole_log(n, data):
@@ -673,6 +676,7 @@ json_values = st.recursive(
     max_leaves=12)
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["origin", "seq", "size", "root", "event", "prev",
                                         "path", "from", "to", "root_from", "root_to"]),
@@ -697,6 +701,7 @@ def test_check_of_mutated_real_proofs_never_raises(exported):
     mutate()
 
 
+@pytest.mark.e2e
 def test_benchmark_quick_mode():
     """benchmarks/merkle.py keeps running; its leaf counts are what the design says: a proof
     reads every leaf but the proved one, only the kept ones after a compaction, and at most

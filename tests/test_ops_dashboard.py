@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from opshelpers import Chromium, Serve, chromium_binary, wait_for
 from samples import CATALOG_V2, NODES
+
+pytestmark = pytest.mark.e2e
 
 N0, N1, N2 = NODES
 JOIN = b"node1\t192.168.100.51\t\t\nnode2\t192.168.100.52\t\t\n"

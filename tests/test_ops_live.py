@@ -32,6 +32,8 @@ from samples import NODES
 
 from membership_log.core.timespec import to_us
 
+pytestmark = pytest.mark.e2e
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 N1, N2 = NODES[1], NODES[2]
 JOIN = b"node1\t192.168.100.51\t\t\nnode2\t192.168.100.52\t\t\n"

@@ -10,7 +10,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import cli
+from conftest import cli, invoke
 from opshelpers import Serve, get, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from realservers import require
@@ -27,12 +27,6 @@ HOSTILE_LINE = b"evil\x1b[31m<script>window.__pwned=1</script>\\nline\xff\t10.9.
 # As the log reads it: the fold decodes member lines with U+FFFD for bytes that are not UTF-8.
 HOSTILE = "evil\x1b[31m<script>window.__pwned=1</script>\nline\ufffd"
 runner = CliRunner()
-
-
-def invoke(*args: str) -> str:
-    r = runner.invoke(app, list(args))
-    assert r.exit_code == 0, r.output
-    return r.stdout
 
 
 def samples(text: str) -> dict[tuple, float]:

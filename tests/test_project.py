@@ -2,6 +2,7 @@
 
 import marshal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from samples import CATALOG, NODES, Log
@@ -211,6 +212,7 @@ def random_log(draw, max_size=40):
     return out
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=200)
 @given(random_log(), st.data())
 def test_folding_a_prefix_then_the_rest_equals_folding_the_whole(es, data):
@@ -219,6 +221,7 @@ def test_folding_a_prefix_then_the_rest_equals_folding_the_whole(es, data):
     assert project.fold(es[cut:], project.fold(es[:cut])) == whole
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=200)
 @given(random_log())
 def test_state_round_trips_through_a_marshal_snapshot(es):
@@ -228,6 +231,7 @@ def test_state_round_trips_through_a_marshal_snapshot(es):
     assert project.live_nodes(back) == project.live_nodes(s)
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=300)
 @given(random_log())
 def test_the_incremental_view_equals_a_view_computed_from_scratch(es):
@@ -266,6 +270,7 @@ any_event = st.builds(
 )
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @settings(max_examples=500)
 @given(st.lists(any_event, max_size=25))
 def test_fold_never_raises_on_arbitrary_events(es):

@@ -26,6 +26,8 @@ from membership_log.render import livefile
 from membership_log.stores.files import write_atomic
 from membership_log.stores.node import NODE, NodeStore
 
+pytestmark = pytest.mark.e2e
+
 runner = CliRunner()
 N0, N1, N2 = NODES
 

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import invoke
 from typer.testing import CliRunner
 
 from membership_log.cli import app
@@ -28,12 +29,6 @@ from membership_log.stores.node import NODE, NodeStore
 runner = CliRunner()
 START = 1_700_000_000_000_000
 N = 6_000
-
-
-def invoke(*args, code=0):
-    r = runner.invoke(app, list(args))
-    assert r.exit_code == code, r.output
-    return r.output
 
 
 def _with_marks_and_a_restart(s):
@@ -192,6 +187,7 @@ def test_compacting_everything_then_the_handler_goes_on_from_the_anchor(log, han
     assert json.loads(invoke("state", "--base-dir", log.base_dir, "--json"))["seq"] == N + 5
 
 
+@pytest.mark.e2e
 def test_compact_killed_at_random_moments_leaves_a_consistent_store(tmp_path, membership):
     s = make_store(str(tmp_path / "big"), "node0", 60_000, START, flap_rate=0.02)
     end = START + 60_001 * 1000
@@ -210,6 +206,7 @@ def test_compact_killed_at_random_moments_leaves_a_consistent_store(tmp_path, me
         assert _answers(s, START + 50_000 * 1000, end) == reference, trial
 
 
+@pytest.mark.e2e
 def test_compact_beside_running_handlers_loses_nothing(log, membership):
     stop = time.monotonic() + 4
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERF_", "MEMBERSHIP_"))}

@@ -12,6 +12,8 @@ import pytest
 from conftest import cli
 from samples import CATALOG_V2, NODES
 
+pytestmark = pytest.mark.e2e
+
 N0, N1, N2 = NODES
 JOIN = b"node0\t192.168.100.50\t\t\nnode1\t192.168.100.51\t\t\nnode2\t192.168.100.52\t\t\n"
 

@@ -11,7 +11,7 @@ from serfhelpers import TIMEOUT, listed, node_ids, running_cluster
 
 from membership_log.demo.localcluster import catalog_for, wait_until
 
-pytestmark = pytest.mark.serf
+pytestmark = [pytest.mark.serf, pytest.mark.e2e]
 
 def nodes_for(first_ip):
     ips = [f"127.0.0.{first_ip + i}" for i in range(3)]

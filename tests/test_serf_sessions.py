@@ -39,7 +39,7 @@ from serfhelpers import (
 from membership_log.core.timespec import iso
 from membership_log.demo.localcluster import wait_until
 
-pytestmark = pytest.mark.serf
+pytestmark = [pytest.mark.serf, pytest.mark.e2e]
 
 
 

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from membership_log.cli import app
 from membership_log.render.timeline import COLORS
 
+pytestmark = pytest.mark.e2e
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars"]

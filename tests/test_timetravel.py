@@ -6,6 +6,7 @@ import random
 import sqlite3
 
 import pytest
+from conftest import invoke
 from samples import NODES, collect_incidents
 from typer.testing import CliRunner
 
@@ -15,12 +16,6 @@ runner = CliRunner()
 N0, N1, N2 = NODES
 MEMBERS = [("node0", "192.168.100.50"), ("node1", "192.168.100.51"),
            ("node2", "192.168.100.52"), ("stray", "10.9.9.9")]
-
-
-def invoke(*args):
-    r = runner.invoke(app, list(args), catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    return r.output
 
 
 def random_event(rng, ltime):
@@ -41,6 +36,7 @@ def random_event(rng, ltime):
     return rng.choice(["member-join.", "bogus", None]), b"\xff garbage", {}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_state_at_every_event_equals_the_live_file_written_right_after_it(handle, base, seed):
     rng = random.Random(seed)
@@ -199,6 +195,7 @@ def test_state_at_from_checkpoints_equals_a_fold_of_the_prefix(tmp_path):
     assert runner.invoke(app, ["verify", "--base-dir", s.base_dir]).exit_code == 0
 
 
+@pytest.mark.e2e  # seconds long: kept out of the quick loop
 @pytest.mark.parametrize("seed", [4, 5])
 def test_audit_from_derived_incidents_equals_audit_from_a_full_fold(handle, base, seed):
     """audit reads the incidents kept as events arrive; the one incident reducer over a

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Handler, cli
+from conftest import Handler, cli, invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
@@ -42,13 +42,6 @@ from membership_log.stores.protocol import Anchor
 
 runner = CliRunner()
 START = 1_700_000_000_000_000
-
-
-def invoke(*args, code: int = 0) -> str:
-    """A command through the real CLI in-process; its stdout (stderr is asserted apart)."""
-    r = runner.invoke(app, [str(a) for a in args])
-    assert r.exit_code == code, (args, r.exit_code, r.stdout, r.stderr)
-    return r.stdout if code == 0 else r.stderr
 
 
 def head_of(base: Path) -> dict:
