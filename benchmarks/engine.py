@@ -54,8 +54,12 @@ def run(argv: list[str], stdout=subprocess.DEVNULL) -> float:
     return elapsed
 
 
+#: Runs per median; --quick (which gives no verdict) runs each command once.
+REPEAT = True
+
+
 def median(argv: list[str], times: int) -> float:
-    return statistics.median(run(argv) for _ in range(times))
+    return statistics.median(run(argv) for _ in range(times if REPEAT else 1))
 
 
 def write_log(path: Path, n: int, members: int, flap: float, observer: str = "node0",
@@ -213,6 +217,8 @@ def main() -> int:
     args = parser.parse_args()
     m = membership_command()
     scale = 100 if args.quick else 1
+    global REPEAT
+    REPEAT = not args.quick
     work = Path(tempfile.mkdtemp(prefix="membership-engine-bench-"))
     rows: list = []
     sections = args.only or ["node", "cluster-size", "busy", "central"]
