@@ -135,9 +135,11 @@ def test_a_real_watcher_process_follows_50_quick_rewrites_by_the_handler(handle,
     lines = [json.loads(x) for x in reported]
     assert len(lines) >= 2
     previous = frozenset()
-    for line in lines:
+    for k, line in enumerate(lines):
         live = frozenset(line["live"])
-        assert live != previous, "no spurious change"
+        # The first readable set is reported whatever it is (engine.watch), even the empty
+        # one after m0's failure, when the watcher started late on a busy machine.
+        assert k == 0 or live != previous, "no spurious change"
         assert live in seen_states, "every reported set is one the file really held"
         assert set(line["added"]) == live - previous and set(line["removed"]) == previous - live
         previous = live
