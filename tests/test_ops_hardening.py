@@ -492,6 +492,9 @@ def test_11_follow_retries_answers_that_are_not_http_or_are_cut_short(membership
         try:
             got = wait_for("the alert, past three bad answers", lambda: alertmanager.alerts(),
                            timeout=40)
+            # Alertmanager may hold the alert before alerts has had its answer and said so.
+            wait_for("the end of the outage reported", lambda: "reachable again after"
+                     in follow.stderr(), timeout=20)
             assert follow.proc.poll() is None, follow.stderr()
             assert follow.stop() == 0
         finally:
