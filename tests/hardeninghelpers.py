@@ -1,5 +1,10 @@
 """Helpers for the hardening tests (tests/test_hardening_*.py): the handler run exactly as
-Serf runs it (any bytes in its environment), one-line errors, and the store read back."""
+Serf runs it (any bytes in its environment), one-line errors, and the store read back.
+
+Those tests reproduce issue 11's findings end to end through the real handler and the real
+CLI (subprocesses, real SQLite files, the real PostgreSQL server), as an operator or Serf
+would meet them, one file per area; the pure-level halves are in test_hardening_pure.py.
+Trials print their figures (run with -s to see them)."""
 
 from __future__ import annotations
 

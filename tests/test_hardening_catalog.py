@@ -1,10 +1,7 @@
 """A catalog that cannot be parsed (nested 5,000 deep, a 5,000-digit port), a FIFO or
 /dev/zero at catalog.json, and the catalog read kept out of the store's write lock.
 
-Issue 11's findings, reproduced end to end through the real handler and the real CLI
-(subprocesses, real SQLite files, the real PostgreSQL server), as an operator or
-Serf would meet them; the pure-level halves are in test_hardening_pure.py. Trials
-print their figures (run with -s to see them)."""
+One area of issue 11's findings, end to end (tests/hardeninghelpers.py says how)."""
 
 from __future__ import annotations
 

@@ -2,10 +2,7 @@
 operator marks out of Lamport order and across an agent restart, names that would
 blow Serf's 1,024-byte answer, and garbage events.
 
-Issue 11's findings, reproduced end to end through the real handler and the real CLI
-(subprocesses, real SQLite files, the real PostgreSQL server), as an operator or
-Serf would meet them; the pure-level halves are in test_hardening_pure.py. Trials
-print their figures (run with -s to see them)."""
+One area of issue 11's findings, end to end (tests/hardeninghelpers.py says how)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """Secrets: a password in a URL is never shown, SERF_RPC_AUTH is never stored,
 exported or spooled.
 
-Issue 11's findings, reproduced end to end through the real handler and the real CLI
-(subprocesses, real SQLite files, the real PostgreSQL server), as an operator or
-Serf would meet them; the pure-level halves are in test_hardening_pure.py. Trials
-print their figures (run with -s to see them)."""
+One area of issue 11's findings, end to end (tests/hardeninghelpers.py says how)."""
 
 from __future__ import annotations
 
