@@ -97,6 +97,9 @@ def _open(settings: Settings, item: tuple, warnings: list[str]) -> nodestore.Nod
                 return store
             store.close()
             return nodestore.NodeStore(path)
+    import gc
+
+    gc.enable()  # launch turned the collector off for the hot path; this one is not it
     from .history.setup import init  # slow path: SQLAlchemy + Alembic, once per store
 
     warnings.extend(init(settings, observer=item[1], received_us=item[0])["warnings"])

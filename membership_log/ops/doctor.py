@@ -133,7 +133,7 @@ def store_checks(settings: Settings) -> list[Check]:
         return [Check("store", WARNING, detail + ": the log may name hosts and payloads "
                       "(chmod o-r it, or init --store-group GROUP)")]
     checks = [Check("store", OK, detail)]
-    if access.is_shared(st):
+    if files.is_shared(st):
         checks.extend(_group_readers(path, st, group))
     return checks
 
@@ -396,7 +396,7 @@ def serf_config_checks(settings: Settings, path: str) -> list[Check]:
         if filt != "*":
             notes.append(f"only {filt} events reach it (the log needs them all)")
         if settings.sqlite_path and os.path.exists(settings.sqlite_path) and \
-                access.is_shared(os.stat(settings.sqlite_path)) and STORE_GROUP[0] not in opts:
+                files.is_shared(os.stat(settings.sqlite_path)) and STORE_GROUP[0] not in opts:
             notes.append(f"no {STORE_GROUP[0]}: the store is group-readable, but spool files "
                          f"the handler writes will not be")
         checks.append(Check("serf config", WARNING if notes else OK,

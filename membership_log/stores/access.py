@@ -19,13 +19,17 @@ writer puts them back, empty, when it closes a group-readable store
 (:func:`keep_wal_files`); an empty WAL is the same as none.
 
 Stdlib only, and nothing heavy at import (``pwd`` and ``grp`` load only to word an error):
-:func:`keep_wal_files` runs on the handler's hot path.
+:func:`keep_wal_files` runs on the handler's hot path for a shared store. Whether a store is
+shared (:func:`~membership_log.stores.files.is_shared`) lives in ``files``: the handler asks
+it of every store, and loads this module only for a shared one or to word an error.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+
+from .files import is_shared
 
 #: Modes with a store group, and without (as before there was one).
 SHARED_FILE, SHARED_DIR = 0o640, 0o750
@@ -47,11 +51,6 @@ def group_id(group: str) -> int:
             return int(group)
         raise MembershipError(f"--store-group {group!r}: no such group on this machine "
                               f"(create it: groupadd {group})") from None
-
-
-def is_shared(st: os.stat_result) -> bool:
-    """Whether a store (or spool) is group-readable: it has a store group."""
-    return bool(st.st_mode & stat.S_IRGRP)
 
 
 def apply(path: str, gid: int | None, directory: bool = False) -> None:

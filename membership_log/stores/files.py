@@ -22,6 +22,12 @@ _KINDS = (
 )
 
 
+def is_shared(st: os.stat_result) -> bool:
+    """Whether a store (or spool) is group-readable: it has a store group
+    (:mod:`membership_log.stores.access`)."""
+    return bool(st.st_mode & stat.S_IRGRP)
+
+
 def _kind(mode: int) -> str:
     """What a non-regular file is, for a one-line reason."""
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")

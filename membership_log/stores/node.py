@@ -26,7 +26,7 @@ from ..core.raw import (
     decode_env,
     sha256,
 )
-from . import access, queries
+from . import files, queries
 from .protocol import NODE, ROLE_NODE, Anchor, Scope, Store
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
@@ -95,6 +95,13 @@ class _Transient(Exception):
     """Opening a group-readable store met a moment that passes (see :data:`_RETRIES`)."""
 
 
+def _denied(path: str, action: str = "read") -> str | None:
+    """:func:`membership_log.stores.access.denied`, loaded only to word an error."""
+    from . import access
+
+    return access.denied(path, action)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -113,10 +120,10 @@ class NodeStore(Store):
         except FileNotFoundError:
             raise StoreError(f"no store at {path} (run: membership init)") from None
         except OSError as e:  # a directory on the way this user may not search
-            raise StoreError(access.denied(path) or f"cannot open store {path}: "
+            raise StoreError(_denied(path) or f"cannot open store {path}: "
                              f"{e.strerror or e}") from None
         #: A group-readable store: its readers need the -wal and -shm files kept (close()).
-        self._shared = st if access.is_shared(st) else None
+        self._shared = st if files.is_shared(st) else None
         for pause in _RETRIES:
             try:
                 row = self._connect(timeout)
@@ -142,7 +149,7 @@ class NodeStore(Store):
             # takes the lock before it reads the last seq, and seq stays gap-free.
             self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         except sqlite3.Error as e:
-            raise StoreError(access.denied(path) or f"cannot open store {path}: "
+            raise StoreError(_denied(path) or f"cannot open store {path}: "
                              f"{_first_line(e)}") from e
         try:
             # WAL is set once at creation and persists in the file.
@@ -163,7 +170,7 @@ class NodeStore(Store):
             if _READ_ONLY_WAL in text or "unable to open" in text:
                 if not last and self._shared is not None and os.access(path, os.R_OK):
                     raise _Transient() from e
-                why = access.denied(path)
+                why = _denied(path)
                 if why is not None:
                     raise StoreError(why) from e
                 raise StoreError(f"cannot open store {path}: {text}") from e
@@ -172,6 +179,8 @@ class NodeStore(Store):
     def close(self) -> None:
         self.conn.close()
         if self._shared is not None:
+            from . import access  # a shared store only: off the usual hot path
+
             access.keep_wal_files(self.path, self._shared)
 
     def _fail(self, e: sqlite3.Error, what: str = "read") -> StoreError:
@@ -180,7 +189,7 @@ class NodeStore(Store):
             return StoreError(f"store {self.path} is locked by another process ({text}); "
                               f"try again")
         if "readonly" in text.replace("-", "").replace(" ", "") or "read-only" in text:
-            why = access.denied(self.path, what if what == "write" else "read")
+            why = _denied(self.path, what if what == "write" else "read")
             if why is not None:
                 return StoreError(why)
             if what != "write":  # a group reader that met a writer's recovery: it passes
@@ -188,7 +197,7 @@ class NodeStore(Store):
                                   f"again")
             return StoreError(f"cannot write store {self.path}: it is read-only ({text})")
         if "unable to open" in text:
-            why = access.denied(self.path, what)
+            why = _denied(self.path, what)
             if why is not None:
                 return StoreError(why)
         if "no such table" in text:
