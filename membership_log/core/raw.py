@@ -29,6 +29,14 @@ else:
 #: recorded catalog version (its bytes in ``stdin``). ``received_us``: UTC microseconds.
 RawEvent = namedtuple("RawEvent", "seq received_us observer source env stdin hash")
 
+
+
+def raw_of_row(row: tuple) -> RawEvent:
+    """A stored row ``(seq, received_us, observer, source, env blob, stdin, hash)`` as a
+    :data:`RawEvent` (its environment decoded)."""
+    return RawEvent(row[0], row[1], row[2], row[3], decode_env(row[4]), row[5], row[6])
+
+
 SOURCE_SERF = "serf"
 SOURCE_CATALOG = "catalog"
 #: An event ``membership compact`` appends: the record of the retention anchor it set (see

@@ -14,7 +14,7 @@ There is one fold and one keeper: verify compares the store with them, never wit
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..core import anchors, frontier
@@ -23,7 +23,7 @@ from ..core.codec import STATE_FORMAT, decode_anchor_state, decode_state, encode
 from ..core.errors import MembershipError
 from ..core.frontier import Stretch
 from ..core.incidents import close
-from ..core.raw import GENESIS, chain_hash
+from ..core.raw import GENESIS, chain_hash, raw_of_row
 from ..render import livefile
 from ..settings import Settings
 from ..stores import files
@@ -43,36 +43,53 @@ Problem = namedtuple("Problem", "seq what")
 Report = namedtuple("Report", "ok notes problems")
 
 
-def check_chain(rows: Iterable[tuple], first: int, prev: bytes, last: int,
-                tree: Stretch | None = None) -> tuple[int, Problem | None]:
-    """Walk stored rows ``(seq, received_us, observer, source, env blob, stdin, hash)`` from
-    event ``first`` (whose predecessor's hash is ``prev``) through ``last``. Returns ``(events
-    checked, the first problem or None)``: an edit, deletion, insertion or reordering breaks
-    the sequence or the chain (computed over the bytes as stored) at the first event it
-    touches. Each event checked goes into ``tree`` too (the same pass hashes the Merkle tree
-    of the stretch)."""
-    add = tree.add if tree is not None else None
-    expected = first
-    for seq, received_us, observer, source, env, stdin, hash_ in rows:
-        if seq > last:
-            break
-        if seq != expected:
-            what = (f"event {expected} is missing (the log jumps to {seq})"
-                    if seq > expected else f"event {seq} appears out of order")
-            return expected - first, Problem(expected, what)
-        if hash_ != chain_hash(prev, seq, received_us, observer, source, env, stdin):
-            return expected - first, Problem(seq, f"event {seq} does not match its hash: "
-                                                  f"edited, inserted or reordered")
-        prev = hash_
-        if add is not None:
-            add(seq, hash_)
-        expected += 1
-    if tree is not None:
-        tree.flush()
-    if expected <= last:
-        return expected - first, Problem(expected, f"event {expected} is missing (the log "
-                                                   f"ends at {expected - 1})")
-    return expected - first, None
+class Chain:
+    """Checks a stretch of a log's stored rows ``(seq, received_us, observer, source, env
+    blob, stdin, hash)`` from event ``first`` (whose predecessor's hash is ``prev``) through
+    ``last``, as :meth:`walk` hands them on: an edit, deletion, insertion or reordering
+    breaks the sequence or the chain (computed over the bytes as stored) at the first event
+    it touches. Each event checked goes into ``tree`` too, so one read of the rows checks
+    the chain, hashes the Merkle tree and feeds the fold. ``count``: events checked;
+    ``problem``: the first :data:`Problem`, or None once the walk is through."""
+
+    def __init__(self, first: int, prev: bytes, last: int,
+                 tree: Stretch | None = None) -> None:
+        self.first, self.prev, self.last, self.tree = first, prev, last, tree
+        self.count = 0
+        self.problem: Problem | None = None
+
+    def walk(self, rows: Iterable[tuple]) -> Iterator[tuple]:
+        """The rows through ``last``, each once its place in the chain is checked; it stops
+        before the first that breaks it."""
+        add = self.tree.add if self.tree is not None else None
+        first, prev, last = self.first, self.prev, self.last
+        expected = first
+        try:
+            for row in rows:
+                seq, received_us, observer, source, env, stdin, hash_ = row
+                if seq > last:
+                    break
+                if seq != expected:
+                    self.problem = Problem(expected, (
+                        f"event {expected} is missing (the log jumps to {seq})"
+                        if seq > expected else f"event {seq} appears out of order"))
+                    return
+                if hash_ != chain_hash(prev, seq, received_us, observer, source, env, stdin):
+                    self.problem = Problem(seq, f"event {seq} does not match its hash: "
+                                                f"edited, inserted or reordered")
+                    return
+                prev = hash_
+                if add is not None:
+                    add(seq, hash_)
+                expected += 1
+                yield row
+            if self.tree is not None:
+                self.tree.flush()
+            if expected <= last:
+                self.problem = Problem(expected, f"event {expected} is missing (the log "
+                                                 f"ends at {expected - 1})")
+        finally:
+            self.count = expected - first
 
 
 def _segment(job: tuple) -> dict:
@@ -97,13 +114,10 @@ def _segment(job: tuple) -> dict:
         if derived_seq == start:
             out["at_snapshot"] = project.to_plain(state)
         tree = Stretch(start, stops) if stops is not None else None
-        count, problem = check_chain(store.rows(origin, start), start + 1, prev, end, tree)
-        out["problem"] = problem and tuple(problem)
-        out["tree"] = None if tree is None else (tree.start, tree.pieces)
-        if problem is not None:
-            return out
+        chain = Chain(start + 1, prev, end, tree)
+        raws = map(raw_of_row, chain.walk(store.rows(origin, start, end)))
         low = None
-        for raw, event, effect in derive.forward(state, store.events(origin, start, end)):
+        for raw, event, effect in derive.forward(state, raws):
             keeper.see(state, raw, event, effect)
             low = raw.received_us if low is None or raw.received_us < low else low
             if raw.seq in cps:
@@ -115,8 +129,12 @@ def _segment(job: tuple) -> dict:
                 rendered, _ = livefile.file_of(state, live_fmt)
                 if rendered is not None:
                     out["lag"].add(rendered)
+        out["problem"] = chain.problem and tuple(chain.problem)
+        out["tree"] = None if tree is None else (tree.start, tree.pieces)
+        if chain.problem is not None:
+            return out
         batch = keeper.take()
-        out.update(count=count, seq=state.seq, end_plain=project.to_plain(state),
+        out.update(count=chain.count, seq=state.seq, end_plain=project.to_plain(state),
                    incidents=batch.incidents, closed=batch.closed, sessions=batch.sessions,
                    heads=batch.heads)
         return out

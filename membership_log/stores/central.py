@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.codec import STATE_FORMAT, decode_state
 from ..core.errors import MembershipError, SchemaMismatch, StoreError
-from ..core.raw import GENESIS, RawEvent, decode_env
+from ..core.raw import GENESIS, RawEvent, raw_of_row
 from ..core.redact import first_line, mask_url
 from ..version import SCHEMA_REVISION
 from . import queries
@@ -174,8 +174,7 @@ class CentralStore(Store):
 
     def events(self, origin: str, after: int = 0,
                until: int | None = None) -> Iterator[RawEvent]:
-        for r in self.rows(origin, after, until):
-            yield RawEvent(r[0], r[1], r[2], r[3], decode_env(r[4]), r[5], r[6])
+        return map(raw_of_row, self.rows(origin, after, until))
 
     def rows(self, origin: str, after: int = 0, until: int | None = None) -> Iterator[tuple]:
         t = cluster_event

@@ -23,7 +23,7 @@ from ..core.raw import (
     RawEvent,
     canonical_env,
     chain_hash,
-    decode_env,
+    raw_of_row,
     sha256,
 )
 from . import files, queries
@@ -250,8 +250,7 @@ class NodeStore(Store):
 
     def append_raws(self, items: list[tuple]) -> list[RawEvent]:
         """:meth:`append`, returning the events as recorded (to fold them at once)."""
-        return [RawEvent(r[0], r[1], r[2], r[3], decode_env(r[4]), r[5], r[6])
-                for r in self._append(items)]
+        return list(map(raw_of_row, self._append(items)))
 
     def _append(self, items: list[tuple]) -> list[tuple]:
         first, prev = self.head(NODE)
@@ -358,8 +357,7 @@ class NodeStore(Store):
 
     def events(self, origin: str, after: int = 0,
                until: int | None = None) -> Iterator[RawEvent]:
-        for r in self.rows(origin, after, until):
-            yield RawEvent(r[0], r[1], r[2], r[3], decode_env(r[4]), r[5], r[6])
+        return map(raw_of_row, self.rows(origin, after, until))
 
     def rows(self, origin: str, after: int = 0, until: int | None = None) -> Iterator[tuple]:
         self._check(origin)
