@@ -156,6 +156,12 @@ class Forwarder:
             b.close()
 
     def cut(self) -> None:
+        # shutdown first: a listener closed while a thread is blocked in accept() keeps
+        # listening until one more connection arrives, so the outage let one through
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         with self.lock:
             sockets, self.sockets = self.sockets, []

@@ -153,6 +153,10 @@ class StandIn:
 
     def close(self) -> None:
         self.stop_event.set()
+        try:  # wakes the thread blocked in accept(); close() alone does not
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         with self.lock:
             for c in self.conns:
