@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 
 from .core import catalog as _catalog
 from .core.clock import now_us
 from .core.errors import MembershipError
+from .core.records import record
 
 #: A change of the live set: ``at`` (UTC microseconds), ``added`` / ``removed`` / ``live``
 #: (sorted tuples of node ids). The first change of a watch reports the initial set as added.
-Change = namedtuple("Change", "at added removed live")
+Change = record("Change", "at added removed live")
 
 
 def parse_live(data: bytes) -> frozenset | None:

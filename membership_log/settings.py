@@ -7,13 +7,13 @@ Shared by the Typer CLI and the handler's fast path, which parses its few option
 from __future__ import annotations
 
 import os
-from collections import namedtuple
 
 from .core.errors import MembershipError
+from .core.records import record
 
 #: ``db_url`` is a SQLAlchemy URL; ``sqlite_path`` the file behind it if it is SQLite;
 #: ``store_group`` the group that may read the store and spool (None: the owner alone).
-Settings = namedtuple(
+Settings = record(
     "Settings", "base_dir db_url sqlite_path catalog live_file spool_dir live_format "
     "store_group"
 )

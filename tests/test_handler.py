@@ -198,6 +198,7 @@ HOT_PATH = {
     "membership_log.core", "membership_log.core.catalog", "membership_log.core.clock",
     "membership_log.core.codec", "membership_log.core.errors", "membership_log.core.events",
     "membership_log.core.fold", "membership_log.core.frontier", "membership_log.core.raw",
+    "membership_log.core.records",
     "membership_log.core.incidents",  # an event that changes a node's liveness
     "membership_log.history", "membership_log.history.driver", "membership_log.history.publish",
     "membership_log.render", "membership_log.render.livefile",

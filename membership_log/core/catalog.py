@@ -9,24 +9,25 @@ bytes changed, so ``json`` is imported lazily, off the hot path.
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Iterator
 
+from .records import record
+
 #: An engine node: ``id`` is ``host:port/tag`` (e.g. ``192.168.100.50:10031/droonga``).
-Node = namedtuple("Node", "id host port tag")
+Node = record("Node", "id host port tag")
 
 #: ``nodes``: every node the catalog names, sorted by id, each once. ``cluster_id``: the id
 #: Droonga 1.1 computes for it (:func:`membership_log.core.droonga.cluster_id`, read once
 #: here, at parse time), None where Droonga cannot load it: a 1.1 engine tags its Serf agent
 #: with it, and the droonga-1.1 live file keeps only the members carrying it.
-Catalog = namedtuple("Catalog", "version nodes cluster_id", defaults=(None,))
+Catalog = record("Catalog", "version nodes cluster_id", defaults=(None,))
 
 #: A slice of a replica: its volume ``address`` and ``node`` id, or (a volume that holds
 #: ``replicas`` again) ``replicas``: a tuple of nested replicas, each a tuple of slices.
-Slice = namedtuple("Slice", "label address node replicas")
+Slice = record("Slice", "label address node replicas")
 
 #: A dataset: ``replicas`` is a tuple of replicas, each a tuple of :data:`Slice`.
-Dataset = namedtuple("Dataset", "name replicas")
+Dataset = record("Dataset", "name replicas")
 
 _EXPECTED = "<host:port/tag.name>"
 

@@ -2,7 +2,7 @@
 rules and the user events / queries its handler acts on.
 
 Pure and stdlib-only. :func:`cluster_state` runs on the handler's hot path, so nothing is
-imported at module level but ``namedtuple`` (already loaded); what only a catalog change or a
+imported at module level but :mod:`.records`; what only a catalog change or a
 ``route`` needs (SHA-1, ``re``, ``json``, ``datetime``) is imported where it is used.
 
 Every rule here was read off droonga-engine v1.1.1 (``lib/droonga/serf.rb``,
@@ -14,7 +14,7 @@ raises. The places where this differs from Droonga on purpose are named in each 
 
 from __future__ import annotations
 
-from collections import namedtuple
+from .records import record
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
 if TYPE_CHECKING:
@@ -474,7 +474,7 @@ def _instant(text: object) -> tuple[int, str] | None:
 #: ``target``: that node as ``host:port/tag`` (None if it is no node name); ``for_node``:
 #: None without a node filter, else whether it names ``own_name``; ``process``: whether the
 #: handler acts on it; ``fields``: the command's parsed parameters (below).
-Command = namedtuple("Command", "name known payload cluster_id for_cluster node target "
+Command = record("Command", "name known payload cluster_id for_cluster node target "
                                 "for_node process fields")
 
 

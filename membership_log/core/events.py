@@ -8,20 +8,19 @@ warning, and is folded as nothing. The contract is Serf's ``cmd/serf/command/age
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from . import catalog as _catalog
 from .raw import SOURCE_ANCHOR, SOURCE_CATALOG, RawEvent
+from .records import record
 
 #: A member line: ``name<TAB>address<TAB>role<TAB>tags``; ``tags`` is a dict.
-Member = namedtuple("Member", "name address role tags")
+Member = record("Member", "name address role tags")
 
 #: A parsed event. ``kind`` is a member event name, ``user``, ``query``, ``catalog`` or
 #: ``unknown``; ``name`` the user event or query name; ``ltime`` its Lamport time (int or
 #: None); ``members`` a tuple of :data:`Member`; ``payload`` text or None; ``catalog`` the
 #: parsed :data:`~membership_log.core.catalog.Catalog` of a catalog event (None if unusable);
 #: ``warnings`` a tuple of one-line strings.
-Event = namedtuple(
+Event = record(
     "Event", "seq at observer kind name ltime members payload catalog warnings"
 )
 

@@ -22,8 +22,9 @@
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections import namedtuple
 from collections.abc import Iterable
+
+from .records import record
 
 LOWER_BOUND_NOTE = ("durations are lower bounds: Serf reports a failure only after its "
                     "suspicion timeout (see --detection-delay)")
@@ -94,24 +95,24 @@ def flapping(down_ats: list[int], window_us: int, threshold: int) -> list[tuple[
 #: or one name; ``up_at`` None when it is still open at the window's end), how long it
 #: lasted within its own bounds (``duration_us``, up to the window's end while open) and how
 #: much of the window it spent unobserved (0 if none).
-Reported = namedtuple("Reported", "incident duration_us unobserved_us")
+Reported = record("Reported", "incident duration_us unobserved_us")
 
 #: One node's figures over the window: ``incidents`` (:data:`Reported`, in the order they
 #: began), ``downtime_us`` (observed time down), ``availability`` (None if nothing was
 #: observed), ``mttr_us`` (None if no incident closed), ``flaps`` (times it went down),
 #: ``flapping`` stretches ``(from, to, incidents)``, and ``roles``: stretches ``(from, to,
 #: role)`` in time order, covering the window (empty when no role was asked about).
-NodeFigures = namedtuple("NodeFigures", "incidents downtime_us availability mttr_us flaps "
+NodeFigures = record("NodeFigures", "incidents downtime_us availability mttr_us flaps "
                          "flapping roles", defaults=((),))
 
 #: An observer's sessions (start times) and the unobserved stretches ``(from, to)`` before
 #: them.
-Sessions = namedtuple("Sessions", "starts unobserved")
+Sessions = record("Sessions", "starts unobserved")
 
 #: The audit of a window, all times in UTC microseconds: ``nodes`` worst first (most
 #: downtime, then most flaps, then name); ``observers`` by name; ``detection_delay_us``: the
 #: estimate of Serf's detection delay asked for (None: none).
-Audit = namedtuple("Audit", "since until observed_us nodes observers detection_delay_us")
+Audit = record("Audit", "since until observed_us nodes observers detection_delay_us")
 
 
 def role_stretches(start: dict, changes: Iterable[tuple], since_us: int, until_us: int) -> dict:

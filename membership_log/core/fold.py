@@ -31,10 +31,9 @@ have one. No I/O, no clock; the state round-trips through :func:`to_plain` /
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from . import events as ev
 from .catalog import Catalog, Node
+from .records import record
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
 if TYPE_CHECKING:
@@ -88,35 +87,35 @@ HEAD_MEMORY = 8
 
 #: A member as last heard: ``status`` is ``alive``/``failed``/``left``/``reaped`` or None (only
 #: an update was heard: no liveness information); ``seq`` the event that last changed it.
-MemberState = namedtuple("MemberState", "address role tags status seq")
+MemberState = record("MemberState", "address role tags status seq")
 
 #: An operator mark on one word: ``key`` is ``(session, ltime, seq)``; ``down`` True for
 #: ``membership-down``, False for ``membership-up``.
-Mark = namedtuple("Mark", "key down")
+Mark = record("Mark", "key down")
 
 #: One node as the state sees it. ``serf``: the status of its matching member (None if no
 #: member matched it yet); ``member``: that member's name; ``in_catalog``: False for a Serf
 #: member that matches no catalog node (shown, never written to the live file).
-NodeView = namedtuple("NodeView", "name live serf marked address member in_catalog")
+NodeView = record("NodeView", "name live serf marked address member in_catalog")
 
 #: A liveness change an event caused: ``before`` / ``after`` are ``live``, ``dead`` or None
 #: (the node was not known before / is not known after, e.g. through a catalog change).
-Change = namedtuple("Change", "node before after")
+Change = record("Change", "node before after")
 
 #: What one event did: its liveness ``changes`` (sorted by node), whether it was a
 #: ``redelivery`` of a mark already applied, ``restart`` = ``(observer, previous event time
 #: or None)`` when it began a new session of the observer's agent, and fold ``warnings``.
-Effect = namedtuple("Effect", "changes redelivery restart warnings")
+Effect = record("Effect", "changes redelivery restart warnings")
 
 #: A published head as the fold keeps it: its Lamport time (None if it had none), ``order``
 #: (its Lamport time, or for one without, the latest order seen: arrival after all of them),
 #: the tree ``size``, the ``root`` (hex) and the ``seq`` of the event that brought it.
-Head = namedtuple("Head", "ltime order size root seq")
+Head = record("Head", "ltime order size root seq")
 
 #: The heads seen of one origin: the ``latest`` by order, the ``recent`` ones by arrival
 #: (at most :data:`HEAD_MEMORY`), and how many heads contradicted earlier ones
 #: (``conflicts``: the metric ``membership_witness_conflicts_total``).
-Witnessed = namedtuple("Witnessed", "latest recent conflicts")
+Witnessed = record("Witnessed", "latest recent conflicts")
 
 NOTHING = Effect((), False, None, ())
 _REDELIVERY = Effect((), True, None, ())

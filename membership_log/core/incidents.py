@@ -14,20 +14,20 @@ from; an :data:`Incident` record (what the API returns) names every observer tha
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Iterable
 
 from . import events as ev
 from . import fold
+from .records import record as record_type
 
 #: An incident as a log keeps it: times in UTC microseconds (``up_at`` None while still
 #: down); ``down_seq``/``up_seq`` the events of that log that began and ended it. Stores
 #: return plain tuples in this field order (a busy year has 300,000 of them).
-Row = namedtuple("Row", "node down_at up_at cause observer down_seq up_seq")
+Row = record_type("Row", "node down_at up_at cause observer down_seq up_seq")
 
 #: An incident as the API returns it: ``observers`` a sorted tuple of every observer that
 #: reported it (one, for one log).
-Incident = namedtuple("Incident", "node down_at up_at cause observers down_seq up_seq")
+Incident = record_type("Incident", "node down_at up_at cause observers down_seq up_seq")
 
 CAUSES = ("failed", "left", "operator")
 

@@ -1,14 +1,14 @@
 """The raw event: exactly what Serf handed the handler, and the hash chain over it.
 
 A raw event is never parsed here; it is the evidence that everything else is derived from.
-This module is on the handler's hot path, so it imports nothing but SHA-256 and uses
-`collections.namedtuple` (already loaded by `sqlite3`) instead of dataclasses, whose import
-alone would cost about as much as the rest of the handler (README, "Performance").
+This module is on the handler's hot path, so it imports nothing but SHA-256 and makes its
+record with :mod:`.records` (a namedtuple without the compile) instead of dataclasses, whose
+import alone would cost about as much as the rest of the handler (README, "Performance").
 """
 
 from __future__ import annotations
 
-from collections import namedtuple
+from .records import record
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
 if TYPE_CHECKING:  # the builtin modules have no stubs; hashlib's sha256 is the same call
@@ -27,7 +27,7 @@ else:
 #: with ``surrogateescape``, so it round-trips to the exact bytes), ``stdin`` the bytes Serf
 #: wrote, byte for byte. ``source`` is ``"serf"`` for a handler run and ``"catalog"`` for a
 #: recorded catalog version (its bytes in ``stdin``). ``received_us``: UTC microseconds.
-RawEvent = namedtuple("RawEvent", "seq received_us observer source env stdin hash")
+RawEvent = record("RawEvent", "seq received_us observer source env stdin hash")
 
 
 

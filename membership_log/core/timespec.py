@@ -11,13 +11,13 @@ printed and compared; anything outside is a ValueError, never an OverflowError.
 
 from __future__ import annotations
 
-from collections import namedtuple
 from datetime import date, datetime, timezone
 
 from .errors import MembershipError, UsageError  # noqa: F401 (MembershipError)
+from .records import record
 
 #: ``seq`` is set for ``@N`` (and ``us`` is None); otherwise ``us`` is UTC microseconds.
-Point = namedtuple("Point", "text us seq")
+Point = record("Point", "text us seq")
 
 ACCEPTED = "ISO 8601 (e.g. 2026-11-25T03:12:00, no zone = UTC), 'now', '15m ago', '2h ago', " \
            "'3d ago' or '@N' (right after event N)"

@@ -26,7 +26,6 @@ one-line :class:`MembershipError` naming what exists (SPEC "Safety").
 from __future__ import annotations
 
 import heapq
-from collections import namedtuple
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from operator import itemgetter
 
@@ -48,6 +47,7 @@ from ..core.figures import (
 from ..core.fold import Change
 from ..core.incidents import CAUSES, Incident, close, record
 from ..core.names import unknown
+from ..core.records import record as record_type
 from ..core.timespec import MAX_US, MIN_US, Point, check_window, iso
 from ..stores.protocol import ROLE_NODE, Scope, Store
 from ..version import __version__
@@ -69,19 +69,19 @@ def open_store(url: str) -> Store:
 #: ``members``: member name -> MemberState (each member's tags, roles included; merged: as
 #: the log that heard of anything last has it), ``catalog``: the catalog in force (None
 #: when merged: each log has its own).
-StateAt = namedtuple("StateAt", "seq at nodes members catalog", defaults=(None, None))
+StateAt = record_type("StateAt", "seq at nodes members catalog", defaults=(None, None))
 
 #: One replayed event: ``origin`` (None on a node store), the raw event, the parsed one, the
 #: liveness ``changes`` it caused (cluster-wide when merged), whether it was a redelivery,
 #: the ``roles`` it changed (:data:`RoleChange`, in its log) and, for one of Droonga 1.1's
 #: own user events or queries, ``command``: what its handler on the observer reads in it
 #: (:data:`membership_log.core.droonga.Command`; None for any other event).
-Replayed = namedtuple("Replayed", "origin raw event changes redelivery roles command",
+Replayed = record_type("Replayed", "origin raw event changes redelivery roles command",
                       defaults=((), None))
 
 #: A role change: a member whose ``role`` tag (Droonga 1.1's role) an event changed, known
 #: before with ``before`` (None: no role tag), now ``after``.
-RoleChange = namedtuple("RoleChange", "member before after")
+RoleChange = record_type("RoleChange", "member before after")
 
 
 # -- what a question covers ------------------------------------------------------------------

@@ -13,7 +13,6 @@ There is one fold and one keeper: verify compares the store with them, never wit
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from ..core.errors import MembershipError
 from ..core.frontier import Stretch
 from ..core.incidents import close
 from ..core.raw import GENESIS, chain_hash, raw_of_row
+from ..core.records import record
 from ..render import livefile
 from ..settings import Settings
 from ..stores import files
@@ -36,11 +36,11 @@ from . import witness
 Progress = Callable[[int, int], None]
 
 #: ``seq``: the first bad event (None for a problem that names no event); ``what``: one line.
-Problem = namedtuple("Problem", "seq what")
+Problem = record("Problem", "seq what")
 
 #: ``ok``: lines of what was found sound; ``notes``: lag and other things that are not
 #: failures; ``problems``: :data:`Problem` list, empty when all is well.
-Report = namedtuple("Report", "ok notes problems")
+Report = record("Report", "ok notes problems")
 
 
 class Chain:
@@ -357,7 +357,7 @@ def check_live_file(store: Store, origin: str, state: project.State, head: int,
 #: What the spool holds: events ``waiting`` (paths not yet taken in), files ``taken`` in
 #: already (a handler killed before deleting them), files that cannot be read (``unusable``,
 #: in the spool or quarantined in ``unreadable/``).
-SpoolState = namedtuple("SpoolState", "waiting taken unusable")
+SpoolState = record("SpoolState", "waiting taken unusable")
 
 
 def spool_state(spool_dir: str, store: NodeStore) -> SpoolState:

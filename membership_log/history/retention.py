@@ -15,7 +15,6 @@ wait for one chunk at most. ``VACUUM`` then gives the space back to the file sys
 from __future__ import annotations
 
 import os
-from collections import namedtuple
 from collections.abc import Callable
 
 from ..core import anchors, merkle
@@ -23,6 +22,7 @@ from ..core.clock import now_us
 from ..core.codec import STATE_FORMAT, encode_state
 from ..core.errors import MembershipError
 from ..core.raw import SOURCE_ANCHOR
+from ..core.records import record
 from ..core.timespec import Point, iso
 from ..settings import Settings
 from ..stores.node import NodeStore
@@ -36,7 +36,7 @@ Progress = Callable[[int, int], None]
 
 #: ``dropped`` events, the ``anchor`` seq after it and its time, the file's bytes before and
 #: after (store plus write-ahead log).
-Compacted = namedtuple("Compacted", "dropped anchor anchor_at size_before size_after")
+Compacted = record("Compacted", "dropped anchor anchor_at size_before size_after")
 
 CHUNK = 100_000
 COMPARE_BATCH = 50_000
@@ -79,7 +79,7 @@ def _require_shipped(store: NodeStore, url: str, first: int, last: int,
 
 #: What a compaction would drop (``compact --dry-run``): ``events`` in seqs ``first..last``,
 #: received from ``first_at`` to ``last_at``, about ``bytes`` of the store file.
-Plan = namedtuple("Plan", "events first last first_at last_at bytes")
+Plan = record("Plan", "events first last first_at last_at bytes")
 
 
 def _last_to_drop(store: NodeStore, before: Point) -> int:

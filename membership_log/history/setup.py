@@ -9,13 +9,13 @@ driver the function that writes the live file (:func:`publisher`).
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Callable
 
 from ..core import fold
 from ..core.catalog import CATALOG_LIMIT
 from ..core.clock import now_us
 from ..core.errors import MembershipError, StoreError
+from ..core.records import record
 from ..core.redact import mask_url
 from ..settings import Settings
 from ..stores import files
@@ -29,7 +29,7 @@ Progress = Callable[[int, int], None]
 
 #: What ``rebuild`` did: ``logs`` rebuilt, and for a node store the head ``seq`` and the live
 #: nodes written (None on a central store).
-Rebuilt = namedtuple("Rebuilt", "logs seq live")
+Rebuilt = record("Rebuilt", "logs seq live")
 
 
 def publisher(settings: Settings) -> Callable[[fold.State], None]:

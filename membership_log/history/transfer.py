@@ -12,7 +12,6 @@ import binascii
 import json
 import os
 import time
-from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 from ..core.errors import MembershipError, StoreError
 from ..core.outage import Backoff, Outage
 from ..core.raw import SOURCE_SERF, SOURCES, RawEvent, decode_env, encode_env, serf_env, text_of
+from ..core.records import record
 from ..core.redact import mask_url
 from ..core.timespec import MAX_US, MIN_US, to_us
 from ..settings import Settings
@@ -38,10 +38,10 @@ Progress = Callable[[int, int | None], None]
 
 #: What an import did: events appended, the seqs they got, and the variables dropped from
 #: their env (name -> how many lines carried it) because the handler never records them.
-Imported = namedtuple("Imported", "appended first last dropped")
+Imported = record("Imported", "appended first last dropped")
 
 #: What a ship did: the node's name, events copied, the central head of its log after it.
-Shipped = namedtuple("Shipped", "origin copied central_head")
+Shipped = record("Shipped", "origin copied central_head")
 
 IMPORT_BATCH = 10_000
 SHIP_BATCH = 5_000

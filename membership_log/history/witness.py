@@ -20,12 +20,12 @@ and the fold keeps it (:mod:`membership_log.core.fold`, ``witness_head``). Here:
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Callable
 
 from ..core import merkle, proofs
 from ..core.errors import MembershipError
 from ..core.raw import GENESIS
+from ..core.records import record
 from ..core.witness import CONFLICT
 from ..render.jsondoc import export_doc
 from ..stores.node import NodeStore
@@ -33,11 +33,11 @@ from ..stores.protocol import ROLE_CENTRAL, Store
 
 #: A log's tree head: ``observer`` (the node whose log it is), ``size`` (its head seq) and
 #: ``root`` (bytes).
-Head = namedtuple("Head", "observer size root")
+Head = record("Head", "observer size root")
 
 #: A head another observer recorded of a log: ``size``, ``root`` (bytes), the ``witnesses``
 #: (observer names) and where they recorded it (``(log origin, seq)`` pairs).
-Witnessed = namedtuple("Witnessed", "size root witnesses events")
+Witnessed = record("Witnessed", "size root witnesses events")
 
 
 def _short(h: bytes) -> str:
@@ -223,7 +223,7 @@ def _against_witnesses(heads: list[tuple], size: int, root: bytes) -> list[str]:
 #: (``witness_head`` rows of this log recorded by other observers), ``witnessed``
 #: (:func:`group` of them), ``base`` (:meth:`Store.tree_base`), ``kept`` (the kept
 #: ``(size, frontier blob)``), ``head`` and ``floor`` (the last compacted event, 0 if none).
-TreeFacts = namedtuple("TreeFacts", "heads witnessed base kept head floor")
+TreeFacts = record("TreeFacts", "heads witnessed base kept head floor")
 
 
 def tree_facts(store: Store, origin: str, name: str | None) -> TreeFacts:

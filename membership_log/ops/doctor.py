@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 import shlex
 import stat
-from collections import namedtuple
 
 from ..core.catalog import CATALOG_LIMIT
 from ..core.catalog import parse as parse_catalog
 from ..core.errors import MembershipError
+from ..core.records import record
 from ..core.redact import mask_url
 from ..settings import LIVE_FORMATS, STORE_GROUP, Settings, parse_handler_args
 from ..stores import access, files
@@ -34,7 +34,7 @@ from . import serfagent
 OK, WARNING, FAILED = "ok", "warning", "failed"
 
 #: One point of the check-up.
-Check = namedtuple("Check", "name status detail")
+Check = record("Check", "name status detail")
 
 #: Serf's event filters (``cmd/serf/command/agent/event_handler.go``): the text before the
 #: first ``=`` of a handler line must be a comma-separated list of these (``user:NAME`` and
