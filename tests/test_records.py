@@ -48,6 +48,9 @@ def test_wrong_arguments_fail_as_they_would_for_a_namedtuple():
         Point(1, 2).x = 5  # immutable, and no __dict__
     with pytest.raises(ValueError):
         record("Wide", " ".join(f"f{i}" for i in range(11)))
+    for bad in ("x _cls", "x _tuple_new", "x x", "x class", "x 1y"):
+        with pytest.raises(ValueError):
+            record("Bad", bad)
 
 
 def test_records_of_the_package_survive_pickle_as_worker_processes_need():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from _collections import _tuplegetter  # type: ignore[import-not-found]  # namedtuple's, in C
+from keyword import iskeyword  # loaded already: collections imports it
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true (no `typing` here)
 if TYPE_CHECKING:
@@ -80,6 +81,13 @@ def _record(typename: str, field_names: str, *, defaults: Iterable[Any] | None =
     fields = tuple(field_names.replace(",", " ").split())
     if not 0 < len(fields) < len(_NEW):
         raise ValueError(f"a record has 1 to {len(_NEW) - 1} fields, not {len(fields)}")
+    # namedtuple's rules: a field renamed into __new__ must not shadow the name its body
+    # reads (_tuple_new) or its class parameter (_cls), nor be repeated or a keyword
+    for name in fields:
+        if not name.isidentifier() or name.startswith("_") or iskeyword(name):
+            raise ValueError(f"{typename}: {name!r} cannot name a field")
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"{typename}: a field is named twice in {field_names!r}")
     template = _NEW[len(fields)]
     new = _function(template.__code__.replace(co_varnames=("_cls", *fields)),
                          template.__globals__, "__new__")
